@@ -1,0 +1,51 @@
+# k2-ingest: the README's commands. `make demo` runs the main job end to end; `make test` runs every test.
+# Both install what they need (wasm target, Kafka jars, Python venv) and start the services.
+
+include dev/services.mk
+
+CARGO ?= cargo
+GUEST_TARGET := wasm32-wasip2
+GUEST_WASM := guest/target/$(GUEST_TARGET)/release/k2_trades_validator.wasm
+BIN := target/debug/k2-ingest
+PY := .k2/venv/bin/python
+
+.PHONY: help toolchain guest build demo test test-rust test-guest test-e2e clean
+
+help:
+	@echo "make demo           produce sample trades, ingest them, read the table back"
+	@echo "make test           every test: unit, guest contract, end-to-end on real services"
+	@echo "make services-up    start Kafka on 127.0.0.1:19092 (make services-down stops it)"
+	@echo "make build          the k2-ingest binary and the validator components"
+
+## The wasm target for validator components (rustup is the only way to get a Rust target).
+toolchain:
+	@rustup target list --installed | grep -qx $(GUEST_TARGET) || rustup target add $(GUEST_TARGET)
+
+## Validator components; cargo reads guest/.cargo only from inside guest/, so the target is explicit.
+guest: toolchain
+	$(CARGO) build --release --manifest-path guest/Cargo.toml --target $(GUEST_TARGET)
+
+## Tests and the demo share the dev profile (dependencies optimised), so a cold build compiles them once.
+build: guest
+	$(CARGO) build -p k2-ingest
+
+demo: build services-up venv
+	bash dev/demo.sh
+
+test: test-guest test-rust test-e2e
+
+## Guest SDK and validator logic, natively.
+test-guest:
+	$(CARGO) test --manifest-path guest/Cargo.toml
+
+## Host unit tests and guest-contract tests on the real .wasm (no network).
+test-rust: guest
+	$(CARGO) test -p k2-ingest
+
+## End-to-end tests against the real broker, read back with pyiceberg.
+test-e2e: build services-up venv
+	K2_BIN=$(abspath $(BIN)) $(PY) -m pytest tests -v -rs
+
+clean:
+	$(CARGO) clean
+	$(CARGO) clean --manifest-path guest/Cargo.toml

@@ -1,0 +1,126 @@
+//! The `trades` validator: record checks and per-(exchange, symbol) sequence tracking.
+//!
+//! Input: a batch of `market.trades.raw` records (columns `symbol`, `exchange`,
+//! `exchange_ts`, `price`, `size`, `side`, `sequence`).
+//! Output: rejections (`price-not-positive`, `size-not-positive`, `side-unknown`,
+//! `symbol-format`, `timestamp-in-future`) and sequence events per `EXCHANGE:SYMBOL`.
+//! Settings: `session_start` (default 1), `future_tolerance_ms` (default 5000).
+
+use k2_validator_sdk::{export_validator, Batch, SequenceTracker, Settings, Validate, Verdict};
+
+pub struct Trades {
+    sequences: SequenceTracker,
+    future_tolerance_micros: i64,
+    key: String,
+}
+
+/// Symbols are 1 to 16 characters of upper-case letters, digits, `.`, `/` and `-`.
+pub fn symbol_is_well_formed(symbol: &str) -> bool {
+    (1..=16).contains(&symbol.len())
+        && symbol
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"./-".contains(&b))
+}
+
+impl Validate for Trades {
+    const NAME: &'static str = "trades";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn new(settings: &Settings) -> Result<Self, String> {
+        settings.only(&["session_start", "future_tolerance_ms"])?;
+        let tolerance_ms: i64 = settings.parse_or("future_tolerance_ms", 5_000)?;
+        if tolerance_ms < 0 {
+            return Err(format!("setting `future_tolerance_ms`: must be >= 0, got {tolerance_ms}"));
+        }
+        Ok(Self {
+            sequences: SequenceTracker::new(settings.parse_or("session_start", 1)?),
+            future_tolerance_micros: tolerance_ms.saturating_mul(1_000),
+            key: String::new(),
+        })
+    }
+
+    fn validate(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String> {
+        let symbol = batch.utf8("symbol")?;
+        let exchange = batch.utf8("exchange")?;
+        let ts = batch.int64("exchange_ts")?;
+        let price = batch.decimal("price")?;
+        let size = batch.decimal("size")?;
+        let side = batch.utf8("side")?;
+        let sequence = batch.int64("sequence")?;
+        let latest_allowed = batch.now_micros.saturating_add(self.future_tolerance_micros);
+
+        for i in 0..batch.len() {
+            let sym = symbol.get(i);
+            if price.unscaled[i] <= 0 {
+                verdict.reject(i, "price-not-positive", format!("price {} is not > 0", show(price.unscaled[i], price.scale)));
+            } else if size.unscaled[i] <= 0 {
+                verdict.reject(i, "size-not-positive", format!("size {} is not > 0", show(size.unscaled[i], size.scale)));
+            } else if !matches!(side.get(i), "BUY" | "SELL") {
+                verdict.reject(i, "side-unknown", format!("side `{}` is neither BUY nor SELL", side.get(i)));
+            } else if !symbol_is_well_formed(sym) {
+                verdict.reject(i, "symbol-format", format!("symbol `{sym}` is not 1-16 of A-Z 0-9 . / -"));
+            } else if ts[i] > latest_allowed {
+                verdict.reject(i, "timestamp-in-future", format!("exchange_ts {} us is beyond now + tolerance", ts[i]));
+            } else {
+                // Only accepted records advance the sequence: a rejected record is not data.
+                self.key.clear();
+                self.key.push_str(exchange.get(i));
+                self.key.push(':');
+                self.key.push_str(sym);
+                if let Some(event) = self.sequences.observe(i, &self.key, sequence[i]) {
+                    verdict.events.push(event);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.sequences.snapshot()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.sequences.restore(state)
+    }
+}
+
+/// Renders an unscaled decimal for messages, e.g. (-150, 2) -> "-1.50".
+fn show(unscaled: i64, scale: u8) -> String {
+    let div = 10i128.pow(scale as u32);
+    let v = unscaled as i128;
+    let sign = if v < 0 { "-" } else { "" };
+    if scale == 0 {
+        return v.to_string();
+    }
+    format!("{sign}{}.{:0width$}", v.abs() / div, v.abs() % div, width = scale as usize)
+}
+
+export_validator!(Trades);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbol_format() {
+        assert!(symbol_is_well_formed("AAPL"));
+        assert!(symbol_is_well_formed("BRK.B"));
+        assert!(symbol_is_well_formed("BTC/USD"));
+        assert!(!symbol_is_well_formed(""));
+        assert!(!symbol_is_well_formed("aapl"));
+        assert!(!symbol_is_well_formed("TOOLONGSYMBOLNAME1"));
+    }
+
+    #[test]
+    fn shows_decimals() {
+        assert_eq!(show(-150, 2), "-1.50");
+        assert_eq!(show(12345678901, 8), "123.45678901");
+        assert_eq!(show(7, 0), "7");
+    }
+
+    #[test]
+    fn rejects_unknown_setting() {
+        let err = Trades::new(&Settings::new(vec![("tolerance".into(), "1".into())])).err().unwrap();
+        assert!(err.contains("unknown setting `tolerance`"), "{err}");
+    }
+}

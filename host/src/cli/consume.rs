@@ -1,0 +1,100 @@
+//! `k2-ingest consume`: ingest one topic into its Iceberg table.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use k2_ingest::config::Config;
+use k2_ingest::pipeline::{Pipeline, RunBounds, RunSummary};
+
+use super::Output;
+
+/// Consume a topic into its Iceberg table: decode, validate, write, commit.
+///
+/// Offsets are committed to the group only after the data is committed to the table.
+/// Without --follow the run ends when the topic has been idle for
+/// pipeline.idle_timeout_ms, or after --max-messages.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The config file (TOML).
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+
+    /// The topic to consume (must be listed under [[topics]] in the config).
+    #[arg(long, short)]
+    topic: String,
+
+    /// Stop after this many messages (decodable or not).
+    #[arg(long, value_name = "N")]
+    max_messages: Option<u64>,
+
+    /// Keep running when the topic is idle, until SIGINT/SIGTERM.
+    #[arg(long)]
+    follow: bool,
+
+    /// How to print the run summary.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let bounds = RunBounds {
+        max_messages: args.max_messages,
+        idle_timeout: (!args.follow).then(|| Duration::from_millis(config.pipeline.idle_timeout_ms)),
+    };
+    let pipeline = Pipeline::open(&config, &args.topic).await?;
+    let summary = pipeline.run(bounds, shutdown_signal()).await.with_context(|| format!("consuming {}", args.topic))?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string(&summary)?),
+        Output::Human => print_human(&summary),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn print_human(s: &RunSummary) {
+    println!("topic        {}", s.topic);
+    println!("table        {}", s.table);
+    println!("consumed     {}", s.consumed);
+    println!("written      {}", s.written);
+    println!("rejected     {}{}", s.rejected, by_key(&s.rejected_by_code));
+    println!("undecodable  {}", s.undecodable);
+    let events: Vec<String> = s.sequence_events.iter().map(|(k, n)| format!("{} {n}", k.as_str())).collect();
+    println!("sequence     {}", if events.is_empty() { "no events".to_string() } else { events.join(", ") });
+    println!("commits      {}  (snapshot {})", s.commits, s.snapshot_id.map_or("none".into(), |id| id.to_string()));
+    let parts: Vec<String> = s
+        .lag
+        .iter()
+        .map(|(p, lag)| format!("{p}: next {} lag {lag}", s.offsets.get(p).map_or("-".into(), |o| o.to_string())))
+        .collect();
+    println!("partitions   {}", parts.join("; "));
+    let rate = if s.duration_secs > 0.0 { s.consumed as f64 / s.duration_secs } else { 0.0 };
+    println!("took         {:.1} s ({rate:.0} msg/s)", s.duration_secs);
+}
+
+fn by_key(m: &std::collections::BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!("  ({})", parts.join(", "))
+}

@@ -1,0 +1,71 @@
+//! The command line: global options, logging, and one file per subcommand.
+
+mod consume;
+mod produce_sample;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Moves market data from Apache Kafka into Apache Iceberg tables, checking every batch
+/// with a sandboxed WebAssembly validator per topic.
+#[derive(Debug, Parser)]
+#[command(name = "k2-ingest", version, propagate_version = true)]
+struct Cli {
+    /// Log filter, e.g. `info` or `k2_ingest=debug` (also read from K2_LOG).
+    #[arg(long, global = true, env = "K2_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Consume(consume::ConsumeArgs),
+    ProduceSample(produce_sample::ProduceSampleArgs),
+}
+
+/// How a command prints its result on stdout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Lines for a person.
+    #[default]
+    Human,
+    /// Exactly one JSON object.
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Consume(args) => consume::run(args).await,
+            Command::ProduceSample(args) => produce_sample::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr so stdout carries only the command's result.
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // librdkafka's and sqlx's chatter is rarely what an operator needs.
+        .add_directive("sqlx=warn".parse().expect("static directive"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

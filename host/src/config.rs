@@ -1,0 +1,477 @@
+//! The TOML configuration: typed, documented, strict about unknown keys, with env overrides.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Environment variables that override the config file, for CI and containers.
+pub const ENV_BOOTSTRAP: &str = "K2_KAFKA_BOOTSTRAP";
+pub const ENV_GROUP_ID: &str = "K2_KAFKA_GROUP_ID";
+pub const ENV_CATALOG_DATABASE: &str = "K2_CATALOG_DATABASE";
+pub const ENV_WAREHOUSE: &str = "K2_WAREHOUSE";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection and consumer group.
+    pub kafka: KafkaConfig,
+    /// Where the Iceberg tables live.
+    pub catalog: CatalogConfig,
+    /// Batching and bounded-run behaviour.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// When accumulated data is committed to Iceberg.
+    #[serde(default)]
+    pub commit: CommitConfig,
+    /// Data file settings.
+    #[serde(default)]
+    pub sink: SinkConfig,
+    /// Sandbox limits for validator modules.
+    #[serde(default)]
+    pub wasm: WasmConfig,
+    /// One entry per Kafka topic to ingest.
+    #[serde(default)]
+    pub topics: Vec<TopicConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Broker list, `host:port[,host:port]`. Env override: `K2_KAFKA_BOOTSTRAP`.
+    pub bootstrap_servers: String,
+    /// Consumer group id. Env override: `K2_KAFKA_GROUP_ID`. Default `k2-ingest`.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Where a partition without committed offsets starts: `earliest` or `latest`.
+    /// Default `earliest`, so a new group loses nothing already in the topic.
+    #[serde(default)]
+    pub auto_offset_reset: OffsetReset,
+    /// Longest wait for one poll of the broker, in milliseconds. Default 100.
+    #[serde(default = "default_poll_timeout_ms")]
+    pub poll_timeout_ms: u64,
+    /// Extra librdkafka properties passed through as is (e.g. `"security.protocol" = "SSL"`).
+    /// Offset handling keys (`enable.auto.commit`, `enable.auto.offset.store`) are ours and refused.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+impl OffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum CatalogConfig {
+    /// The embedded catalog: iceberg-rust's SQL catalog on a SQLite file, data on local disk.
+    Sql(SqlCatalogConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlCatalogConfig {
+    /// Catalog name, shared by every reader of the same database. Default `k2`.
+    #[serde(default = "default_catalog_name")]
+    pub name: String,
+    /// SQLite database file (created if missing). Relative paths are relative to the
+    /// config file. Env override: `K2_CATALOG_DATABASE`.
+    pub database: PathBuf,
+    /// Warehouse directory for table data and metadata (created if missing). Relative
+    /// paths are relative to the config file. Env override: `K2_WAREHOUSE`.
+    pub warehouse: PathBuf,
+    /// Namespace of the tables. Default `market`.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+impl CatalogConfig {
+    pub fn namespace(&self) -> &str {
+        match self {
+            CatalogConfig::Sql(c) => &c.namespace,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Records handed to a validator per call and appended to the writer at once. Default 1000.
+    #[serde(default = "default_batch_records")]
+    pub batch_records: usize,
+    /// A bounded run stops when no message arrived for this long, in milliseconds. Default 5000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitConfig {
+    /// Commit once this many records are written since the last commit. Default 1,000,000.
+    #[serde(default = "default_commit_records")]
+    pub max_records: u64,
+    /// Commit once this many bytes (in memory, Arrow) are written since the last commit.
+    /// Default 268435456 (256 MiB).
+    #[serde(default = "default_commit_bytes")]
+    pub max_bytes: u64,
+    /// Commit at least this often while data flows, in milliseconds. Default 60000.
+    #[serde(default = "default_commit_interval_ms")]
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// A data file is closed and a new one started past this size, in bytes. Default 536870912 (512 MiB).
+    #[serde(default = "default_target_file_size")]
+    pub target_file_size_bytes: usize,
+    /// Parquet compression: `zstd`, `snappy` or `none`. Default `zstd`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Add `_kafka_partition`, `_kafka_offset` and `_kafka_timestamp` columns to new tables. Default true.
+    #[serde(default = "default_true")]
+    pub metadata_columns: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Snappy,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmConfig {
+    /// Linear memory a validator instance may grow to, in bytes. Default 67108864 (64 MiB).
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit_bytes: usize,
+    /// Fixed part of the time a validator call may take, in milliseconds. Default 1000.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Added to the call time limit per record of the batch, in microseconds. Default 50,
+    /// so a 1,000-record batch may take 1.05 s.
+    #[serde(default = "default_per_record_us")]
+    pub call_timeout_per_record_us: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Kafka topic name.
+    pub name: String,
+    /// Iceberg table name within the catalog's namespace. Default: the topic name with
+    /// `.` replaced by `_`.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Avro schema file (.avsc) of the table, and of plain bodies. Relative to the config file.
+    pub schema: PathBuf,
+    /// How message bodies are framed: `plain` (bare Avro datum) or `confluent`
+    /// (`0x00`, 4-byte big-endian schema id, datum). Default `plain`.
+    #[serde(default)]
+    pub framing: Framing,
+    /// For `confluent` framing: schema id → writer schema file. Records are resolved from
+    /// their writer schema to the table's schema. Default: empty.
+    #[serde(default)]
+    pub schema_ids: BTreeMap<String, PathBuf>,
+    /// The validator component for this topic; absent means every decoded record is accepted.
+    #[serde(default)]
+    pub validator: Option<ValidatorConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    #[default]
+    Plain,
+    Confluent,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorConfig {
+    /// Path of the validator component (.wasm). Relative to the config file.
+    pub module: PathBuf,
+    /// String settings handed to the validator's `create`, e.g. `future_tolerance_ms = "5000"`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+fn default_group_id() -> String {
+    "k2-ingest".into()
+}
+fn default_poll_timeout_ms() -> u64 {
+    100
+}
+fn default_catalog_name() -> String {
+    "k2".into()
+}
+fn default_namespace() -> String {
+    "market".into()
+}
+fn default_batch_records() -> usize {
+    1000
+}
+fn default_idle_timeout_ms() -> u64 {
+    5000
+}
+fn default_commit_records() -> u64 {
+    1_000_000
+}
+fn default_commit_bytes() -> u64 {
+    256 << 20
+}
+fn default_commit_interval_ms() -> u64 {
+    60_000
+}
+fn default_target_file_size() -> usize {
+    512 << 20
+}
+fn default_true() -> bool {
+    true
+}
+fn default_memory_limit() -> usize {
+    64 << 20
+}
+fn default_call_timeout_ms() -> u64 {
+    1000
+}
+fn default_per_record_us() -> u64 {
+    50
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { batch_records: default_batch_records(), idle_timeout_ms: default_idle_timeout_ms() }
+    }
+}
+impl Default for CommitConfig {
+    fn default() -> Self {
+        Self {
+            max_records: default_commit_records(),
+            max_bytes: default_commit_bytes(),
+            interval_ms: default_commit_interval_ms(),
+        }
+    }
+}
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            target_file_size_bytes: default_target_file_size(),
+            compression: Compression::default(),
+            metadata_columns: true,
+        }
+    }
+}
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: default_memory_limit(),
+            call_timeout_ms: default_call_timeout_ms(),
+            call_timeout_per_record_us: default_per_record_us(),
+        }
+    }
+}
+
+impl TopicConfig {
+    /// The Iceberg table name for this topic.
+    pub fn table_name(&self) -> String {
+        self.table.clone().unwrap_or_else(|| self.name.replace('.', "_"))
+    }
+}
+
+impl Config {
+    /// Reads, overrides from the environment, resolves paths and validates `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::parse(&text, path, env)
+    }
+
+    /// Parses `text` (read from `path`) with `env` supplying overrides.
+    pub fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let err = |message: String| Error::Config { path: path.to_path_buf(), message };
+        let mut config: Config = toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+
+        if let Some(v) = env(ENV_BOOTSTRAP) {
+            config.kafka.bootstrap_servers = v;
+        }
+        if let Some(v) = env(ENV_GROUP_ID) {
+            config.kafka.group_id = v;
+        }
+        let CatalogConfig::Sql(sql) = &mut config.catalog;
+        if let Some(v) = env(ENV_CATALOG_DATABASE) {
+            sql.database = v.into();
+        }
+        if let Some(v) = env(ENV_WAREHOUSE) {
+            sql.warehouse = v.into();
+        }
+
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).map_err(|e| err(format!("cannot resolve its folder: {e}")))?;
+        sql.database = base.join(&sql.database);
+        sql.warehouse = base.join(&sql.warehouse);
+        for topic in &mut config.topics {
+            topic.schema = base.join(&topic.schema);
+            for file in topic.schema_ids.values_mut() {
+                *file = base.join(&*file);
+            }
+            if let Some(v) = &mut topic.validator {
+                v.module = base.join(&v.module);
+            }
+        }
+
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err("kafka.bootstrap_servers is empty".into());
+        }
+        for key in ["enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+            if self.kafka.options.contains_key(key) {
+                return Err(format!("kafka.options.\"{key}\" is managed by k2-ingest; remove it"));
+            }
+        }
+        if self.pipeline.batch_records == 0 {
+            return Err("pipeline.batch_records must be at least 1".into());
+        }
+        if self.commit.max_records == 0 || self.commit.max_bytes == 0 {
+            return Err("commit.max_records and commit.max_bytes must be at least 1".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for topic in &self.topics {
+            if !seen.insert(&topic.name) {
+                return Err(format!("topic `{}` is listed twice", topic.name));
+            }
+            if topic.framing == Framing::Confluent && topic.schema_ids.is_empty() {
+                return Err(format!(
+                    "topic `{}`: framing = \"confluent\" needs at least one entry in schema_ids",
+                    topic.name
+                ));
+            }
+            for id in topic.schema_ids.keys() {
+                if id.parse::<u32>().is_err() {
+                    return Err(format!("topic `{}`: schema_ids key `{id}` is not a schema id (u32)", topic.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration of `topic`; the error lists the configured topics.
+    pub fn topic(&self, topic: &str) -> Result<&TopicConfig> {
+        self.topics.iter().find(|t| t.name == topic).ok_or_else(|| Error::Topic {
+            topic: topic.to_string(),
+            message: format!(
+                "not in the config (configured: {})",
+                self.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [kafka]
+        bootstrap_servers = "127.0.0.1:19092"
+        [catalog]
+        type = "sql"
+        database = "wh/catalog.db"
+        warehouse = "wh"
+        [[topics]]
+        name = "market.trades.raw"
+        schema = "schemas/trade.avsc"
+    "#;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/k2/k2.toml"), |_| None)
+    }
+
+    #[test]
+    fn defaults_apply_and_paths_resolve_against_the_config_file() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.kafka.group_id, "k2-ingest");
+        assert_eq!(c.pipeline.batch_records, 1000);
+        assert_eq!(c.kafka.auto_offset_reset, OffsetReset::Earliest);
+        let CatalogConfig::Sql(sql) = &c.catalog;
+        assert_eq!(sql.database, Path::new("/etc/k2/wh/catalog.db"));
+        assert_eq!(c.topics[0].schema, Path::new("/etc/k2/schemas/trade.avsc"));
+        assert_eq!(c.topics[0].table_name(), "market_trades_raw");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("[kafka]", "[kafka]\nbootstrap = \"x\"");
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.starts_with("config /etc/k2/k2.toml: "), "{msg}");
+        assert!(msg.contains("unknown field `bootstrap`"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_broker_and_catalog() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/k2/k2.toml"), |k| match k {
+            ENV_BOOTSTRAP => Some("10.0.0.1:9092".into()),
+            ENV_WAREHOUSE => Some("/data/wh".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "10.0.0.1:9092");
+        let CatalogConfig::Sql(sql) = &c.catalog;
+        assert_eq!(sql.warehouse, Path::new("/data/wh"));
+    }
+
+    #[test]
+    fn managed_kafka_options_are_refused() {
+        let text = MINIMAL.replace(
+            "[catalog]",
+            "[kafka.options]\n\"enable.auto.commit\" = \"true\"\n[catalog]",
+        );
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains("kafka.options.\"enable.auto.commit\" is managed"), "{msg}");
+    }
+
+    #[test]
+    fn confluent_framing_needs_schema_ids() {
+        let text = MINIMAL.replace("schema = \"schemas/trade.avsc\"", "schema = \"s.avsc\"\nframing = \"confluent\"");
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains("needs at least one entry in schema_ids"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_topic_lists_configured_ones() {
+        let msg = parse(MINIMAL).unwrap().topic("nope").unwrap_err().to_string();
+        assert_eq!(msg, "topic nope: not in the config (configured: market.trades.raw)");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../k2.example.toml");
+        let c = Config::load(&path).unwrap();
+        assert!(c.topic("market.trades.raw").is_ok());
+    }
+}

@@ -1,0 +1,160 @@
+//! Decodes one message body — plain Avro or Confluent-framed — into the table's record shape.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+
+use apache_avro::Schema as AvroSchema;
+use apache_avro::types::Value;
+
+use crate::config::{Framing, TopicConfig};
+use crate::decode::schema::load_avsc;
+use crate::error::{DecodeError, Result};
+
+/// The Confluent wire format: magic byte 0, then a 4-byte big-endian schema id.
+const CONFLUENT_MAGIC: u8 = 0;
+const CONFLUENT_HEADER_LEN: usize = 5;
+
+/// A writer schema and whether records written with it need resolving to the table's schema.
+struct Writer {
+    schema: AvroSchema,
+    needs_resolution: bool,
+}
+
+/// Decodes the bodies of one topic.
+pub struct TopicDecoder {
+    table_schema: AvroSchema,
+    framing: Framing,
+    writers: HashMap<u32, Writer>,
+}
+
+impl TopicDecoder {
+    /// Loads the topic's table schema and, for Confluent framing, every mapped writer schema.
+    pub fn new(topic: &TopicConfig) -> Result<Self> {
+        let table_schema = load_avsc(&topic.schema)?;
+        let table_form = table_schema.canonical_form();
+        let mut writers = HashMap::new();
+        for (id, path) in &topic.schema_ids {
+            // Config validation already checked that every key is a u32.
+            let id: u32 = id.parse().unwrap_or_default();
+            let schema = load_avsc(path)?;
+            // Resolution costs a second pass over every value: skip it when the schemas agree.
+            let needs_resolution = schema.canonical_form() != table_form;
+            writers.insert(id, Writer { schema, needs_resolution });
+        }
+        Ok(Self { table_schema, framing: topic.framing, writers })
+    }
+
+    /// The schema records are decoded to (the table's).
+    pub fn table_schema(&self) -> &AvroSchema {
+        &self.table_schema
+    }
+
+    /// Decodes one body into the table schema's fields, in schema order.
+    pub fn decode(&self, body: &[u8]) -> Result<Vec<(String, Value)>, DecodeError> {
+        if body.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        let value = match self.framing {
+            Framing::Plain => decode_exact(&self.table_schema, body, None)?,
+            Framing::Confluent => {
+                if body.len() < CONFLUENT_HEADER_LEN {
+                    return Err(DecodeError::ShortFrame { len: body.len() });
+                }
+                if body[0] != CONFLUENT_MAGIC {
+                    return Err(DecodeError::BadMagic { found: body[0] });
+                }
+                let id = u32::from_be_bytes(body[1..CONFLUENT_HEADER_LEN].try_into().unwrap());
+                let writer = self.writers.get(&id).ok_or(DecodeError::UnknownSchemaId { id })?;
+                let reader = writer.needs_resolution.then_some(&self.table_schema);
+                decode_exact(&writer.schema, &body[CONFLUENT_HEADER_LEN..], reader)?
+            }
+        };
+        match value {
+            Value::Record(fields) => Ok(fields),
+            _ => Err(DecodeError::Avro("datum is not a record".into())),
+        }
+    }
+}
+
+/// Decodes one datum and insists it uses the whole body: leftover bytes mean the body
+/// was not written with this schema, even if a prefix happened to decode.
+fn decode_exact(writer: &AvroSchema, body: &[u8], reader: Option<&AvroSchema>) -> Result<Value, DecodeError> {
+    let mut cursor = Cursor::new(body);
+    let value = apache_avro::from_avro_datum(writer, &mut cursor, reader)
+        .map_err(|e| DecodeError::Avro(e.to_string()))?;
+    let trailing = body.len() - cursor.position() as usize;
+    if trailing > 0 {
+        return Err(DecodeError::TrailingBytes { trailing });
+    }
+    Ok(value)
+}
+
+/// Frames an encoded datum the Confluent way (used by `produce-sample`).
+pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CONFLUENT_HEADER_LEN + datum.len());
+    out.push(CONFLUENT_MAGIC);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    fn write_schema(dir: &tempfile::TempDir, name: &str, fields: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!(r#"{{"type":"record","name":"R","fields":[{fields}]}}"#)).unwrap();
+        path
+    }
+
+    fn topic(schema: PathBuf, framing: Framing, ids: &[(&str, PathBuf)]) -> TopicConfig {
+        TopicConfig {
+            name: "t".into(),
+            table: None,
+            schema,
+            framing,
+            schema_ids: ids.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
+            validator: None,
+        }
+    }
+
+    fn encode(schema: &AvroSchema, fields: Vec<(&str, Value)>) -> Vec<u8> {
+        let record = Value::Record(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        apache_avro::to_avro_datum(schema, record).unwrap()
+    }
+
+    #[test]
+    fn plain_body_decodes_and_truncated_or_padded_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_schema(&dir, "a.avsc", r#"{"name":"s","type":"string"},{"name":"n","type":"long"}"#);
+        let d = TopicDecoder::new(&topic(path, Framing::Plain, &[])).unwrap();
+        let body = encode(d.table_schema(), vec![("s", Value::String("AAPL".into())), ("n", Value::Long(42))]);
+        let fields = d.decode(&body).unwrap();
+        assert_eq!(fields[1], ("n".to_string(), Value::Long(42)));
+        assert!(matches!(d.decode(&body[..body.len() - 1]), Err(DecodeError::Avro(_))));
+        let mut padded = body.clone();
+        padded.push(0);
+        assert_eq!(d.decode(&padded), Err(DecodeError::TrailingBytes { trailing: 1 }));
+        assert_eq!(d.decode(&[]), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn confluent_body_resolves_writer_schema_to_table_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = write_schema(&dir, "v2.avsc", r#"{"name":"n","type":"long"},{"name":"note","type":["null","string"],"default":null}"#);
+        let v1 = write_schema(&dir, "v1.avsc", r#"{"name":"n","type":"int"}"#);
+        let d = TopicDecoder::new(&topic(table, Framing::Confluent, &[("7", v1.clone())])).unwrap();
+        let v1_schema = load_avsc(&v1).unwrap();
+        let body = confluent_frame(7, &encode(&v1_schema, vec![("n", Value::Int(5))]));
+        let fields = d.decode(&body).unwrap();
+        assert_eq!(fields[0].1, Value::Long(5));
+        assert_eq!(fields[1].1, Value::Union(0, Box::new(Value::Null)));
+
+        assert_eq!(d.decode(&confluent_frame(8, &[2])), Err(DecodeError::UnknownSchemaId { id: 8 }));
+        assert_eq!(d.decode(&[1, 0, 0, 0, 7, 2]), Err(DecodeError::BadMagic { found: 1 }));
+        assert_eq!(d.decode(&[0, 0]), Err(DecodeError::ShortFrame { len: 2 }));
+    }
+}

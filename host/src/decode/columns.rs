@@ -1,0 +1,345 @@
+//! Builds Arrow record batches in the table's schema from decoded Avro records.
+
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float32Builder,
+    Float64Builder, Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
+
+use crate::decode::schema::{META_OFFSET, META_PARTITION, META_TIMESTAMP};
+use crate::error::{DecodeError, Error, Result};
+
+/// Kafka metadata of one record.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaMeta {
+    pub partition: i32,
+    pub offset: i64,
+    /// Record timestamp in milliseconds since the epoch, if the record has one.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Where a table column's values come from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The Avro field at this position of the decoded record.
+    Field(usize),
+    Partition,
+    Offset,
+    Timestamp,
+}
+
+/// One value on its way into a column; lets a record be checked whole before any
+/// column is touched, so a bad field never leaves the columns of unequal length.
+#[derive(Debug)]
+enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Decimal(i128),
+}
+
+enum Column {
+    Bool(BooleanBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
+    Binary(LargeBinaryBuilder),
+    Fixed(FixedSizeBinaryBuilder, i32),
+    Decimal(Decimal128Builder, u8),
+    Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+/// Accumulates records of one topic-partition as Arrow columns in the table's schema.
+pub struct ColumnsBuilder {
+    schema: SchemaRef,
+    sources: Vec<Source>,
+    columns: Vec<Column>,
+    cells: Vec<Cell>,
+    rows: usize,
+}
+
+impl ColumnsBuilder {
+    /// Plans the columns of `table_schema` (Arrow) from the Avro field names `avro_fields`.
+    /// A table column that is neither an Avro field nor a metadata column is an error
+    /// naming it, as is a type the builder does not handle.
+    pub fn new(table_schema: SchemaRef, avro_fields: &[String], table: &str) -> Result<Self> {
+        let mut sources = Vec::new();
+        let mut columns = Vec::new();
+        for field in table_schema.fields() {
+            let name = field.name().as_str();
+            let source = match avro_fields.iter().position(|f| f == name) {
+                Some(i) => Source::Field(i),
+                None => match name {
+                    META_PARTITION => Source::Partition,
+                    META_OFFSET => Source::Offset,
+                    META_TIMESTAMP => Source::Timestamp,
+                    _ if field.is_nullable() => Source::Field(usize::MAX),
+                    _ => {
+                        return Err(Error::Topic {
+                            topic: table.to_string(),
+                            message: format!("required table column `{name}` is not in the topic's avro schema"),
+                        });
+                    }
+                },
+            };
+            sources.push(source);
+            columns.push(Column::for_type(field.data_type()).ok_or_else(|| Error::Topic {
+                topic: table.to_string(),
+                message: format!("table column `{name}` has arrow type {} which k2-ingest cannot write yet", field.data_type()),
+            })?);
+        }
+        Ok(Self { schema: table_schema, sources, columns, cells: Vec::new(), rows: 0 })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Appends one decoded record, or none of it when a field does not fit its column.
+    pub fn append(&mut self, mut fields: Vec<(String, Value)>, meta: KafkaMeta) -> Result<(), DecodeError> {
+        self.cells.clear();
+        for (i, source) in self.sources.iter().enumerate() {
+            let cell = match *source {
+                Source::Field(usize::MAX) => Cell::Null,
+                Source::Field(pos) => {
+                    let Some((name, value)) = fields.get_mut(pos) else {
+                        return Err(DecodeError::Field { field: self.schema.field(i).name().clone(), message: "missing".into() });
+                    };
+                    let value = std::mem::replace(value, Value::Null);
+                    to_cell(value, &self.columns[i]).map_err(|message| DecodeError::Field { field: name.clone(), message })?
+                }
+                Source::Partition => Cell::Int(meta.partition as i64),
+                Source::Offset => Cell::Int(meta.offset),
+                Source::Timestamp => meta.timestamp_ms.map_or(Cell::Null, |ms| Cell::Int(ms.saturating_mul(1000))),
+            };
+            if matches!(cell, Cell::Null) && !self.schema.field(i).is_nullable() {
+                return Err(DecodeError::Field { field: self.schema.field(i).name().clone(), message: "null in a required column".into() });
+            }
+            self.cells.push(cell);
+        }
+        for (column, cell) in self.columns.iter_mut().zip(self.cells.drain(..)) {
+            column.push(cell);
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Takes the accumulated rows as a record batch and starts empty again.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|source| Error::Arrow { context: "building a record batch".into(), source })
+    }
+}
+
+/// Converts an Avro value to the cell its column takes; the error says what did not fit.
+fn to_cell(value: Value, column: &Column) -> std::result::Result<Cell, String> {
+    let value = match value {
+        Value::Union(_, inner) => *inner,
+        v => v,
+    };
+    Ok(match value {
+        Value::Null => Cell::Null,
+        Value::Boolean(b) => Cell::Bool(b),
+        Value::Int(v) | Value::Date(v) => Cell::Int(v as i64),
+        Value::Long(v) | Value::TimeMicros(v) | Value::TimestampMicros(v) | Value::LocalTimestampMicros(v) => Cell::Int(v),
+        Value::TimeMillis(v) => Cell::Int(v as i64 * 1000),
+        Value::TimestampMillis(v) | Value::LocalTimestampMillis(v) => Cell::Int(v.saturating_mul(1000)),
+        Value::Float(v) => Cell::Float(v as f64),
+        Value::Double(v) => Cell::Float(v),
+        Value::String(s) | Value::Enum(_, s) => Cell::Str(s),
+        Value::Bytes(b) | Value::Fixed(_, b) => Cell::Bytes(b),
+        Value::Decimal(d) => {
+            let bytes = Vec::<u8>::try_from(&d).map_err(|e| format!("decimal: {e}"))?;
+            let unscaled = i128_from_be(&bytes).ok_or("decimal wider than 128 bits")?;
+            if let Column::Decimal(_, precision) = column {
+                let limit = 10i128.pow(*precision as u32);
+                if unscaled.abs() >= limit {
+                    return Err(format!("decimal {unscaled} (unscaled) exceeds precision {precision}"));
+                }
+            }
+            Cell::Decimal(unscaled)
+        }
+        other => return Err(format!("avro value {other:?} has no column type")),
+    })
+}
+
+/// Big-endian two's complement bytes to i128 (sign-extended).
+fn i128_from_be(bytes: &[u8]) -> Option<i128> {
+    if bytes.len() > 16 {
+        return None;
+    }
+    let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xFF } else { 0 };
+    let mut buf = [fill; 16];
+    buf[16 - bytes.len()..].copy_from_slice(bytes);
+    Some(i128::from_be_bytes(buf))
+}
+
+impl Column {
+    fn for_type(ty: &DataType) -> Option<Self> {
+        Some(match ty {
+            DataType::Boolean => Column::Bool(BooleanBuilder::new()),
+            DataType::Int32 => Column::Int32(Int32Builder::new()),
+            DataType::Int64 => Column::Int64(Int64Builder::new()),
+            DataType::Float32 => Column::Float32(Float32Builder::new()),
+            DataType::Float64 => Column::Float64(Float64Builder::new()),
+            DataType::Utf8 => Column::Utf8(StringBuilder::new()),
+            DataType::LargeBinary => Column::Binary(LargeBinaryBuilder::new()),
+            DataType::FixedSizeBinary(w) => Column::Fixed(FixedSizeBinaryBuilder::new(*w), *w),
+            DataType::Decimal128(p, s) => Column::Decimal(
+                Decimal128Builder::new().with_precision_and_scale(*p, *s).ok()?,
+                *p,
+            ),
+            DataType::Date32 => Column::Date(Date32Builder::new()),
+            DataType::Time64(TimeUnit::Microsecond) => Column::Time(Time64MicrosecondBuilder::new()),
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+                Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
+            }
+            _ => return None,
+        })
+    }
+
+    /// Appends a cell already checked by [`to_cell`]; a cell of another kind than the
+    /// column (impossible for records decoded with the table's schema) is stored as null.
+    fn push(&mut self, cell: Cell) {
+        match (self, cell) {
+            (Column::Bool(b), Cell::Bool(v)) => b.append_value(v),
+            (Column::Int32(b), Cell::Int(v)) => b.append_value(v as i32),
+            (Column::Int64(b), Cell::Int(v)) => b.append_value(v),
+            (Column::Float32(b), Cell::Float(v)) => b.append_value(v as f32),
+            (Column::Float64(b), Cell::Float(v)) => b.append_value(v),
+            (Column::Utf8(b), Cell::Str(v)) => b.append_value(v),
+            (Column::Binary(b), Cell::Bytes(v)) => b.append_value(v),
+            (Column::Fixed(b, w), Cell::Bytes(v)) if v.len() == *w as usize => b.append_value(v).unwrap_or(()),
+            (Column::Decimal(b, _), Cell::Decimal(v)) => b.append_value(v),
+            (Column::Date(b), Cell::Int(v)) => b.append_value(v as i32),
+            (Column::Time(b), Cell::Int(v)) => b.append_value(v),
+            (Column::Timestamp(b), Cell::Int(v)) => b.append_value(v),
+            (column, _) => column.push_null(),
+        }
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            Column::Bool(b) => b.append_null(),
+            Column::Int32(b) => b.append_null(),
+            Column::Int64(b) => b.append_null(),
+            Column::Float32(b) => b.append_null(),
+            Column::Float64(b) => b.append_null(),
+            Column::Utf8(b) => b.append_null(),
+            Column::Binary(b) => b.append_null(),
+            Column::Fixed(b, _) => b.append_null(),
+            Column::Decimal(b, _) => b.append_null(),
+            Column::Date(b) => b.append_null(),
+            Column::Time(b) => b.append_null(),
+            Column::Timestamp(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Column::Bool(b) => Arc::new(b.finish()),
+            Column::Int32(b) => Arc::new(b.finish()),
+            Column::Int64(b) => Arc::new(b.finish()),
+            Column::Float32(b) => Arc::new(b.finish()),
+            Column::Float64(b) => Arc::new(b.finish()),
+            Column::Utf8(b) => Arc::new(b.finish()),
+            Column::Binary(b) => Arc::new(b.finish()),
+            Column::Fixed(b, _) => Arc::new(b.finish()),
+            Column::Decimal(b, _) => Arc::new(b.finish()),
+            Column::Date(b) => Arc::new(b.finish()),
+            Column::Time(b) => Arc::new(b.finish()),
+            Column::Timestamp(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Array, Decimal128Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow_schema::{Field, Schema};
+
+    fn builder() -> ColumnsBuilder {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("symbol", DataType::Utf8, false),
+            Field::new("price", DataType::Decimal128(18, 8), false),
+            Field::new("note", DataType::Utf8, true),
+            Field::new(META_OFFSET, DataType::Int64, false),
+            Field::new(META_TIMESTAMP, DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), true),
+        ]));
+        let avro = ["symbol", "price", "note"].map(String::from);
+        ColumnsBuilder::new(schema, &avro, "t").unwrap()
+    }
+
+    fn record(symbol: &str, price: &[u8], note: Option<&str>) -> Vec<(String, Value)> {
+        let note = match note {
+            Some(n) => Value::Union(1, Box::new(Value::String(n.into()))),
+            None => Value::Union(0, Box::new(Value::Null)),
+        };
+        vec![
+            ("symbol".into(), Value::String(symbol.into())),
+            ("price".into(), Value::Decimal(price.into())),
+            ("note".into(), note),
+        ]
+    }
+
+    #[test]
+    fn builds_typed_columns_with_metadata() {
+        let mut b = builder();
+        let meta = KafkaMeta { partition: 2, offset: 41, timestamp_ms: Some(1_700_000_000_000) };
+        b.append(record("AAPL", &[0x01, 0x00], None), meta).unwrap();
+        b.append(record("MSFT", &[0xFF, 0x38], Some("late")), KafkaMeta { offset: 42, timestamp_ms: None, ..meta }).unwrap();
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let sym = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(sym.value(1), "MSFT");
+        let price = batch.column(1).as_any().downcast_ref::<Decimal128Array>().unwrap();
+        assert_eq!((price.value(0), price.value(1)), (256, -200));
+        assert!(batch.column(2).is_null(0));
+        let off = batch.column(3).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(off.values().to_vec(), vec![41, 42]);
+        let ts = batch.column(4).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        assert_eq!(ts.value(0), 1_700_000_000_000_000);
+        assert!(ts.is_null(1));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_bad_field_leaves_no_partial_row() {
+        let mut b = builder();
+        let meta = KafkaMeta { partition: 0, offset: 0, timestamp_ms: None };
+        // 10^18 unscaled does not fit precision 18.
+        let too_wide = 1_000_000_000_000_000_000i64.to_be_bytes();
+        let err = b.append(record("AAPL", &too_wide, None), meta).unwrap_err();
+        assert!(matches!(err, DecodeError::Field { ref field, .. } if field == "price"), "{err}");
+        b.append(record("AAPL", &[1], None), meta).unwrap();
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+    }
+
+    #[test]
+    fn sign_extends_decimals() {
+        assert_eq!(i128_from_be(&[0xFF]), Some(-1));
+        assert_eq!(i128_from_be(&[0x00, 0xFF]), Some(255));
+        assert_eq!(i128_from_be(&[]), Some(0));
+        assert_eq!(i128_from_be(&[1; 17]), None);
+    }
+}

@@ -1,0 +1,5 @@
+//! From Kafka message bodies to Arrow columns: Avro schemas, framing and column building.
+
+pub mod avro;
+pub mod columns;
+pub mod schema;

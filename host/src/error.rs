@@ -1,0 +1,78 @@
+//! Typed errors of the k2-ingest library; each message names the input that failed.
+
+use std::path::PathBuf;
+
+/// A fault that stops a command (or a topic). Bad records are not errors: see [`DecodeError`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+
+    #[error("schema {path}: {message}")]
+    Schema { path: PathBuf, message: String },
+
+    #[error("topic {topic}: {message}")]
+    Topic { topic: String, message: String },
+
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+
+    #[error("iceberg table {table}: {context}: {source}")]
+    Iceberg {
+        table: String,
+        context: String,
+        #[source]
+        source: iceberg::Error,
+    },
+
+    #[error("catalog {name}: {context}: {source}")]
+    Catalog {
+        name: String,
+        context: String,
+        #[source]
+        source: iceberg::Error,
+    },
+
+    #[error("arrow: {context}: {source}")]
+    Arrow {
+        context: String,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+
+    #[error("validator module {module}: {message}")]
+    Guest { module: PathBuf, message: String },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why one record's body could not be decoded. The record is counted and set aside;
+/// the pipeline goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty body")]
+    Empty,
+    #[error("confluent framing: body of {len} bytes is shorter than the 5-byte header")]
+    ShortFrame { len: usize },
+    #[error("confluent framing: magic byte is {found:#04x}, expected 0x00")]
+    BadMagic { found: u8 },
+    #[error("confluent framing: schema id {id} is not mapped in the topic's schema_ids")]
+    UnknownSchemaId { id: u32 },
+    #[error("avro: {0}")]
+    Avro(String),
+    #[error("avro: {trailing} bytes left after the record")]
+    TrailingBytes { trailing: usize },
+    #[error("field `{field}`: {message}")]
+    Field { field: String, message: String },
+}

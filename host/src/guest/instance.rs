@@ -1,0 +1,243 @@
+//! One validator instance in its own store: limits, deadline per call, checked verdicts.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::{ResourceAny, ResourceTable};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::error::{Error, Result};
+use crate::guest::batch::{BatchInput, to_wit_batch};
+use crate::guest::bindings::{self, Host, Level, Validator as ValidatorWorld, ValidatorPre, wit};
+use crate::guest::engine::{EPOCH_TICK, GuestEngine};
+use crate::guest::{EventKind, ModuleInfo, Rejection, SequenceEvent, Verdict};
+
+/// The WIT package version this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Log lines a guest may emit per call, and the longest line kept, in bytes.
+const LOG_LINES_PER_CALL: u32 = 16;
+const LOG_LINE_MAX_BYTES: usize = 1024;
+/// A reason message longer than this is cut, so a guest cannot balloon the dead letters.
+const MESSAGE_MAX_BYTES: usize = 1024;
+
+/// Store data of one instance: an empty WASI context (no files, env, args or sockets),
+/// the memory limiter and the log budget.
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    log_budget: u32,
+    log_suppressed: u32,
+    module: String,
+    /// Fixed and per-record parts of a call's time limit, in microseconds.
+    call_base_us: u64,
+    call_per_record_us: u64,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl bindings::k2::ingest::types::Host for GuestState {}
+
+impl Host for GuestState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.log_budget == 0 {
+            self.log_suppressed += 1;
+            return;
+        }
+        self.log_budget -= 1;
+        let message = truncate(message, LOG_LINE_MAX_BYTES);
+        let module = self.module.as_str();
+        match level {
+            Level::Debug => tracing::debug!(module, "guest: {message}"),
+            Level::Info => tracing::info!(module, "guest: {message}"),
+            Level::Warn => tracing::warn!(module, "guest: {message}"),
+            // A guest cannot page an operator: its errors are warnings of the host.
+            Level::Error => tracing::warn!(module, guest_level = "error", "guest: {message}"),
+        }
+    }
+}
+
+/// A live validator for one topic-partition. After any error it is poisoned: drop it
+/// and build a new one from the last committed state.
+pub struct ValidatorInstance {
+    store: Store<GuestState>,
+    world: ValidatorWorld,
+    resource: ResourceAny,
+    path: PathBuf,
+    info: ModuleInfo,
+}
+
+impl ValidatorInstance {
+    pub(crate) fn new(
+        engine: &GuestEngine,
+        pre: &ValidatorPre<GuestState>,
+        path: &Path,
+        settings: &[(String, String)],
+    ) -> Result<Self> {
+        let limits = engine.limits();
+        let state = GuestState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(limits.memory_limit_bytes).instances(8).build(),
+            log_budget: LOG_LINES_PER_CALL,
+            log_suppressed: 0,
+            module: path.display().to_string(),
+            call_base_us: limits.call_timeout_ms.saturating_mul(1000),
+            call_per_record_us: limits.call_timeout_per_record_us,
+        };
+        let mut store = Store::new(engine.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(limits.call_timeout_ms.saturating_mul(1000)));
+        let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
+
+        let world = pre.instantiate(&mut store).map_err(|e| err(format!("cannot instantiate: {e:#}")))?;
+        let info = world
+            .k2_ingest_validation()
+            .call_info(&mut store)
+            .map_err(|e| err(format!("trapped in info: {e:#}")))?;
+        if info.wit_version != WIT_VERSION {
+            return Err(err(format!(
+                "built for k2:ingest@{}, this host implements @{WIT_VERSION}",
+                info.wit_version
+            )));
+        }
+        store.set_epoch_deadline(ticks(limits.call_timeout_ms.saturating_mul(1000)));
+        let resource = world
+            .k2_ingest_validation()
+            .validator()
+            .call_create(&mut store, settings)
+            .map_err(|e| err(format!("trapped in create: {e:#}")))?
+            .map_err(|e| err(format!("refused its settings: {}", truncate(e, MESSAGE_MAX_BYTES))))?;
+        let info = ModuleInfo { name: info.name, version: info.version, wit_version: info.wit_version };
+        Ok(Self { store, world, resource, path: path.to_path_buf(), info })
+    }
+
+    pub fn info(&self) -> &ModuleInfo {
+        &self.info
+    }
+
+    fn err(&self, message: String) -> Error {
+        Error::Guest { module: self.path.clone(), message }
+    }
+
+    /// Hands one batch to the guest and checks what comes back.
+    pub fn validate(&mut self, input: &BatchInput<'_>) -> Result<Verdict> {
+        let len = input.len();
+        let batch = to_wit_batch(input).map_err(|m| self.err(m))?;
+        let budget_us = self.call_budget_us(len);
+        self.store.set_epoch_deadline(ticks(budget_us));
+        self.store.data_mut().log_budget = LOG_LINES_PER_CALL;
+        self.store.data_mut().log_suppressed = 0;
+        let result = self
+            .world
+            .k2_ingest_validation()
+            .validator()
+            .call_validate(&mut self.store, self.resource, &batch);
+        let suppressed = self.store.data().log_suppressed;
+        if suppressed > 0 {
+            tracing::warn!(module = %self.path.display(), suppressed, "guest log lines over the per-call budget were dropped");
+        }
+        let verdict = result
+            .map_err(|e| self.err(format!("trapped in validate (partition {}, offsets {}..): {e:#}", input.partition, input.offsets.first().copied().unwrap_or(-1))))?
+            .map_err(|e| self.err(format!("failed a batch (partition {}): {}", input.partition, truncate(e, MESSAGE_MAX_BYTES))))?;
+        check_verdict(verdict, len).map_err(|m| self.err(m))
+    }
+
+    /// The guest's state, to commit with the data.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.store.set_epoch_deadline(ticks(self.call_budget_us(0)));
+        self.world
+            .k2_ingest_validation()
+            .validator()
+            .call_snapshot(&mut self.store, self.resource)
+            .map_err(|e| self.err(format!("trapped in snapshot: {e:#}")))
+    }
+
+    /// Replaces the guest's state with a committed snapshot.
+    pub fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.store.set_epoch_deadline(ticks(self.call_budget_us(0)));
+        self.world
+            .k2_ingest_validation()
+            .validator()
+            .call_restore(&mut self.store, self.resource, state)
+            .map_err(|e| self.err(format!("trapped in restore: {e:#}")))?
+            .map_err(|e| self.err(format!("refused its saved state: {}", truncate(e, MESSAGE_MAX_BYTES))))
+    }
+
+    fn call_budget_us(&self, records: usize) -> u64 {
+        let state = self.store.data();
+        state.call_base_us.saturating_add(state.call_per_record_us.saturating_mul(records as u64))
+    }
+}
+
+/// Epoch ticks covering `micros`, at least one.
+fn ticks(micros: u64) -> u64 {
+    (micros / EPOCH_TICK.as_micros() as u64).max(1) + 1
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Checks a guest's verdict against the batch: indices in range, each rejected once,
+/// no more events than records; messages bounded. Sorts rejections by index.
+fn check_verdict(v: wit::Verdict, len: usize) -> std::result::Result<Verdict, String> {
+    if v.rejected.len() > len {
+        return Err(format!("returned {} rejections for a batch of {len}", v.rejected.len()));
+    }
+    if v.events.len() > len {
+        return Err(format!("returned {} sequence events for a batch of {len}", v.events.len()));
+    }
+    let mut rejected = Vec::with_capacity(v.rejected.len());
+    for r in v.rejected {
+        let index = r.index as usize;
+        if index >= len {
+            return Err(format!("rejected record index {index}, outside the batch of {len}"));
+        }
+        rejected.push(Rejection {
+            index,
+            code: truncate(r.code, 64),
+            message: truncate(r.message, MESSAGE_MAX_BYTES),
+        });
+    }
+    rejected.sort_by_key(|r| r.index);
+    if let Some(w) = rejected.windows(2).find(|w| w[0].index == w[1].index) {
+        return Err(format!("rejected record index {} twice", w[0].index));
+    }
+    let mut events = Vec::with_capacity(v.events.len());
+    for e in v.events {
+        let index = e.index as usize;
+        if index >= len {
+            return Err(format!("reported a sequence event at index {index}, outside the batch of {len}"));
+        }
+        let kind = match e.kind {
+            wit::EventKind::Gap => EventKind::Gap,
+            wit::EventKind::Duplicate => EventKind::Duplicate,
+            wit::EventKind::OutOfOrder => EventKind::OutOfOrder,
+            wit::EventKind::Reset => EventKind::Reset,
+        };
+        events.push(SequenceEvent {
+            index,
+            kind,
+            key: truncate(e.key, 256),
+            expected: e.expected,
+            received: e.received,
+            missing: e.missing,
+        });
+    }
+    Ok(Verdict { rejected, events })
+}

@@ -1,0 +1,18 @@
+//! Kafka clients built from the config: the ingesting consumer, the sample producer, topic admin.
+
+pub mod consumer;
+pub mod producer;
+
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+/// Client settings shared by every client: brokers and the passthrough options.
+pub fn base_client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (k, v) in &kafka.options {
+        c.set(k, v);
+    }
+    c
+}

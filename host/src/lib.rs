@@ -1,0 +1,10 @@
+//! k2-ingest: Kafka to Apache Iceberg ingestion with sandboxed WebAssembly validators.
+
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod guest;
+pub mod kafka;
+pub mod pipeline;
+pub mod sample;
+pub mod sink;

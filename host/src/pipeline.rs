@@ -1,0 +1,417 @@
+//! The consume loop: Kafka → decode → per-partition batches → validator → writer → commit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_array::{BooleanArray, RecordBatch};
+use arrow_schema::SchemaRef;
+use iceberg::table::Table;
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
+use serde::Serialize;
+
+use crate::config::{Config, TopicConfig};
+use crate::decode::avro::TopicDecoder;
+use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
+use crate::decode::schema::{iceberg_schema, record_fields};
+use crate::error::{Error, Result};
+use crate::guest::{BatchInput, EventKind, GuestEngine, ValidatorInstance, ValidatorModule, Verdict};
+use crate::kafka::consumer::{GroupConsumer, commit_offsets, group_consumer, positions};
+use crate::sink::catalog::TableCatalog;
+use crate::sink::commit::append_with_offsets;
+use crate::sink::offsets::PartitionOffsets;
+use crate::sink::writer::TableWriter;
+
+/// How long a bounded run waits for its first partition assignment beyond the idle timeout.
+const ASSIGNMENT_GRACE: Duration = Duration::from_secs(30);
+
+/// When a `consume` run ends.
+#[derive(Debug, Clone)]
+pub struct RunBounds {
+    /// Stop after this many messages (all of them, decodable or not).
+    pub max_messages: Option<u64>,
+    /// Stop when no message arrived for this long; `None` runs until interrupted.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// What a run did, as printed by `consume`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub topic: String,
+    pub table: String,
+    /// Messages read from Kafka.
+    pub consumed: u64,
+    /// Records written to the table.
+    pub written: u64,
+    /// Records the validator rejected.
+    pub rejected: u64,
+    /// Messages whose body did not decode.
+    pub undecodable: u64,
+    /// Rejections by reason code.
+    pub rejected_by_code: BTreeMap<String, u64>,
+    /// Sequence events by kind (`gap`, `duplicate`, `out_of_order`, `reset`).
+    pub sequence_events: BTreeMap<EventKind, u64>,
+    /// Iceberg commits made.
+    pub commits: u64,
+    /// The table's current snapshot after the run.
+    pub snapshot_id: Option<i64>,
+    /// Partition → next offset committed for the group, after the run.
+    pub offsets: BTreeMap<i32, i64>,
+    /// Partition → messages left behind the high watermark, after the run.
+    pub lag: BTreeMap<i32, i64>,
+    pub duration_secs: f64,
+}
+
+/// One partition's records waiting to be handed to the validator as a batch.
+struct PartitionBatch {
+    columns: ColumnsBuilder,
+    offsets: Vec<i64>,
+    timestamps_us: Vec<i64>,
+    key_data: Vec<u8>,
+    key_offsets: Vec<u32>,
+    /// Next offset after the last message seen (decoded or not) of this partition.
+    next_offset: Option<i64>,
+    validator: Option<ValidatorInstance>,
+}
+
+/// A consume run over one topic.
+pub struct Pipeline<'a> {
+    config: &'a Config,
+    topic: &'a TopicConfig,
+    table_name: String,
+    decoder: TopicDecoder,
+    arrow_schema: SchemaRef,
+    avro_fields: Vec<String>,
+    /// Positions of the Avro-field columns in the table schema (handed to validators).
+    field_columns: Vec<usize>,
+    catalog: TableCatalog,
+    table: Table,
+    writer: Option<TableWriter>,
+    module: Option<ValidatorModule>,
+    partitions: BTreeMap<i32, PartitionBatch>,
+    /// Offsets whose records are all in the writer (or set aside) but not yet committed.
+    pending: PartitionOffsets,
+    last_commit: Instant,
+    summary: RunSummary,
+}
+
+impl<'a> Pipeline<'a> {
+    /// Prepares the run: schemas, catalog and table (created if missing), validator module.
+    pub async fn open(config: &'a Config, topic_name: &str) -> Result<Self> {
+        let topic = config.topic(topic_name)?;
+        let decoder = TopicDecoder::new(topic)?;
+        let avro_fields: Vec<String> = record_fields(decoder.table_schema()).iter().map(|f| f.name.clone()).collect();
+        let schema = iceberg_schema(decoder.table_schema(), &topic.schema, config.sink.metadata_columns)?;
+        let catalog = TableCatalog::open(&config.catalog).await?;
+        let table_name = topic.table_name();
+        let table = catalog.load_or_create(&table_name, schema).await?;
+        let arrow_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(|source| {
+            Error::Iceberg { table: table.identifier().to_string(), context: "converting the schema to arrow".into(), source }
+        })?);
+        let field_columns = arrow_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| avro_fields.contains(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let module = match &topic.validator {
+            Some(v) => Some(GuestEngine::new(&config.wasm)?.load(&v.module)?),
+            None => None,
+        };
+        let summary = RunSummary { topic: topic.name.clone(), table: table.identifier().to_string(), ..Default::default() };
+        Ok(Self {
+            config,
+            topic,
+            table_name,
+            decoder,
+            arrow_schema,
+            avro_fields,
+            field_columns,
+            catalog,
+            table,
+            writer: None,
+            module,
+            partitions: BTreeMap::new(),
+            pending: PartitionOffsets::new(),
+            last_commit: Instant::now(),
+            summary,
+        })
+    }
+
+    /// Consumes until a bound is reached or `shutdown` resolves, commits, and reports.
+    pub async fn run(mut self, bounds: RunBounds, shutdown: impl std::future::Future<Output = ()>) -> Result<RunSummary> {
+        let started = Instant::now();
+        let consumer = group_consumer(&self.config.kafka)?;
+        consumer.subscribe(&[&self.topic.name]).map_err(|source| Error::Kafka {
+            context: format!("subscribing to {}", self.topic.name),
+            source,
+        })?;
+        let poll = Duration::from_millis(self.config.kafka.poll_timeout_ms.max(1));
+        let interval = Duration::from_millis(self.config.commit.interval_ms);
+        // Joining the group takes a moment: idleness counts only from the first assignment.
+        let mut idle_since: Option<Instant> = None;
+        tokio::pin!(shutdown);
+        tracing::info!(topic = %self.topic.name, table = %self.summary.table, group = %self.config.kafka.group_id, "consuming");
+
+        loop {
+            if bounds.max_messages.is_some_and(|n| self.summary.consumed >= n) {
+                break;
+            }
+            let received = tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("shutdown requested; committing what is consistent");
+                    break;
+                }
+                r = tokio::time::timeout(poll, consumer.recv()) => r,
+            };
+            match received {
+                Ok(Ok(msg)) => {
+                    idle_since = Some(Instant::now());
+                    self.accept_message(&msg).await?;
+                }
+                Ok(Err(e)) => {
+                    return Err(Error::Kafka { context: format!("consuming {}", self.topic.name), source: e });
+                }
+                Err(_elapsed) => {
+                    // A quiet moment: hand partial batches on so the interval commit includes them.
+                    self.flush_partitions().await?;
+                    let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
+                    match (idle_since, assigned) {
+                        (None, true) => idle_since = Some(Instant::now()),
+                        (None, false) if bounds.idle_timeout.is_some_and(|t| started.elapsed() >= t + ASSIGNMENT_GRACE) => {
+                            return Err(Error::Topic {
+                                topic: self.topic.name.clone(),
+                                message: format!(
+                                    "no partition was assigned to group {} within {} s; does the topic exist?",
+                                    self.config.kafka.group_id,
+                                    started.elapsed().as_secs()
+                                ),
+                            });
+                        }
+                        (Some(since), _) if bounds.idle_timeout.is_some_and(|t| since.elapsed() >= t) => {
+                            tracing::info!(idle_ms = since.elapsed().as_millis() as u64, "topic idle; ending the run");
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if self.commit_due(interval) {
+                self.commit(&consumer).await?;
+            }
+        }
+
+        self.flush_partitions().await?;
+        self.commit(&consumer).await?;
+        for (p, pos) in positions(&consumer, &self.topic.name)? {
+            if let Some(o) = pos.committed {
+                self.summary.offsets.insert(p, o);
+            }
+            self.summary.lag.insert(p, pos.lag);
+        }
+        consumer.unsubscribe();
+        self.summary.snapshot_id = self.table.metadata().current_snapshot().map(|s| s.snapshot_id());
+        self.summary.duration_secs = started.elapsed().as_secs_f64();
+        Ok(self.summary)
+    }
+
+    /// Decodes one message into its partition's batch; hands the batch on when full.
+    async fn accept_message(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
+        self.summary.consumed += 1;
+        let partition = msg.partition();
+        let meta = KafkaMeta { partition, offset: msg.offset(), timestamp_ms: msg.timestamp().to_millis() };
+        if !self.partitions.contains_key(&partition) {
+            let batch = self.new_partition_batch(partition)?;
+            self.partitions.insert(partition, batch);
+        }
+        let state = self.partitions.get_mut(&partition).expect("inserted above");
+        state.next_offset = Some(meta.offset + 1);
+        let decoded = self
+            .decoder
+            .decode(msg.payload().unwrap_or_default())
+            .and_then(|fields| state.columns.append(fields, meta));
+        match decoded {
+            Ok(()) => {
+                state.offsets.push(meta.offset);
+                state.timestamps_us.push(meta.timestamp_ms.map_or(0, |ms| ms.saturating_mul(1000)));
+                state.key_data.extend_from_slice(msg.key().unwrap_or_default());
+                state.key_offsets.push(state.key_data.len() as u32);
+                if state.offsets.len() >= self.config.pipeline.batch_records {
+                    self.process_batch(partition).await?;
+                }
+            }
+            Err(e) => {
+                self.summary.undecodable += 1;
+                // Counted for the run summary; the first few are logged so an operator can see why.
+                if self.summary.undecodable <= 3 {
+                    tracing::warn!(topic = %self.topic.name, partition, offset = meta.offset, error = %e, "undecodable record set aside");
+                }
+                if state.offsets.is_empty() {
+                    // Nothing buffered ahead of it: its offset is done.
+                    self.pending.insert(partition, meta.offset + 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_partition_batch(&self, partition: i32) -> Result<PartitionBatch> {
+        let columns = ColumnsBuilder::new(self.arrow_schema.clone(), &self.avro_fields, &self.table_name)?;
+        let validator = match (&self.module, &self.topic.validator) {
+            (Some(module), Some(cfg)) => {
+                let settings: Vec<(String, String)> = cfg.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let instance = module.instantiate(&settings)?;
+                tracing::info!(partition, validator = %instance.info().name, version = %instance.info().version, "validator ready");
+                Some(instance)
+            }
+            _ => None,
+        };
+        Ok(PartitionBatch {
+            columns,
+            offsets: Vec::new(),
+            timestamps_us: Vec::new(),
+            key_data: Vec::new(),
+            key_offsets: vec![0],
+            next_offset: None,
+            validator,
+        })
+    }
+
+    /// Hands every partition's partial batch on.
+    async fn flush_partitions(&mut self) -> Result<()> {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in partitions {
+            self.process_batch(p).await?;
+        }
+        Ok(())
+    }
+
+    /// Validates one partition's batch and appends the accepted records to the writer.
+    async fn process_batch(&mut self, partition: i32) -> Result<()> {
+        let Some(state) = self.partitions.get_mut(&partition) else { return Ok(()) };
+        let next_offset = state.next_offset;
+        if state.offsets.is_empty() {
+            if let Some(o) = next_offset {
+                self.pending.insert(partition, o);
+            }
+            return Ok(());
+        }
+        let records = state.columns.finish()?;
+        let verdict = match state.validator.as_mut() {
+            Some(v) => {
+                let input = BatchInput {
+                    topic: &self.topic.name,
+                    partition,
+                    records: &records,
+                    fields: &self.field_columns,
+                    offsets: &state.offsets,
+                    timestamps_us: &state.timestamps_us,
+                    key_data: &state.key_data,
+                    key_offsets: &state.key_offsets,
+                    now_micros: now_micros(),
+                };
+                v.validate(&input).map_err(|e| Error::Topic {
+                    topic: self.topic.name.clone(),
+                    message: format!("validator failed; stopping the topic without committing its offsets: {e}"),
+                })?
+            }
+            None => Verdict::default(),
+        };
+        let first_offset = state.offsets[0];
+        state.offsets.clear();
+        state.timestamps_us.clear();
+        state.key_data.clear();
+        state.key_offsets.truncate(1);
+
+        let accepted = keep_accepted(records, &verdict)?;
+        self.record_verdict(partition, first_offset, &verdict);
+        if accepted.num_rows() > 0 {
+            if self.writer.is_none() {
+                self.writer = Some(TableWriter::open(&self.table, &self.config.sink).await?);
+            }
+            self.summary.written += accepted.num_rows() as u64;
+            self.writer.as_mut().expect("opened above").write(accepted).await?;
+        }
+        if let Some(o) = next_offset {
+            self.pending.insert(partition, o);
+        }
+        Ok(())
+    }
+
+    /// Counts a verdict and logs it once per batch (never per record).
+    fn record_verdict(&mut self, partition: i32, first_offset: i64, verdict: &Verdict) {
+        for r in &verdict.rejected {
+            *self.summary.rejected_by_code.entry(r.code.clone()).or_default() += 1;
+        }
+        self.summary.rejected += verdict.rejected.len() as u64;
+        for e in &verdict.events {
+            *self.summary.sequence_events.entry(e.kind).or_default() += 1;
+        }
+        if let Some(r) = verdict.rejected.first() {
+            tracing::info!(topic = %self.topic.name, partition, batch_first_offset = first_offset,
+                rejected = verdict.rejected.len(), first_code = %r.code, first_reason = %r.message, "batch had rejections");
+        }
+        if let Some(e) = verdict.events.first() {
+            tracing::warn!(topic = %self.topic.name, partition, batch_first_offset = first_offset,
+                events = verdict.events.len(), first_kind = e.kind.as_str(), first_key = %e.key,
+                expected = e.expected, received = e.received, "batch had sequence events");
+        }
+    }
+
+    fn commit_due(&self, interval: Duration) -> bool {
+        let (rows, bytes) = self.writer.as_ref().map_or((0, 0), |w| (w.rows(), w.bytes()));
+        rows >= self.config.commit.max_records
+            || bytes >= self.config.commit.max_bytes
+            || (!self.pending.is_empty() && self.last_commit.elapsed() >= interval)
+    }
+
+    /// Commits the written files and offsets to Iceberg, then the offsets to the group.
+    async fn commit(&mut self, consumer: &GroupConsumer) -> Result<()> {
+        self.last_commit = Instant::now();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let files = match self.writer.take() {
+            Some(w) => w.close().await?,
+            None => Vec::new(),
+        };
+        let file_count = files.len();
+        let records: u64 = files.iter().map(|f| f.record_count()).sum();
+        let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
+        self.table = append_with_offsets(&self.catalog, &self.table, files, &self.topic.name, &self.pending).await?;
+        // Only now, with the data durable in the table, may the group move on.
+        commit_offsets(consumer, &self.topic.name, &self.pending)?;
+        self.summary.commits += 1;
+        tracing::info!(
+            table = %self.summary.table,
+            snapshot_id = self.table.metadata().current_snapshot().map(|s| s.snapshot_id()),
+            records, files = file_count, bytes,
+            offsets = %crate::sink::offsets::render(&self.pending),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "committed"
+        );
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// The batch without the rejected records.
+fn keep_accepted(records: RecordBatch, verdict: &Verdict) -> Result<RecordBatch> {
+    if verdict.rejected.is_empty() {
+        return Ok(records);
+    }
+    let mut keep = vec![true; records.num_rows()];
+    for r in &verdict.rejected {
+        keep[r.index] = false;
+    }
+    arrow_select::filter::filter_record_batch(&records, &BooleanArray::from(keep))
+        .map_err(|source| Error::Arrow { context: "dropping rejected records".into(), source })
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}

@@ -1,0 +1,114 @@
+//! Opens the configured catalog and finds or creates a topic's table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::spec::Schema as IcebergSchema;
+use iceberg::table::Table;
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+
+use crate::config::CatalogConfig;
+use crate::error::{Error, Result};
+
+/// Table properties set on tables k2-ingest creates.
+///
+/// iceberg-rust's transaction retries a conflicting commit by re-applying the same files;
+/// k2-ingest must instead re-read the offsets stored in the table first, so the built-in
+/// retry is off and conflicts surface to the pipeline.
+const TABLE_PROPERTIES: &[(&str, &str)] = &[("commit.retry.num-retries", "0")];
+
+/// The opened catalog and the namespace our tables live in.
+pub struct TableCatalog {
+    catalog: Arc<dyn Catalog>,
+    name: String,
+    namespace: NamespaceIdent,
+}
+
+impl TableCatalog {
+    /// Opens the catalog, creating the SQLite file and warehouse folder if missing.
+    pub async fn open(config: &CatalogConfig) -> Result<Self> {
+        match config {
+            CatalogConfig::Sql(sql) => {
+                let err = |context: String, source| Error::Catalog { name: sql.name.clone(), context, source };
+                for dir in [sql.database.parent(), Some(sql.warehouse.as_path())].into_iter().flatten() {
+                    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                        context: format!("creating catalog folder {}", dir.display()),
+                        source,
+                    })?;
+                }
+                let uri = format!("sqlite:{}?mode=rwc", sql.database.display());
+                let warehouse = format!("file://{}", sql.warehouse.display());
+                let catalog = SqlCatalogBuilder::default()
+                    .uri(&uri)
+                    .warehouse_location(&warehouse)
+                    .sql_bind_style(SqlBindStyle::QMark)
+                    .with_storage_factory(Arc::new(LocalFsStorageFactory))
+                    .load(&sql.name, HashMap::new())
+                    .await
+                    .map_err(|e| err(format!("opening {uri}"), e))?;
+                let namespace = NamespaceIdent::new(sql.namespace.clone());
+                Ok(Self { catalog: Arc::new(catalog), name: sql.name.clone(), namespace })
+            }
+        }
+    }
+
+    pub fn catalog(&self) -> &dyn Catalog {
+        self.catalog.as_ref()
+    }
+
+    pub fn ident(&self, table: &str) -> TableIdent {
+        TableIdent::new(self.namespace.clone(), table.to_string())
+    }
+
+    /// Loads `table`, or `None` if it does not exist.
+    pub async fn load(&self, table: &str) -> Result<Option<Table>> {
+        let ident = self.ident(table);
+        let exists = self.catalog.table_exists(&ident).await.map_err(|e| self.err(table, "checking the table", e))?;
+        if !exists {
+            return Ok(None);
+        }
+        let t = self.catalog.load_table(&ident).await.map_err(|e| self.err(table, "loading", e))?;
+        Ok(Some(t))
+    }
+
+    /// Loads `table`, creating it (and the namespace) with `schema` if missing.
+    pub async fn load_or_create(&self, table: &str, schema: IcebergSchema) -> Result<Table> {
+        if let Some(t) = self.load(table).await? {
+            return Ok(t);
+        }
+        let exists = self
+            .catalog
+            .namespace_exists(&self.namespace)
+            .await
+            .map_err(|e| self.err(table, "checking the namespace", e))?;
+        if !exists {
+            // Another instance may create it at the same moment: re-check before failing.
+            if let Err(e) = self.catalog.create_namespace(&self.namespace, HashMap::new()).await {
+                if !self.catalog.namespace_exists(&self.namespace).await.unwrap_or(false) {
+                    return Err(self.err(table, "creating the namespace", e));
+                }
+            }
+        }
+        let creation = TableCreation::builder()
+            .name(table.to_string())
+            .schema(schema)
+            .properties(TABLE_PROPERTIES.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .build();
+        match self.catalog.create_table(&self.namespace, creation).await {
+            Ok(t) => {
+                tracing::info!(catalog = %self.name, table = %self.ident(table), "created table");
+                Ok(t)
+            }
+            Err(e) => match self.load(table).await? {
+                Some(t) => Ok(t),
+                None => Err(self.err(table, "creating", e)),
+            },
+        }
+    }
+
+    fn err(&self, table: &str, context: &str, source: iceberg::Error) -> Error {
+        Error::Iceberg { table: self.ident(table).to_string(), context: context.to_string(), source }
+    }
+}

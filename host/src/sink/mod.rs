@@ -1,0 +1,6 @@
+//! The Iceberg side: catalog and tables, Parquet data files, commits carrying source offsets.
+
+pub mod catalog;
+pub mod commit;
+pub mod offsets;
+pub mod writer;

@@ -1,0 +1,71 @@
+//! Source offsets stored in snapshot summaries: the table, not the group, is the truth.
+
+use std::collections::{BTreeMap, HashMap};
+
+use iceberg::table::Table;
+
+/// Summary key prefix; the full key is `k2.offsets.<topic>`, the value a JSON object
+/// mapping partition to the next offset to read.
+pub const OFFSETS_KEY_PREFIX: &str = "k2.offsets.";
+
+/// Next offset per partition of one topic.
+pub type PartitionOffsets = BTreeMap<i32, i64>;
+
+/// The offsets of `topic` stored in the table's current snapshot (empty if none).
+pub fn stored_offsets(table: &Table, topic: &str) -> PartitionOffsets {
+    let key = format!("{OFFSETS_KEY_PREFIX}{topic}");
+    table
+        .metadata()
+        .current_snapshot()
+        .and_then(|s| s.summary().additional_properties.get(&key).cloned())
+        .and_then(|json| parse(&json))
+        .unwrap_or_default()
+}
+
+/// Summary properties for the next commit: every `k2.` entry of the current snapshot
+/// carried forward, with `topic`'s offsets advanced by `advanced`.
+pub fn next_summary(table: &Table, topic: &str, advanced: &PartitionOffsets) -> HashMap<String, String> {
+    let mut props: HashMap<String, String> = table
+        .metadata()
+        .current_snapshot()
+        .map(|s| {
+            s.summary()
+                .additional_properties
+                .iter()
+                .filter(|(k, _)| k.starts_with("k2."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut offsets = stored_offsets(table, topic);
+    for (&p, &o) in advanced {
+        let e = offsets.entry(p).or_insert(o);
+        *e = (*e).max(o);
+    }
+    props.insert(format!("{OFFSETS_KEY_PREFIX}{topic}"), render(&offsets));
+    props
+}
+
+pub fn render(offsets: &PartitionOffsets) -> String {
+    let map: BTreeMap<String, i64> = offsets.iter().map(|(p, o)| (p.to_string(), *o)).collect();
+    serde_json::to_string(&map).unwrap_or_default()
+}
+
+pub fn parse(json: &str) -> Option<PartitionOffsets> {
+    let map: BTreeMap<String, i64> = serde_json::from_str(json).ok()?;
+    map.into_iter().map(|(p, o)| Some((p.parse().ok()?, o))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_round_trip() {
+        let offsets = PartitionOffsets::from([(0, 10), (2, 7)]);
+        let json = render(&offsets);
+        assert_eq!(json, r#"{"0":10,"2":7}"#);
+        assert_eq!(parse(&json), Some(offsets));
+        assert_eq!(parse("{\"x\":1}"), None);
+    }
+}
