@@ -36,6 +36,11 @@ class K2:
 bootstrap_servers = "{self.bootstrap}"
 group_id = "{self.group}"
 
+# A crashed member holds its partitions until its session expires: keep that short in tests
+# (6 s is the broker's minimum).
+[kafka.options]
+"session.timeout.ms" = "6000"
+
 [catalog]
 type = "sql"
 database = "{self.database}"
@@ -67,10 +72,10 @@ table = "quotes"
 schema = "{schemas / 'quote.avsc'}"
 """
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    def run(self, *args: str, check: bool = True, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [str(self.binary), *args], capture_output=True, text=True, timeout=timeout,
-            env={"PATH": "/usr/bin:/bin", "K2_LOG": "info"},
+            env={"PATH": "/usr/bin:/bin", "K2_LOG": "info", **(env or {})},
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"k2-ingest {' '.join(args)} exited {proc.returncode}\nstderr:\n{proc.stderr[-4000:]}")

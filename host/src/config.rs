@@ -117,6 +117,11 @@ pub struct PipelineConfig {
     /// A bounded run stops when no message arrived for this long, in milliseconds. Default 5000.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// After SIGINT/SIGTERM, the longest the final commit may take before the process
+    /// exits anyway (uncommitted data is then read again on restart), in milliseconds.
+    /// Default 30000.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +237,9 @@ fn default_batch_records() -> usize {
 fn default_idle_timeout_ms() -> u64 {
     5000
 }
+fn default_shutdown_timeout_ms() -> u64 {
+    30_000
+}
 fn default_commit_records() -> u64 {
     1_000_000
 }
@@ -259,7 +267,11 @@ fn default_per_record_us() -> u64 {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { batch_records: default_batch_records(), idle_timeout_ms: default_idle_timeout_ms() }
+        Self {
+            batch_records: default_batch_records(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            shutdown_timeout_ms: default_shutdown_timeout_ms(),
+        }
     }
 }
 impl Default for CommitConfig {

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod failpoint;
 pub mod guest;
 pub mod kafka;
 pub mod pipeline;

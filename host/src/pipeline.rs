@@ -17,15 +17,18 @@ use crate::decode::avro::TopicDecoder;
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::schema::{iceberg_schema, record_fields};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::guest::{BatchInput, EventKind, GuestEngine, ValidatorInstance, ValidatorModule, Verdict};
-use crate::kafka::consumer::{GroupConsumer, commit_offsets, group_consumer, positions};
+use crate::kafka::consumer::{AssignmentNews, GroupConsumer, StartOffsets, commit_offsets, group_consumer, positions};
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::append_with_offsets;
-use crate::sink::offsets::PartitionOffsets;
+use crate::sink::offsets::{PartitionOffsets, stored_offsets};
 use crate::sink::writer::TableWriter;
 
 /// How long a bounded run waits for its first partition assignment beyond the idle timeout.
-const ASSIGNMENT_GRACE: Duration = Duration::from_secs(30);
+/// Longer than librdkafka's default session timeout (45 s): after a crash, the group holds
+/// the dead member's partitions until its session expires.
+const ASSIGNMENT_GRACE: Duration = Duration::from_secs(60);
 
 /// When a `consume` run ends.
 #[derive(Debug, Clone)]
@@ -86,13 +89,16 @@ pub struct Pipeline<'a> {
     avro_fields: Vec<String>,
     /// Positions of the Avro-field columns in the table schema (handed to validators).
     field_columns: Vec<usize>,
-    catalog: TableCatalog,
+    catalog: Arc<TableCatalog>,
     table: Table,
     writer: Option<TableWriter>,
     module: Option<ValidatorModule>,
     partitions: BTreeMap<i32, PartitionBatch>,
     /// Offsets whose records are all in the writer (or set aside) but not yet committed.
     pending: PartitionOffsets,
+    /// Table offsets that partitions were assigned at and the group has not committed yet:
+    /// after a crash between the table commit and the group commit, the group catches up.
+    group_catch_up: PartitionOffsets,
     last_commit: Instant,
     summary: RunSummary,
 }
@@ -104,7 +110,7 @@ impl<'a> Pipeline<'a> {
         let decoder = TopicDecoder::new(topic)?;
         let avro_fields: Vec<String> = record_fields(decoder.table_schema()).iter().map(|f| f.name.clone()).collect();
         let schema = iceberg_schema(decoder.table_schema(), &topic.schema, config.sink.metadata_columns)?;
-        let catalog = TableCatalog::open(&config.catalog).await?;
+        let catalog = Arc::new(TableCatalog::open(&config.catalog).await?);
         let table_name = topic.table_name();
         let table = catalog.load_or_create(&table_name, schema).await?;
         let arrow_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(|source| {
@@ -136,6 +142,7 @@ impl<'a> Pipeline<'a> {
             module,
             partitions: BTreeMap::new(),
             pending: PartitionOffsets::new(),
+            group_catch_up: PartitionOffsets::new(),
             last_commit: Instant::now(),
             summary,
         })
@@ -144,7 +151,12 @@ impl<'a> Pipeline<'a> {
     /// Consumes until a bound is reached or `shutdown` resolves, commits, and reports.
     pub async fn run(mut self, bounds: RunBounds, shutdown: impl std::future::Future<Output = ()>) -> Result<RunSummary> {
         let started = Instant::now();
-        let consumer = group_consumer(&self.config.kafka)?;
+        let start = TableStartOffsets {
+            catalog: self.catalog.clone(),
+            table: self.table_name.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let consumer = group_consumer(&self.config.kafka, Box::new(start))?;
         consumer.subscribe(&[&self.topic.name]).map_err(|source| Error::Kafka {
             context: format!("subscribing to {}", self.topic.name),
             source,
@@ -167,6 +179,9 @@ impl<'a> Pipeline<'a> {
                 }
                 r = tokio::time::timeout(poll, consumer.recv()) => r,
             };
+            if let Some(news) = consumer.context().take_news() {
+                self.apply_assignment_news(news)?;
+            }
             match received {
                 Ok(Ok(msg)) => {
                     idle_since = Some(Instant::now());
@@ -334,6 +349,7 @@ impl<'a> Pipeline<'a> {
             }
             self.summary.written += accepted.num_rows() as u64;
             self.writer.as_mut().expect("opened above").write(accepted).await?;
+            failpoint::hit("after-batch");
         }
         if let Some(o) = next_offset {
             self.pending.insert(partition, o);
@@ -361,17 +377,37 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Acts on rebalances: a failure to read the table's offsets stops the run; partitions
+    /// assigned at the table's offsets are noted so the group's offsets catch up.
+    fn apply_assignment_news(&mut self, news: AssignmentNews) -> Result<()> {
+        if let Some(failure) = news.failure {
+            return Err(Error::Topic { topic: self.topic.name.clone(), message: failure });
+        }
+        for ((topic, p), o) in news.started_at {
+            if topic == self.topic.name {
+                self.group_catch_up.insert(p, o);
+            }
+        }
+        Ok(())
+    }
+
     fn commit_due(&self, interval: Duration) -> bool {
         let (rows, bytes) = self.writer.as_ref().map_or((0, 0), |w| (w.rows(), w.bytes()));
         rows >= self.config.commit.max_records
             || bytes >= self.config.commit.max_bytes
-            || (!self.pending.is_empty() && self.last_commit.elapsed() >= interval)
+            || ((!self.pending.is_empty() || !self.group_catch_up.is_empty()) && self.last_commit.elapsed() >= interval)
     }
 
     /// Commits the written files and offsets to Iceberg, then the offsets to the group.
     async fn commit(&mut self, consumer: &GroupConsumer) -> Result<()> {
         self.last_commit = Instant::now();
         if self.pending.is_empty() {
+            if !self.group_catch_up.is_empty() {
+                // The table already holds these offsets: only the group is behind.
+                commit_offsets(consumer, &self.topic.name, &self.group_catch_up)?;
+                tracing::info!(offsets = %crate::sink::offsets::render(&self.group_catch_up), "group offsets caught up with the table");
+                self.group_catch_up.clear();
+            }
             return Ok(());
         }
         let started = Instant::now();
@@ -379,12 +415,16 @@ impl<'a> Pipeline<'a> {
             Some(w) => w.close().await?,
             None => Vec::new(),
         };
+        failpoint::hit("after-files-closed");
         let file_count = files.len();
         let records: u64 = files.iter().map(|f| f.record_count()).sum();
         let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
         self.table = append_with_offsets(&self.catalog, &self.table, files, &self.topic.name, &self.pending).await?;
+        failpoint::hit("after-table-commit");
         // Only now, with the data durable in the table, may the group move on.
-        commit_offsets(consumer, &self.topic.name, &self.pending)?;
+        let mut group = std::mem::take(&mut self.group_catch_up);
+        group.extend(self.pending.iter().map(|(&p, &o)| (p, o)));
+        commit_offsets(consumer, &self.topic.name, &group)?;
         self.summary.commits += 1;
         tracing::info!(
             table = %self.summary.table,
@@ -396,6 +436,26 @@ impl<'a> Pipeline<'a> {
         );
         self.pending.clear();
         Ok(())
+    }
+}
+
+/// Reads the offsets stored in the table, for the rebalance callback (which must answer
+/// synchronously, from inside the consumer's poll on a runtime worker thread).
+struct TableStartOffsets {
+    catalog: Arc<TableCatalog>,
+    table: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StartOffsets for TableStartOffsets {
+    fn load(&self, topic: &str) -> std::result::Result<PartitionOffsets, String> {
+        // A fresh load, not our cached table: another instance may have committed since.
+        let table = tokio::task::block_in_place(|| self.runtime.block_on(self.catalog.load(&self.table)));
+        match table {
+            Ok(Some(t)) => Ok(stored_offsets(&t, topic)),
+            Ok(None) => Ok(PartitionOffsets::new()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

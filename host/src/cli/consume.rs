@@ -16,6 +16,7 @@ use super::Output;
 /// Without --follow the run ends when the topic has been idle for
 /// pipeline.idle_timeout_ms, or after --max-messages.
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  k2-ingest consume --config k2.example.toml --topic market.trades.raw --output json")]
 pub struct ConsumeArgs {
     /// The config file (TOML).
     #[arg(long, short, value_name = "FILE")]
@@ -45,7 +46,8 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         idle_timeout: (!args.follow).then(|| Duration::from_millis(config.pipeline.idle_timeout_ms)),
     };
     let pipeline = Pipeline::open(&config, &args.topic).await?;
-    let summary = pipeline.run(bounds, shutdown_signal()).await.with_context(|| format!("consuming {}", args.topic))?;
+    let bound = Duration::from_millis(config.pipeline.shutdown_timeout_ms);
+    let summary = pipeline.run(bounds, shutdown(bound)).await.with_context(|| format!("consuming {}", args.topic))?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&summary)?),
         Output::Human => print_human(&summary),
@@ -53,8 +55,28 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves on the first SIGINT or SIGTERM, so the run stops fetching and commits what is
+/// consistent; from then on a watchdog exits the process at a second signal or when the
+/// commit takes longer than `bound`. Exiting early is safe: offsets move only with the data.
+async fn shutdown(bound: Duration) {
+    signal().await;
+    tracing::info!(bound_ms = bound.as_millis() as u64, "signal received: finishing; a second signal exits at once");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = signal() => {
+                eprintln!("second signal: exiting now; uncommitted records will be read again");
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(bound) => {
+                eprintln!("error: shutdown took longer than {} ms; exiting; uncommitted records will be read again", bound.as_millis());
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

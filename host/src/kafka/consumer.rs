@@ -1,9 +1,12 @@
-//! The group consumer: manual offsets only, rebalances logged, lag read from watermarks.
+//! The group consumer: partitions start at the table's offsets, manual commits only, lag from watermarks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -13,37 +16,127 @@ use crate::kafka::base_client_config;
 /// Time allowed for a metadata, watermark or offset request to the broker.
 pub const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Logs partition assignment changes (a boundary worth a line each).
-pub struct RebalanceLogger;
+/// Where newly assigned partitions start reading: the next offsets stored in the table.
+/// Called inside the rebalance callback, so it must answer synchronously.
+pub trait StartOffsets: Send + Sync + 'static {
+    /// The table's next offset per partition of `topic`; an error names what failed.
+    fn load(&self, topic: &str) -> std::result::Result<BTreeMap<i32, i64>, String>;
+}
 
-impl ClientContext for RebalanceLogger {}
+/// What rebalances did since the pipeline last looked.
+#[derive(Debug, Default)]
+pub struct AssignmentNews {
+    /// (topic, partition) → the table offset the partition was assigned at.
+    pub started_at: BTreeMap<(String, i32), i64>,
+    /// Partitions given up.
+    pub revoked: Vec<(String, i32)>,
+    /// Why the table's offsets could not be read; the run must stop.
+    pub failure: Option<String>,
+}
 
-impl ConsumerContext for RebalanceLogger {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(partitions = %describe(tpl), "partitions assigned"),
-            Rebalance::Revoke(tpl) => tracing::info!(partitions = %describe(tpl), "partitions revoked"),
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+/// Assigns partitions at the offsets stored in the table (not the group's), and logs
+/// every assignment change: the table is the truth, so a crash between the table commit
+/// and the group commit never replays committed records.
+pub struct TableOffsetsContext {
+    start: Box<dyn StartOffsets>,
+    news: Mutex<AssignmentNews>,
+    /// Set with every piece of news, so the per-message check is one atomic load.
+    has_news: AtomicBool,
+}
+
+impl TableOffsetsContext {
+    pub fn new(start: Box<dyn StartOffsets>) -> Self {
+        Self { start, news: Mutex::new(AssignmentNews::default()), has_news: AtomicBool::new(false) }
+    }
+
+    /// Takes what happened since the last call, if anything did.
+    pub fn take_news(&self) -> Option<AssignmentNews> {
+        if !self.has_news.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        Some(std::mem::take(&mut *self.news.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let mut news = self.news.lock().unwrap_or_else(|e| e.into_inner());
+        let topics: BTreeSet<String> = tpl.elements().iter().map(|e| e.topic().to_string()).collect();
+        for topic in topics {
+            match self.start.load(&topic) {
+                Ok(stored) => {
+                    for (p, o) in stored {
+                        if tpl.find_partition(&topic, p).is_some() && tpl.set_partition_offset(&topic, p, Offset::Offset(o)).is_ok() {
+                            news.started_at.insert((topic.clone(), p), o);
+                        }
+                    }
+                }
+                Err(e) => news.failure = Some(format!("reading the offsets stored in the table for {topic}: {e}")),
+            }
+        }
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+            _ => consumer.assign(tpl),
+        };
+        match result {
+            Ok(()) => tracing::info!(partitions = %describe(tpl), "partitions assigned"),
+            Err(e) => news.failure = Some(format!("assigning {}: {e}", describe(tpl))),
+        }
+        self.has_news.store(true, Ordering::Release);
+    }
+
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let mut news = self.news.lock().unwrap_or_else(|e| e.into_inner());
+        news.revoked.extend(tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
+        self.has_news.store(true, Ordering::Release);
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+            _ => consumer.unassign(),
+        };
+        match result {
+            Ok(()) => tracing::info!(partitions = %describe(tpl), "partitions revoked"),
+            Err(e) => tracing::warn!(partitions = %describe(tpl), error = %e, "unassigning failed"),
+        }
+    }
+}
+
+impl ClientContext for TableOffsetsContext {}
+
+impl ConsumerContext for TableOffsetsContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl),
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "rebalance failed; giving up the assignment");
+                let _ = consumer.unassign();
+            }
         }
     }
 }
 
 fn describe(tpl: &TopicPartitionList) -> String {
-    tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>().join(",")
+    tpl.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => format!("{}/{}@{o}", e.topic(), e.partition()),
+            _ => format!("{}/{}", e.topic(), e.partition()),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-pub type GroupConsumer = StreamConsumer<RebalanceLogger>;
+pub type GroupConsumer = StreamConsumer<TableOffsetsContext>;
 
 /// A consumer in the configured group with auto-commit and auto offset store off: offsets
-/// move only after the data is committed to Iceberg.
-pub fn group_consumer(kafka: &KafkaConfig) -> Result<GroupConsumer> {
+/// move only after the data is committed to Iceberg, and partitions start at the table's offsets.
+pub fn group_consumer(kafka: &KafkaConfig, start: Box<dyn StartOffsets>) -> Result<GroupConsumer> {
     let mut c = base_client_config(kafka);
     c.set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", kafka.auto_offset_reset.as_str())
         .set("enable.partition.eof", "false");
-    c.create_with_context(RebalanceLogger).map_err(|source| Error::Kafka {
+    c.create_with_context(TableOffsetsContext::new(start)).map_err(|source| Error::Kafka {
         context: format!("creating a consumer for group {} at {}", kafka.group_id, kafka.bootstrap_servers),
         source,
     })
