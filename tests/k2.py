@@ -28,6 +28,29 @@ class K2:
         self.config = self.workdir / "k2.toml"
         self.config.write_text(self._config_text())
 
+    def config_with(self, name: str, extra_kafka_options: dict[str, str] | None = None, commit: dict[str, int] | None = None):
+        """A variant of the config (same topics, group and warehouse) written to `name`."""
+        text = self._config_text()
+        options = "".join(f'"{k}" = "{v}"\n' for k, v in (extra_kafka_options or {}).items())
+        text = text.replace('"session.timeout.ms" = "6000"\n', '"session.timeout.ms" = "6000"\n' + options)
+        if commit:
+            text += "\n[commit]\n" + "".join(f"{k} = {v}\n" for k, v in commit.items())
+        path = self.workdir / name
+        path.write_text(text)
+        return path
+
+    def spawn_consume(self, topic: str, config: pathlib.Path | None = None, log: pathlib.Path | None = None) -> subprocess.Popen:
+        """A `consume --follow` in the background; its stderr goes to `log`."""
+        err = open(log, "w") if log else subprocess.DEVNULL
+        return subprocess.Popen(
+            [str(self.binary), "consume", "--config", str(config or self.config), "--topic", topic, "--follow", "--output", "json"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env={"PATH": "/usr/bin:/bin", "K2_LOG": "info"},
+        )
+
+    def table_keys(self, name: str) -> list[tuple[int, int]]:
+        rows = self.table(name).scan().to_arrow()
+        return list(zip(rows["_kafka_partition"].to_pylist(), rows["_kafka_offset"].to_pylist()))
+
     def _config_text(self) -> str:
         schemas = self.root / "schemas"
         wasm = self.root / WASM

@@ -1,13 +1,13 @@
 //! The consume loop: Kafka → decode → per-partition batches → validator → writer → commit.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 use iceberg::table::Table;
-use rdkafka::Message;
+use rdkafka::{Message, Offset};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use serde::Serialize;
@@ -19,9 +19,11 @@ use crate::decode::schema::{iceberg_schema, record_fields};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::guest::{BatchInput, EventKind, GuestEngine, ValidatorInstance, ValidatorModule, Verdict};
-use crate::kafka::consumer::{AssignmentNews, GroupConsumer, StartOffsets, commit_offsets, group_consumer, positions};
+use crate::kafka::consumer::{
+    AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, StartOffsets, commit_offsets, group_consumer, positions,
+};
 use crate::sink::catalog::TableCatalog;
-use crate::sink::commit::append_with_offsets;
+use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};
 use crate::sink::writer::TableWriter;
 
@@ -29,6 +31,9 @@ use crate::sink::writer::TableWriter;
 /// Longer than librdkafka's default session timeout (45 s): after a crash, the group holds
 /// the dead member's partitions until its session expires.
 const ASSIGNMENT_GRACE: Duration = Duration::from_secs(60);
+
+/// Commits re-applied after conflicts with other writers' disjoint commits, before giving up.
+const MAX_COMMIT_ATTEMPTS: u32 = 20;
 
 /// When a `consume` run ends.
 #[derive(Debug, Clone)]
@@ -58,6 +63,11 @@ pub struct RunSummary {
     pub sequence_events: BTreeMap<EventKind, u64>,
     /// Iceberg commits made.
     pub commits: u64,
+    /// Commits that found another writer's snapshot first and were resolved.
+    pub commit_conflicts: u64,
+    /// Written records dropped before commit because another writer committed them first;
+    /// their partitions were read again from the table's offsets.
+    pub dropped_already_committed: u64,
     /// The table's current snapshot after the run.
     pub snapshot_id: Option<i64>,
     /// Partition → next offset committed for the group, after the run.
@@ -99,6 +109,11 @@ pub struct Pipeline<'a> {
     /// Table offsets that partitions were assigned at and the group has not committed yet:
     /// after a crash between the table commit and the group commit, the group catches up.
     group_catch_up: PartitionOffsets,
+    /// Per partition, the first offset read since the last commit: if the table's stored
+    /// offset has moved past it, another writer committed records we hold.
+    uncommitted_from: PartitionOffsets,
+    /// `pending` and `uncommitted_from` as the rebalance callback sees them.
+    held: Arc<Mutex<HeldOffsets>>,
     last_commit: Instant,
     summary: RunSummary,
 }
@@ -143,6 +158,8 @@ impl<'a> Pipeline<'a> {
             partitions: BTreeMap::new(),
             pending: PartitionOffsets::new(),
             group_catch_up: PartitionOffsets::new(),
+            uncommitted_from: PartitionOffsets::new(),
+            held: Arc::new(Mutex::new(HeldOffsets::default())),
             last_commit: Instant::now(),
             summary,
         })
@@ -155,6 +172,7 @@ impl<'a> Pipeline<'a> {
             catalog: self.catalog.clone(),
             table: self.table_name.clone(),
             runtime: tokio::runtime::Handle::current(),
+            held: self.held.clone(),
         };
         let consumer = group_consumer(&self.config.kafka, Box::new(start))?;
         consumer.subscribe(&[&self.topic.name]).map_err(|source| Error::Kafka {
@@ -221,13 +239,15 @@ impl<'a> Pipeline<'a> {
 
         self.flush_partitions().await?;
         self.commit(&consumer).await?;
-        for (p, pos) in positions(&consumer, &self.topic.name)? {
+        // Leave the group before reading positions, so a rebalance in progress is not kept waiting.
+        consumer.unsubscribe();
+        drop(consumer);
+        for (p, pos) in positions(&self.config.kafka, &self.topic.name)? {
             if let Some(o) = pos.committed {
                 self.summary.offsets.insert(p, o);
             }
             self.summary.lag.insert(p, pos.lag);
         }
-        consumer.unsubscribe();
         self.summary.snapshot_id = self.table.metadata().current_snapshot().map(|s| s.snapshot_id());
         self.summary.duration_secs = started.elapsed().as_secs_f64();
         Ok(self.summary)
@@ -242,6 +262,7 @@ impl<'a> Pipeline<'a> {
             let batch = self.new_partition_batch(partition)?;
             self.partitions.insert(partition, batch);
         }
+        self.uncommitted_from.entry(partition).or_insert(meta.offset);
         let state = self.partitions.get_mut(&partition).expect("inserted above");
         state.next_offset = Some(meta.offset + 1);
         let decoded = self
@@ -267,6 +288,7 @@ impl<'a> Pipeline<'a> {
                 if state.offsets.is_empty() {
                     // Nothing buffered ahead of it: its offset is done.
                     self.pending.insert(partition, meta.offset + 1);
+                    self.share_held();
                 }
             }
         }
@@ -311,6 +333,7 @@ impl<'a> Pipeline<'a> {
         if state.offsets.is_empty() {
             if let Some(o) = next_offset {
                 self.pending.insert(partition, o);
+                self.share_held();
             }
             return Ok(());
         }
@@ -354,7 +377,15 @@ impl<'a> Pipeline<'a> {
         if let Some(o) = next_offset {
             self.pending.insert(partition, o);
         }
+        self.share_held();
         Ok(())
+    }
+
+    /// Publishes what this instance holds uncommitted to the rebalance callback.
+    fn share_held(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.next.clone_from(&self.pending);
+        held.from.clone_from(&self.uncommitted_from);
     }
 
     /// Counts a verdict and logs it once per batch (never per record).
@@ -383,6 +414,15 @@ impl<'a> Pipeline<'a> {
         if let Some(failure) = news.failure {
             return Err(Error::Topic { topic: self.topic.name.clone(), message: failure });
         }
+        for (topic, p) in news.revoked {
+            // Records still in the batch are not in the writer: drop them; the next owner
+            // reads them from the table's offsets. Records already in the writer are
+            // committed, and the conflict check keeps either copy from landing twice.
+            if topic == self.topic.name && self.partitions.remove(&p).is_some() {
+                tracing::info!(partition = p, "dropped the unwritten records of a revoked partition");
+            }
+            self.group_catch_up.remove(&p);
+        }
         for ((topic, p), o) in news.started_at {
             if topic == self.topic.name {
                 self.group_catch_up.insert(p, o);
@@ -404,9 +444,9 @@ impl<'a> Pipeline<'a> {
         if self.pending.is_empty() {
             if !self.group_catch_up.is_empty() {
                 // The table already holds these offsets: only the group is behind.
-                commit_offsets(consumer, &self.topic.name, &self.group_catch_up)?;
-                tracing::info!(offsets = %crate::sink::offsets::render(&self.group_catch_up), "group offsets caught up with the table");
-                self.group_catch_up.clear();
+                let catch_up = std::mem::take(&mut self.group_catch_up);
+                self.commit_group(consumer, &catch_up);
+                tracing::info!(offsets = %crate::sink::offsets::render(&catch_up), "group offsets caught up with the table");
             }
             return Ok(());
         }
@@ -419,12 +459,33 @@ impl<'a> Pipeline<'a> {
         let file_count = files.len();
         let records: u64 = files.iter().map(|f| f.record_count()).sum();
         let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
-        self.table = append_with_offsets(&self.catalog, &self.table, files, &self.topic.name, &self.pending).await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if attempts > MAX_COMMIT_ATTEMPTS {
+                return Err(Error::Topic {
+                    topic: self.topic.name.clone(),
+                    message: format!("{MAX_COMMIT_ATTEMPTS} commits in a row conflicted with other writers of {}", self.summary.table),
+                });
+            }
+            match append_with_offsets(&self.catalog, &self.table, files.clone(), &self.topic.name, &self.pending).await? {
+                CommitOutcome::Committed(table) => {
+                    self.table = table;
+                    break;
+                }
+                CommitOutcome::Conflict => {
+                    self.summary.commit_conflicts += 1;
+                    if !self.resolve_conflict(consumer, records).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
         failpoint::hit("after-table-commit");
         // Only now, with the data durable in the table, may the group move on.
         let mut group = std::mem::take(&mut self.group_catch_up);
         group.extend(self.pending.iter().map(|(&p, &o)| (p, o)));
-        commit_offsets(consumer, &self.topic.name, &group)?;
+        self.commit_group(consumer, &group);
         self.summary.commits += 1;
         tracing::info!(
             table = %self.summary.table,
@@ -435,8 +496,69 @@ impl<'a> Pipeline<'a> {
             "committed"
         );
         self.pending.clear();
+        self.uncommitted_from.clear();
+        self.share_held();
         Ok(())
     }
+
+    /// After a conflict: reloads the table and checks whether another writer committed
+    /// offsets we hold records for. If not, returns true to re-apply our files on the new
+    /// version. If so, drops everything uncommitted (the files stay as orphans no snapshot
+    /// references), rewinds our partitions to the table's offsets, and returns false.
+    async fn resolve_conflict(&mut self, consumer: &GroupConsumer, records: u64) -> Result<bool> {
+        let fresh = self.catalog.load(&self.table_name).await?.ok_or_else(|| Error::Topic {
+            topic: self.topic.name.clone(),
+            message: format!("table {} disappeared during a commit", self.summary.table),
+        })?;
+        let stored = stored_offsets(&fresh, &self.topic.name);
+        self.table = fresh;
+        let overlap: Vec<i32> = self
+            .uncommitted_from
+            .iter()
+            .filter(|&(p, from)| stored.get(p).is_some_and(|s| s > from))
+            .map(|(&p, _)| p)
+            .collect();
+        if overlap.is_empty() {
+            tracing::info!(table = %self.summary.table, "commit conflict with another writer's disjoint partitions; re-applying");
+            return Ok(true);
+        }
+        tracing::warn!(table = %self.summary.table, partitions = ?overlap, records,
+            "another writer committed records this instance holds; dropping uncommitted data and re-reading from the table's offsets");
+        self.summary.dropped_already_committed += records;
+        self.summary.written -= records.min(self.summary.written);
+        let rewind = std::mem::take(&mut self.uncommitted_from);
+        self.pending.clear();
+        self.share_held();
+        for (p, from) in rewind {
+            // The partition's batch and validator go too: the validator saw the dropped records.
+            self.partitions.remove(&p);
+            let to = stored.get(&p).copied().unwrap_or(from);
+            if let Err(e) = consumer.seek(&self.topic.name, p, Offset::Offset(to), BROKER_REQUEST_TIMEOUT) {
+                // Not ours any more: its next owner starts at the table's offsets anyway.
+                tracing::info!(partition = p, error = %e, "not rewound (no longer assigned)");
+            }
+        }
+        Ok(false)
+    }
+
+    /// Commits offsets to the group. The table is the truth, so a failure (e.g. the
+    /// partition moved to another member meanwhile) is logged, not fatal.
+    fn commit_group(&self, consumer: &GroupConsumer, offsets: &PartitionOffsets) {
+        if let Err(e) = commit_offsets(consumer, &self.topic.name, offsets) {
+            tracing::warn!(error = %e, "group offset commit failed; the table holds the offsets");
+        }
+    }
+}
+
+/// What this instance holds uncommitted, shared with the rebalance callback: if a partition
+/// comes back to us while its records are still in our writer, reading it again from the
+/// table's offsets would put them in twice.
+#[derive(Debug, Default)]
+struct HeldOffsets {
+    /// Per partition, the first offset read since the last commit.
+    from: PartitionOffsets,
+    /// Per partition, the next offset after the records in the writer.
+    next: PartitionOffsets,
 }
 
 /// Reads the offsets stored in the table, for the rebalance callback (which must answer
@@ -445,17 +567,28 @@ struct TableStartOffsets {
     catalog: Arc<TableCatalog>,
     table: String,
     runtime: tokio::runtime::Handle,
+    held: Arc<Mutex<HeldOffsets>>,
 }
 
 impl StartOffsets for TableStartOffsets {
     fn load(&self, topic: &str) -> std::result::Result<PartitionOffsets, String> {
         // A fresh load, not our cached table: another instance may have committed since.
         let table = tokio::task::block_in_place(|| self.runtime.block_on(self.catalog.load(&self.table)));
-        match table {
-            Ok(Some(t)) => Ok(stored_offsets(&t, topic)),
-            Ok(None) => Ok(PartitionOffsets::new()),
-            Err(e) => Err(e.to_string()),
+        let mut start = match table {
+            Ok(Some(t)) => stored_offsets(&t, topic),
+            Ok(None) => PartitionOffsets::new(),
+            Err(e) => return Err(e.to_string()),
+        };
+        // Our own uncommitted records continue where they stop, unless another writer has
+        // committed past their start (then the commit conflict check drops ours).
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for (&p, &next) in &held.next {
+            let from = held.from.get(&p).copied().unwrap_or(next);
+            if start.get(&p).is_none_or(|&stored| stored <= from) {
+                start.insert(p, next);
+            }
         }
+        Ok(start)
     }
 }
 

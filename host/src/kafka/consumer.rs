@@ -166,8 +166,15 @@ pub struct PartitionPosition {
     pub lag: i64,
 }
 
-/// Reads committed offsets and watermarks of every partition of `topic`.
-pub fn positions(consumer: &GroupConsumer, topic: &str) -> Result<BTreeMap<i32, PartitionPosition>> {
+/// Reads the group's committed offsets and the watermarks of every partition of `topic`,
+/// through a client of its own that does not join the group, so it neither waits for nor
+/// disturbs a rebalance.
+pub fn positions(kafka_config: &KafkaConfig, topic: &str) -> Result<BTreeMap<i32, PartitionPosition>> {
+    let consumer: BaseConsumer = base_client_config(kafka_config)
+        .set("group.id", &kafka_config.group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|source| Error::Kafka { context: "creating a client to read positions".into(), source })?;
     let kafka = |context: String| move |source| Error::Kafka { context, source };
     let metadata = consumer
         .fetch_metadata(Some(topic), BROKER_REQUEST_TIMEOUT)

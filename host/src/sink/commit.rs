@@ -1,5 +1,6 @@
 //! One Iceberg commit: a fast-append of data files whose snapshot summary carries the offsets.
 
+use iceberg::ErrorKind;
 use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -7,19 +8,29 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use crate::error::{Error, Result};
 use crate::sink::catalog::TableCatalog;
 use crate::sink::offsets::{PartitionOffsets, next_summary};
+use crate::sink::pinned::PinnedTable;
 
-/// Appends `files` to `table` in one snapshot whose summary records `topic`'s next offsets
-/// (merged with what the table already stores). Offsets alone are committed too, e.g.
-/// when every record of a run was rejected. Returns the table as committed.
+/// How a commit ended.
+pub enum CommitOutcome {
+    /// The table as committed.
+    Committed(Table),
+    /// Another writer committed since `base` was loaded; nothing was committed.
+    Conflict,
+}
+
+/// Appends `files` on top of exactly `base` in one snapshot whose summary records `topic`'s
+/// next offsets merged with those `base` stores. Offsets alone are committed too, e.g. when
+/// every record of a run was rejected. If the table moved past `base`, nothing is committed
+/// and the caller must decide, from the offsets now stored, what still belongs in the table.
 pub async fn append_with_offsets(
     catalog: &TableCatalog,
-    table: &Table,
+    base: &Table,
     files: Vec<DataFile>,
     topic: &str,
     advanced: &PartitionOffsets,
-) -> Result<Table> {
-    let summary = next_summary(table, topic, advanced);
-    let tx = Transaction::new(table);
+) -> Result<CommitOutcome> {
+    let summary = next_summary(base, topic, advanced);
+    let tx = Transaction::new(base);
     // File names are unique per writer (uuid prefix), so the duplicate check — which reads
     // every manifest of the table — buys nothing.
     let append = tx
@@ -27,7 +38,11 @@ pub async fn append_with_offsets(
         .with_check_duplicate(false)
         .add_data_files(files)
         .set_snapshot_properties(summary);
-    let err = |context: &str, source| Error::Iceberg { table: table.identifier().to_string(), context: context.into(), source };
+    let err = |context: &str, source| Error::Iceberg { table: base.identifier().to_string(), context: context.into(), source };
     let tx = append.apply(tx).map_err(|e| err("preparing the append", e))?;
-    tx.commit(catalog.catalog()).await.map_err(|e| err("committing", e))
+    match tx.commit(&PinnedTable::new(catalog.catalog(), base.clone())).await {
+        Ok(table) => Ok(CommitOutcome::Committed(table)),
+        Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => Ok(CommitOutcome::Conflict),
+        Err(e) => Err(err("committing", e)),
+    }
 }

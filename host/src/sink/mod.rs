@@ -3,4 +3,5 @@
 pub mod catalog;
 pub mod commit;
 pub mod offsets;
+pub mod pinned;
 pub mod writer;
