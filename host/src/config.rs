@@ -312,10 +312,8 @@ impl TopicConfig {
 impl Config {
     /// Reads, overrides from the environment, resolves paths and validates `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config { path: path.to_path_buf(), message: format!("cannot read: {e}") })?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Self::parse(&text, path, env)
     }
@@ -459,10 +457,7 @@ mod tests {
 
     #[test]
     fn managed_kafka_options_are_refused() {
-        let text = MINIMAL.replace(
-            "[catalog]",
-            "[kafka.options]\n\"enable.auto.commit\" = \"true\"\n[catalog]",
-        );
+        let text = MINIMAL.replace("[catalog]", "[kafka.options]\n\"enable.auto.commit\" = \"true\"\n[catalog]");
         let msg = parse(&text).unwrap_err().to_string();
         assert!(msg.contains("kafka.options.\"enable.auto.commit\" is managed"), "{msg}");
     }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 use iceberg::table::Table;
-use rdkafka::{Message, Offset};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Offset};
 use serde::Serialize;
 
 use crate::config::{Config, TopicConfig};
@@ -128,9 +128,14 @@ impl<'a> Pipeline<'a> {
         let catalog = Arc::new(TableCatalog::open(&config.catalog).await?);
         let table_name = topic.table_name();
         let table = catalog.load_or_create(&table_name, schema).await?;
-        let arrow_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(|source| {
-            Error::Iceberg { table: table.identifier().to_string(), context: "converting the schema to arrow".into(), source }
-        })?);
+        let arrow_schema =
+            Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(|source| {
+                Error::Iceberg {
+                    table: table.identifier().to_string(),
+                    context: "converting the schema to arrow".into(),
+                    source,
+                }
+            })?);
         let field_columns = arrow_schema
             .fields()
             .iter()
@@ -142,7 +147,8 @@ impl<'a> Pipeline<'a> {
             Some(v) => Some(GuestEngine::new(&config.wasm)?.load(&v.module)?),
             None => None,
         };
-        let summary = RunSummary { topic: topic.name.clone(), table: table.identifier().to_string(), ..Default::default() };
+        let summary =
+            RunSummary { topic: topic.name.clone(), table: table.identifier().to_string(), ..Default::default() };
         Ok(Self {
             config,
             topic,
@@ -166,7 +172,11 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Consumes until a bound is reached or `shutdown` resolves, commits, and reports.
-    pub async fn run(mut self, bounds: RunBounds, shutdown: impl std::future::Future<Output = ()>) -> Result<RunSummary> {
+    pub async fn run(
+        mut self,
+        bounds: RunBounds,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<RunSummary> {
         let started = Instant::now();
         let start = TableStartOffsets {
             catalog: self.catalog.clone(),
@@ -175,10 +185,9 @@ impl<'a> Pipeline<'a> {
             held: self.held.clone(),
         };
         let consumer = group_consumer(&self.config.kafka, Box::new(start))?;
-        consumer.subscribe(&[&self.topic.name]).map_err(|source| Error::Kafka {
-            context: format!("subscribing to {}", self.topic.name),
-            source,
-        })?;
+        consumer
+            .subscribe(&[&self.topic.name])
+            .map_err(|source| Error::Kafka { context: format!("subscribing to {}", self.topic.name), source })?;
         let poll = Duration::from_millis(self.config.kafka.poll_timeout_ms.max(1));
         let interval = Duration::from_millis(self.config.commit.interval_ms);
         // Joining the group takes a moment: idleness counts only from the first assignment.
@@ -214,7 +223,9 @@ impl<'a> Pipeline<'a> {
                     let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
                     match (idle_since, assigned) {
                         (None, true) => idle_since = Some(Instant::now()),
-                        (None, false) if bounds.idle_timeout.is_some_and(|t| started.elapsed() >= t + ASSIGNMENT_GRACE) => {
+                        (None, false)
+                            if bounds.idle_timeout.is_some_and(|t| started.elapsed() >= t + ASSIGNMENT_GRACE) =>
+                        {
                             return Err(Error::Topic {
                                 topic: self.topic.name.clone(),
                                 message: format!(
@@ -299,7 +310,8 @@ impl<'a> Pipeline<'a> {
         let columns = ColumnsBuilder::new(self.arrow_schema.clone(), &self.avro_fields, &self.table_name)?;
         let validator = match (&self.module, &self.topic.validator) {
             (Some(module), Some(cfg)) => {
-                let settings: Vec<(String, String)> = cfg.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let settings: Vec<(String, String)> =
+                    cfg.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 let instance = module.instantiate(&settings)?;
                 tracing::info!(partition, validator = %instance.info().name, version = %instance.info().version, "validator ready");
                 Some(instance)
@@ -465,10 +477,15 @@ impl<'a> Pipeline<'a> {
             if attempts > MAX_COMMIT_ATTEMPTS {
                 return Err(Error::Topic {
                     topic: self.topic.name.clone(),
-                    message: format!("{MAX_COMMIT_ATTEMPTS} commits in a row conflicted with other writers of {}", self.summary.table),
+                    message: format!(
+                        "{MAX_COMMIT_ATTEMPTS} commits in a row conflicted with other writers of {}",
+                        self.summary.table
+                    ),
                 });
             }
-            match append_with_offsets(&self.catalog, &self.table, files.clone(), &self.topic.name, &self.pending).await? {
+            match append_with_offsets(&self.catalog, &self.table, files.clone(), &self.topic.name, &self.pending)
+                .await?
+            {
                 CommitOutcome::Committed(table) => {
                     self.table = table;
                     break;

@@ -212,7 +212,8 @@ impl Iterator for SampleGenerator<'_> {
 }
 
 fn symbol_name(i: usize) -> String {
-    const NAMED: [&str; 12] = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "BRK.B", "JPM", "V", "XOM", "BTC/USD"];
+    const NAMED: [&str; 12] =
+        ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "BRK.B", "JPM", "V", "XOM", "BTC/USD"];
     NAMED.get(i).map_or_else(|| format!("SYM{i:05}"), |s| s.to_string())
 }
 
@@ -236,7 +237,15 @@ fn show(unscaled: i64) -> String {
     format!("{sign}{}.{:08}", unscaled.abs() / SCALE, unscaled.abs() % SCALE)
 }
 
-fn trade(st: &SymbolState, ts: i64, price: i64, size: i64, buy: bool, seq: i64, conditions: bool) -> (Value, serde_json::Value) {
+fn trade(
+    st: &SymbolState,
+    ts: i64,
+    price: i64,
+    size: i64,
+    buy: bool,
+    seq: i64,
+    conditions: bool,
+) -> (Value, serde_json::Value) {
     let side = if buy { "BUY" } else { "SELL" };
     let trade_id = format!("{}-{}-{seq}", st.exchange, st.symbol);
     let cond = conditions.then_some("@");
@@ -266,7 +275,11 @@ fn trade(st: &SymbolState, ts: i64, price: i64, size: i64, buy: bool, seq: i64, 
 
 fn quote(st: &SymbolState, ts: i64, mid: i64, size: i64, seq: i64, crossed: bool) -> (Value, serde_json::Value) {
     let half_spread = SCALE / 100;
-    let (bid, ask) = if crossed { (mid.abs() + half_spread, mid.abs() - half_spread) } else { (mid - half_spread, mid + half_spread) };
+    let (bid, ask) = if crossed {
+        (mid.abs() + half_spread, mid.abs() - half_spread)
+    } else {
+        (mid - half_spread, mid + half_spread)
+    };
     let value = Value::Record(vec![
         ("symbol".into(), Value::String(st.symbol.clone())),
         ("exchange".into(), Value::String(st.exchange.into())),
@@ -305,7 +318,16 @@ mod tests {
     }
 
     fn plan(count: usize) -> SamplePlan {
-        SamplePlan { count, symbols: 20, seed: 7, gaps: 5, duplicates: 4, malformed: 3, invalid: 2, start_micros: 1_700_000_000_000_000 }
+        SamplePlan {
+            count,
+            symbols: 20,
+            seed: 7,
+            gaps: 5,
+            duplicates: 4,
+            malformed: 3,
+            invalid: 2,
+            start_micros: 1_700_000_000_000_000,
+        }
     }
 
     #[test]
@@ -328,7 +350,8 @@ mod tests {
     #[test]
     fn too_many_injections_is_an_error() {
         let schema = trade_schema();
-        let err = SampleGenerator::new(SamplePlan { count: 25, ..plan(25) }, SampleKind::Trades, &schema).err().unwrap();
+        let err =
+            SampleGenerator::new(SamplePlan { count: 25, ..plan(25) }, SampleKind::Trades, &schema).err().unwrap();
         assert!(err.contains("at most 5"), "{err}");
     }
 

@@ -142,7 +142,12 @@ fn reports_gaps_duplicates_out_of_order_and_resets() {
     assert!(rejected.is_empty());
     assert_eq!(
         events,
-        vec![(2, EventKind::Gap, 1), (3, EventKind::OutOfOrder, 0), (5, EventKind::Duplicate, 0), (7, EventKind::Reset, 0)]
+        vec![
+            (2, EventKind::Gap, 1),
+            (3, EventKind::OutOfOrder, 0),
+            (5, EventKind::Duplicate, 0),
+            (7, EventKind::Reset, 0)
+        ]
     );
 }
 

@@ -74,9 +74,7 @@ impl Settings {
     pub fn parse_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
         match self.get(key) {
             None => Ok(default),
-            Some(raw) => raw
-                .parse()
-                .map_err(|_| format!("setting `{key}`: cannot parse `{raw}`")),
+            Some(raw) => raw.parse().map_err(|_| format!("setting `{key}`: cannot parse `{raw}`")),
         }
     }
 
@@ -84,10 +82,7 @@ impl Settings {
     pub fn only(&self, known: &[&str]) -> Result<(), String> {
         match self.0.iter().find(|(k, _)| !known.contains(&k.as_str())) {
             None => Ok(()),
-            Some((k, _)) => Err(format!(
-                "unknown setting `{k}` (known: {})",
-                known.join(", ")
-            )),
+            Some((k, _)) => Err(format!("unknown setting `{k}` (known: {})", known.join(", "))),
         }
     }
 }
@@ -162,11 +157,7 @@ impl<T: Validate> GuestValidator for Adapter<T> {
 /// The [`ModuleInfo`] of a [`Validate`] type. Public only for the macro.
 #[doc(hidden)]
 pub fn info_of<T: Validate>() -> ModuleInfo {
-    ModuleInfo {
-        name: T::NAME.to_string(),
-        version: T::VERSION.to_string(),
-        wit_version: WIT_VERSION.to_string(),
-    }
+    ModuleInfo { name: T::NAME.to_string(), version: T::VERSION.to_string(), wit_version: WIT_VERSION.to_string() }
 }
 
 /// Exports a [`Validate`] type as this component's validator.

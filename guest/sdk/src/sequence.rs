@@ -153,19 +153,13 @@ mod tests {
     #[test]
     fn swapped_records_give_one_gap_and_one_out_of_order() {
         let mut t = SequenceTracker::new(1);
-        assert_eq!(
-            kinds(&mut t, &[1, 2, 4, 3, 5]),
-            vec![(EventKind::Gap, 1), (EventKind::OutOfOrder, 0)]
-        );
+        assert_eq!(kinds(&mut t, &[1, 2, 4, 3, 5]), vec![(EventKind::Gap, 1), (EventKind::OutOfOrder, 0)]);
     }
 
     #[test]
     fn duplicate_and_reset() {
         let mut t = SequenceTracker::new(1);
-        assert_eq!(
-            kinds(&mut t, &[1, 2, 2, 3, 1, 2]),
-            vec![(EventKind::Duplicate, 0), (EventKind::Reset, 0)]
-        );
+        assert_eq!(kinds(&mut t, &[1, 2, 2, 3, 1, 2]), vec![(EventKind::Duplicate, 0), (EventKind::Reset, 0)]);
     }
 
     #[test]

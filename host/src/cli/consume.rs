@@ -16,7 +16,9 @@ use super::Output;
 /// Without --follow the run ends when the topic has been idle for
 /// pipeline.idle_timeout_ms, or after --max-messages.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  k2-ingest consume --config k2.example.toml --topic market.trades.raw --output json")]
+#[command(
+    after_help = "Example:\n  k2-ingest consume --config k2.example.toml --topic market.trades.raw --output json"
+)]
 pub struct ConsumeArgs {
     /// The config file (TOML).
     #[arg(long, short, value_name = "FILE")]

@@ -30,7 +30,9 @@ const IN_FLIGHT: usize = 20_000;
 /// a malformed body is a record cut in half; an invalid record has a negative price
 /// (trades) or bid above ask (quotes) and takes no sequence number.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  k2-ingest produce-sample --config k2.example.toml --topic market.trades.raw \\\n      --count 10000 --partitions 3 --gaps 5 --duplicates 5 --malformed 5 --output json")]
+#[command(
+    after_help = "Example:\n  k2-ingest produce-sample --config k2.example.toml --topic market.trades.raw \\\n      --count 10000 --partitions 3 --gaps 5 --duplicates 5 --malformed 5 --output json"
+)]
 pub struct ProduceSampleArgs {
     /// The config file (TOML); the topic's schema and framing come from it.
     #[arg(long, short, value_name = "FILE")]
@@ -120,7 +122,9 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
                 .iter()
                 .find(|(_, path)| **path == topic.schema)
                 .and_then(|(id, _)| id.parse::<u32>().ok())
-                .with_context(|| format!("topic {}: no schema_ids entry maps to {}", topic.name, topic.schema.display()))?,
+                .with_context(|| {
+                    format!("topic {}: no schema_ids entry maps to {}", topic.name, topic.schema.display())
+                })?,
         ),
     };
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64;

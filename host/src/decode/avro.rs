@@ -80,8 +80,8 @@ impl TopicDecoder {
 /// was not written with this schema, even if a prefix happened to decode.
 fn decode_exact(writer: &AvroSchema, body: &[u8], reader: Option<&AvroSchema>) -> Result<Value, DecodeError> {
     let mut cursor = Cursor::new(body);
-    let value = apache_avro::from_avro_datum(writer, &mut cursor, reader)
-        .map_err(|e| DecodeError::Avro(e.to_string()))?;
+    let value =
+        apache_avro::from_avro_datum(writer, &mut cursor, reader).map_err(|e| DecodeError::Avro(e.to_string()))?;
     let trailing = body.len() - cursor.position() as usize;
     if trailing > 0 {
         return Err(DecodeError::TrailingBytes { trailing });
@@ -144,7 +144,11 @@ mod tests {
     #[test]
     fn confluent_body_resolves_writer_schema_to_table_schema() {
         let dir = tempfile::tempdir().unwrap();
-        let table = write_schema(&dir, "v2.avsc", r#"{"name":"n","type":"long"},{"name":"note","type":["null","string"],"default":null}"#);
+        let table = write_schema(
+            &dir,
+            "v2.avsc",
+            r#"{"name":"n","type":"long"},{"name":"note","type":["null","string"],"default":null}"#,
+        );
         let v1 = write_schema(&dir, "v1.avsc", r#"{"name":"n","type":"int"}"#);
         let d = TopicDecoder::new(&topic(table, Framing::Confluent, &[("7", v1.clone())])).unwrap();
         let v1_schema = load_avsc(&v1).unwrap();

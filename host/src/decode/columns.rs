@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use apache_avro::types::Value;
 use arrow_array::builder::{
-    BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float32Builder,
-    Float64Builder, Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float32Builder, Float64Builder,
+    Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
@@ -97,7 +97,10 @@ impl ColumnsBuilder {
             sources.push(source);
             columns.push(Column::for_type(field.data_type()).ok_or_else(|| Error::Topic {
                 topic: table.to_string(),
-                message: format!("table column `{name}` has arrow type {} which k2-ingest cannot write yet", field.data_type()),
+                message: format!(
+                    "table column `{name}` has arrow type {} which k2-ingest cannot write yet",
+                    field.data_type()
+                ),
             })?);
         }
         Ok(Self { schema: table_schema, sources, columns, cells: Vec::new(), rows: 0 })
@@ -119,17 +122,24 @@ impl ColumnsBuilder {
                 Source::Field(usize::MAX) => Cell::Null,
                 Source::Field(pos) => {
                     let Some((name, value)) = fields.get_mut(pos) else {
-                        return Err(DecodeError::Field { field: self.schema.field(i).name().clone(), message: "missing".into() });
+                        return Err(DecodeError::Field {
+                            field: self.schema.field(i).name().clone(),
+                            message: "missing".into(),
+                        });
                     };
                     let value = std::mem::replace(value, Value::Null);
-                    to_cell(value, &self.columns[i]).map_err(|message| DecodeError::Field { field: name.clone(), message })?
+                    to_cell(value, &self.columns[i])
+                        .map_err(|message| DecodeError::Field { field: name.clone(), message })?
                 }
                 Source::Partition => Cell::Int(meta.partition as i64),
                 Source::Offset => Cell::Int(meta.offset),
                 Source::Timestamp => meta.timestamp_ms.map_or(Cell::Null, |ms| Cell::Int(ms.saturating_mul(1000))),
             };
             if matches!(cell, Cell::Null) && !self.schema.field(i).is_nullable() {
-                return Err(DecodeError::Field { field: self.schema.field(i).name().clone(), message: "null in a required column".into() });
+                return Err(DecodeError::Field {
+                    field: self.schema.field(i).name().clone(),
+                    message: "null in a required column".into(),
+                });
             }
             self.cells.push(cell);
         }
@@ -159,7 +169,9 @@ fn to_cell(value: Value, column: &Column) -> std::result::Result<Cell, String> {
         Value::Null => Cell::Null,
         Value::Boolean(b) => Cell::Bool(b),
         Value::Int(v) | Value::Date(v) => Cell::Int(v as i64),
-        Value::Long(v) | Value::TimeMicros(v) | Value::TimestampMicros(v) | Value::LocalTimestampMicros(v) => Cell::Int(v),
+        Value::Long(v) | Value::TimeMicros(v) | Value::TimestampMicros(v) | Value::LocalTimestampMicros(v) => {
+            Cell::Int(v)
+        }
         Value::TimeMillis(v) => Cell::Int(v as i64 * 1000),
         Value::TimestampMillis(v) | Value::LocalTimestampMillis(v) => Cell::Int(v.saturating_mul(1000)),
         Value::Float(v) => Cell::Float(v as f64),
@@ -203,10 +215,9 @@ impl Column {
             DataType::Utf8 => Column::Utf8(StringBuilder::new()),
             DataType::LargeBinary => Column::Binary(LargeBinaryBuilder::new()),
             DataType::FixedSizeBinary(w) => Column::Fixed(FixedSizeBinaryBuilder::new(*w), *w),
-            DataType::Decimal128(p, s) => Column::Decimal(
-                Decimal128Builder::new().with_precision_and_scale(*p, *s).ok()?,
-                *p,
-            ),
+            DataType::Decimal128(p, s) => {
+                Column::Decimal(Decimal128Builder::new().with_precision_and_scale(*p, *s).ok()?, *p)
+            }
             DataType::Date32 => Column::Date(Date32Builder::new()),
             DataType::Time64(TimeUnit::Microsecond) => Column::Time(Time64MicrosecondBuilder::new()),
             DataType::Timestamp(TimeUnit::Microsecond, tz) => {
@@ -306,7 +317,8 @@ mod tests {
         let mut b = builder();
         let meta = KafkaMeta { partition: 2, offset: 41, timestamp_ms: Some(1_700_000_000_000) };
         b.append(record("AAPL", &[0x01, 0x00], None), meta).unwrap();
-        b.append(record("MSFT", &[0xFF, 0x38], Some("late")), KafkaMeta { offset: 42, timestamp_ms: None, ..meta }).unwrap();
+        b.append(record("MSFT", &[0xFF, 0x38], Some("late")), KafkaMeta { offset: 42, timestamp_ms: None, ..meta })
+            .unwrap();
         let batch = b.finish().unwrap();
         assert_eq!(batch.num_rows(), 2);
         let sym = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();

@@ -65,7 +65,9 @@ pub fn iceberg_schema(avro: &AvroSchema, path: &Path, metadata_columns: bool) ->
             if record_fields(avro).iter().any(|f| f.name == name) {
                 return Err(Error::Schema {
                     path: path.to_path_buf(),
-                    message: format!("field `{name}` clashes with a kafka metadata column; set sink.metadata_columns = false"),
+                    message: format!(
+                        "field `{name}` clashes with a kafka metadata column; set sink.metadata_columns = false"
+                    ),
                 });
             }
             let f = if optional {
@@ -113,7 +115,10 @@ fn primitive(schema: &AvroSchema) -> std::result::Result<PrimitiveType, String> 
         A::Fixed(f) => PrimitiveType::Fixed(f.size as u64),
         A::Decimal(d) => {
             if d.precision == 0 || d.precision > 38 || d.scale > d.precision {
-                return Err(format!("decimal({}, {}) is outside Iceberg's decimal(1..=38, 0..=precision)", d.precision, d.scale));
+                return Err(format!(
+                    "decimal({}, {}) is outside Iceberg's decimal(1..=38, 0..=precision)",
+                    d.precision, d.scale
+                ));
             }
             PrimitiveType::Decimal { precision: d.precision as u32, scale: d.scale as u32 }
         }

@@ -1,7 +1,10 @@
 //! Lays an Arrow record batch out as the WIT `batch`: one buffer per column, not per value.
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Date32Type, Decimal128Type, Float32Type, Float64Type, Int32Type, Int64Type, Time64MicrosecondType, TimestampMicrosecondType};
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int32Type, Int64Type, Time64MicrosecondType,
+    TimestampMicrosecondType,
+};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 
@@ -66,8 +69,12 @@ fn column_data(array: &dyn Array) -> Option<wit::ColumnData> {
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             C::Int64(array.as_primitive::<TimestampMicrosecondType>().values().to_vec())
         }
-        DataType::Time64(TimeUnit::Microsecond) => C::Int64(array.as_primitive::<Time64MicrosecondType>().values().to_vec()),
-        DataType::Float32 => C::Float64(array.as_primitive::<Float32Type>().values().iter().map(|&v| v as f64).collect()),
+        DataType::Time64(TimeUnit::Microsecond) => {
+            C::Int64(array.as_primitive::<Time64MicrosecondType>().values().to_vec())
+        }
+        DataType::Float32 => {
+            C::Float64(array.as_primitive::<Float32Type>().values().iter().map(|&v| v as f64).collect())
+        }
         DataType::Float64 => C::Float64(array.as_primitive::<Float64Type>().values().to_vec()),
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
@@ -96,10 +103,7 @@ fn column_data(array: &dyn Array) -> Option<wit::ColumnData> {
 fn packed(data: &[u8], offsets: impl Iterator<Item = usize> + Clone) -> wit::Packed {
     let first = offsets.clone().next().unwrap_or(0);
     let last = offsets.clone().last().unwrap_or(0);
-    wit::Packed {
-        data: data[first..last].to_vec(),
-        offsets: offsets.map(|o| (o - first) as u32).collect(),
-    }
+    wit::Packed { data: data[first..last].to_vec(), offsets: offsets.map(|o| (o - first) as u32).collect() }
 }
 
 /// The validity bitmap as LSB-first bytes, or `None` when nothing is null.
@@ -134,7 +138,11 @@ mod tests {
         ]));
         let symbols = StringArray::from(vec![Some("X"), Some("AAPL"), None, Some("MSFT")]).slice(1, 3);
         let price = Decimal128Array::from(vec![1, 2, 3]).with_precision_and_scale(18, 8).unwrap();
-        let records = RecordBatch::try_new(schema, vec![Arc::new(symbols), Arc::new(price), Arc::new(Int64Array::from(vec![5, 6, 7]))]).unwrap();
+        let records = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(symbols), Arc::new(price), Arc::new(Int64Array::from(vec![5, 6, 7]))],
+        )
+        .unwrap();
         let input = BatchInput {
             topic: "t",
             partition: 1,

@@ -52,7 +52,10 @@ impl GuestEngine {
         let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
         let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
         if !is_component_binary(&bytes) {
-            return Err(err("not a webassembly component (a core module or another file); build the validator for wasm32-wasip2".into()));
+            return Err(err(
+                "not a webassembly component (a core module or another file); build the validator for wasm32-wasip2"
+                    .into(),
+            ));
         }
         let component = Component::new(&self.engine, &bytes).map_err(|e| err(format!("cannot compile: {e:#}")))?;
         let mut linker: Linker<GuestState> = Linker::new(&self.engine);
@@ -61,16 +64,10 @@ impl GuestEngine {
         ValidatorWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| err(format!("cannot link the host interface: {e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
-            err(format!(
-                "does not fit the k2:ingest@{} validator world: {e:#}",
-                crate::guest::instance::WIT_VERSION
-            ))
+            err(format!("does not fit the k2:ingest@{} validator world: {e:#}", crate::guest::instance::WIT_VERSION))
         })?;
         let pre = ValidatorPre::new(pre).map_err(|e| {
-            err(format!(
-                "does not export k2:ingest/validation@{}: {e:#}",
-                crate::guest::instance::WIT_VERSION
-            ))
+            err(format!("does not export k2:ingest/validation@{}: {e:#}", crate::guest::instance::WIT_VERSION))
         })?;
         Ok(ValidatorModule { path: path.to_path_buf(), pre, engine: self.clone() })
     }

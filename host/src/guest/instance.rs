@@ -97,15 +97,10 @@ impl ValidatorInstance {
         let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
 
         let world = pre.instantiate(&mut store).map_err(|e| err(format!("cannot instantiate: {e:#}")))?;
-        let info = world
-            .k2_ingest_validation()
-            .call_info(&mut store)
-            .map_err(|e| err(format!("trapped in info: {e:#}")))?;
+        let info =
+            world.k2_ingest_validation().call_info(&mut store).map_err(|e| err(format!("trapped in info: {e:#}")))?;
         if info.wit_version != WIT_VERSION {
-            return Err(err(format!(
-                "built for k2:ingest@{}, this host implements @{WIT_VERSION}",
-                info.wit_version
-            )));
+            return Err(err(format!("built for k2:ingest@{}, this host implements @{WIT_VERSION}", info.wit_version)));
         }
         store.set_epoch_deadline(ticks(limits.call_timeout_ms.saturating_mul(1000)));
         let resource = world
@@ -134,18 +129,23 @@ impl ValidatorInstance {
         self.store.set_epoch_deadline(ticks(budget_us));
         self.store.data_mut().log_budget = LOG_LINES_PER_CALL;
         self.store.data_mut().log_suppressed = 0;
-        let result = self
-            .world
-            .k2_ingest_validation()
-            .validator()
-            .call_validate(&mut self.store, self.resource, &batch);
+        let result =
+            self.world.k2_ingest_validation().validator().call_validate(&mut self.store, self.resource, &batch);
         let suppressed = self.store.data().log_suppressed;
         if suppressed > 0 {
             tracing::warn!(module = %self.path.display(), suppressed, "guest log lines over the per-call budget were dropped");
         }
         let verdict = result
-            .map_err(|e| self.err(format!("trapped in validate (partition {}, offsets {}..): {e:#}", input.partition, input.offsets.first().copied().unwrap_or(-1))))?
-            .map_err(|e| self.err(format!("failed a batch (partition {}): {}", input.partition, truncate(e, MESSAGE_MAX_BYTES))))?;
+            .map_err(|e| {
+                self.err(format!(
+                    "trapped in validate (partition {}, offsets {}..): {e:#}",
+                    input.partition,
+                    input.offsets.first().copied().unwrap_or(-1)
+                ))
+            })?
+            .map_err(|e| {
+                self.err(format!("failed a batch (partition {}): {}", input.partition, truncate(e, MESSAGE_MAX_BYTES)))
+            })?;
         check_verdict(verdict, len).map_err(|m| self.err(m))
     }
 
@@ -208,11 +208,7 @@ fn check_verdict(v: wit::Verdict, len: usize) -> std::result::Result<Verdict, St
         if index >= len {
             return Err(format!("rejected record index {index}, outside the batch of {len}"));
         }
-        rejected.push(Rejection {
-            index,
-            code: truncate(r.code, 64),
-            message: truncate(r.message, MESSAGE_MAX_BYTES),
-        });
+        rejected.push(Rejection { index, code: truncate(r.code, 64), message: truncate(r.message, MESSAGE_MAX_BYTES) });
     }
     rejected.sort_by_key(|r| r.index);
     if let Some(w) = rejected.windows(2).find(|w| w[0].index == w[1].index) {

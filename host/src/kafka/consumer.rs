@@ -64,7 +64,9 @@ impl TableOffsetsContext {
             match self.start.load(&topic) {
                 Ok(stored) => {
                     for (p, o) in stored {
-                        if tpl.find_partition(&topic, p).is_some() && tpl.set_partition_offset(&topic, p, Offset::Offset(o)).is_ok() {
+                        if tpl.find_partition(&topic, p).is_some()
+                            && tpl.set_partition_offset(&topic, p, Offset::Offset(o)).is_ok()
+                        {
                             news.started_at.insert((topic.clone(), p), o);
                         }
                     }
@@ -149,15 +151,12 @@ pub fn commit_offsets(consumer: &GroupConsumer, topic: &str, offsets: &BTreeMap<
     }
     let mut tpl = TopicPartitionList::new();
     for (&p, &o) in offsets {
-        tpl.add_partition_offset(topic, p, Offset::Offset(o)).map_err(|source| Error::Kafka {
-            context: format!("listing offset {o} of {topic}/{p}"),
-            source,
-        })?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))
+            .map_err(|source| Error::Kafka { context: format!("listing offset {o} of {topic}/{p}"), source })?;
     }
-    consumer.commit(&tpl, CommitMode::Sync).map_err(|source| Error::Kafka {
-        context: format!("committing group offsets of {topic}"),
-        source,
-    })
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|source| Error::Kafka { context: format!("committing group offsets of {topic}"), source })
 }
 
 /// Per partition of `topic`: the group's committed offset (if any) and the lag behind the high watermark.

@@ -19,7 +19,10 @@ pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer> {
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "60000");
-    c.create().map_err(|source| Error::Kafka { context: format!("creating a producer for {}", kafka.bootstrap_servers), source })
+    c.create().map_err(|source| Error::Kafka {
+        context: format!("creating a producer for {}", kafka.bootstrap_servers),
+        source,
+    })
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists; returns its partition count.

@@ -33,12 +33,12 @@ pub async fn append_with_offsets(
     let tx = Transaction::new(base);
     // File names are unique per writer (uuid prefix), so the duplicate check — which reads
     // every manifest of the table — buys nothing.
-    let append = tx
-        .fast_append()
-        .with_check_duplicate(false)
-        .add_data_files(files)
-        .set_snapshot_properties(summary);
-    let err = |context: &str, source| Error::Iceberg { table: base.identifier().to_string(), context: context.into(), source };
+    let append = tx.fast_append().with_check_duplicate(false).add_data_files(files).set_snapshot_properties(summary);
+    let err = |context: &str, source| Error::Iceberg {
+        table: base.identifier().to_string(),
+        context: context.into(),
+        source,
+    };
     let tx = append.apply(tx).map_err(|e| err("preparing the append", e))?;
     match tx.commit(&PinnedTable::new(catalog.catalog(), base.clone())).await {
         Ok(table) => Ok(CommitOutcome::Committed(table)),

@@ -41,7 +41,11 @@ impl Catalog for PinnedTable<'_> {
         self.inner.list_namespaces(parent).await
     }
 
-    async fn create_namespace(&self, namespace: &NamespaceIdent, properties: HashMap<String, String>) -> Result<Namespace> {
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<Namespace> {
         self.inner.create_namespace(namespace, properties).await
     }
 

@@ -37,11 +37,18 @@ impl TableWriter {
         };
         let props = WriterProperties::builder().set_compression(compression).build();
         let parquet = ParquetWriterBuilder::new(props, table.metadata().current_schema().clone());
-        let locations = DefaultLocationGenerator::new(table.metadata())
-            .map_err(|e| err("locating data files", e))?;
-        let names = DefaultFileNameGenerator::new(format!("k2-{}", uuid::Uuid::now_v7()), None, DataFileFormat::Parquet);
-        let rolling = RollingFileWriterBuilder::new(parquet, sink.target_file_size_bytes, table.file_io().clone(), locations, names);
-        let inner = DataFileWriterBuilder::new(rolling).build(None).await.map_err(|e| err("opening a data file writer", e))?;
+        let locations = DefaultLocationGenerator::new(table.metadata()).map_err(|e| err("locating data files", e))?;
+        let names =
+            DefaultFileNameGenerator::new(format!("k2-{}", uuid::Uuid::now_v7()), None, DataFileFormat::Parquet);
+        let rolling = RollingFileWriterBuilder::new(
+            parquet,
+            sink.target_file_size_bytes,
+            table.file_io().clone(),
+            locations,
+            names,
+        );
+        let inner =
+            DataFileWriterBuilder::new(rolling).build(None).await.map_err(|e| err("opening a data file writer", e))?;
         Ok(Self { table_name, inner: Some(inner), rows: 0, bytes: 0 })
     }
 

@@ -6,7 +6,7 @@
 //! `symbol-format`, `timestamp-in-future`) and sequence events per `EXCHANGE:SYMBOL`.
 //! Settings: `session_start` (default 1), `future_tolerance_ms` (default 5000).
 
-use k2_validator_sdk::{export_validator, Batch, SequenceTracker, Settings, Validate, Verdict};
+use k2_validator_sdk::{Batch, SequenceTracker, Settings, Validate, Verdict, export_validator};
 
 pub struct Trades {
     sequences: SequenceTracker,
@@ -17,9 +17,7 @@ pub struct Trades {
 /// Symbols are 1 to 16 characters of upper-case letters, digits, `.`, `/` and `-`.
 pub fn symbol_is_well_formed(symbol: &str) -> bool {
     (1..=16).contains(&symbol.len())
-        && symbol
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"./-".contains(&b))
+        && symbol.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"./-".contains(&b))
 }
 
 impl Validate for Trades {
@@ -52,9 +50,17 @@ impl Validate for Trades {
         for i in 0..batch.len() {
             let sym = symbol.get(i);
             if price.unscaled[i] <= 0 {
-                verdict.reject(i, "price-not-positive", format!("price {} is not > 0", show(price.unscaled[i], price.scale)));
+                verdict.reject(
+                    i,
+                    "price-not-positive",
+                    format!("price {} is not > 0", show(price.unscaled[i], price.scale)),
+                );
             } else if size.unscaled[i] <= 0 {
-                verdict.reject(i, "size-not-positive", format!("size {} is not > 0", show(size.unscaled[i], size.scale)));
+                verdict.reject(
+                    i,
+                    "size-not-positive",
+                    format!("size {} is not > 0", show(size.unscaled[i], size.scale)),
+                );
             } else if !matches!(side.get(i), "BUY" | "SELL") {
                 verdict.reject(i, "side-unknown", format!("side `{}` is neither BUY nor SELL", side.get(i)));
             } else if !symbol_is_well_formed(sym) {
