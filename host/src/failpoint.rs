@@ -5,18 +5,33 @@
 //! (data files complete but not in the table), `after-table-commit` (the table holds the
 //! data and offsets, the consumer group does not). Unset in production; checked at batch and
 //! commit boundaries only, never per record.
+//!
+//! `K2_FAILPOINT=stall-<name>` instead stalls the process at that point for
+//! `K2_FAILPOINT_STALL_MS` (default 20000) without polling Kafka, like a long GC pause or a
+//! frozen VM: the group moves its partitions on, and the conflict rules must keep the table exact.
 
 use std::sync::OnceLock;
 
 /// The environment variable naming the point to abort at.
 pub const ENV_FAILPOINT: &str = "K2_FAILPOINT";
 
-/// Aborts the process, like a kill -9 would stop it, when `point` is the configured failpoint.
+/// How long a `stall-` failpoint stalls, in milliseconds.
+pub const ENV_FAILPOINT_STALL_MS: &str = "K2_FAILPOINT_STALL_MS";
+
+/// Aborts the process, like a kill -9 would stop it, when `point` is the configured failpoint
+/// (or stalls it, for `stall-<point>`).
 pub fn hit(point: &str) {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
     let armed = ARMED.get_or_init(|| std::env::var(ENV_FAILPOINT).ok().filter(|v| !v.is_empty()));
-    if armed.as_deref() == Some(point) {
+    let Some(armed) = armed.as_deref() else { return };
+    if armed == point {
         eprintln!("failpoint {point}: aborting the process");
         std::process::abort();
+    }
+    if armed.strip_prefix("stall-") == Some(point) {
+        let ms = std::env::var(ENV_FAILPOINT_STALL_MS).ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        eprintln!("failpoint {point}: stalling for {ms} ms");
+        // Blocking on purpose: nothing else of this process may run, as in a frozen VM.
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
