@@ -298,8 +298,7 @@ impl<'a> Pipeline<'a> {
                 }
                 if state.offsets.is_empty() {
                     // Nothing buffered ahead of it: its offset is done.
-                    self.pending.insert(partition, meta.offset + 1);
-                    self.share_held();
+                    self.advance(partition, meta.offset + 1);
                 }
             }
         }
@@ -344,8 +343,7 @@ impl<'a> Pipeline<'a> {
         let next_offset = state.next_offset;
         if state.offsets.is_empty() {
             if let Some(o) = next_offset {
-                self.pending.insert(partition, o);
-                self.share_held();
+                self.advance(partition, o);
             }
             return Ok(());
         }
@@ -387,10 +385,15 @@ impl<'a> Pipeline<'a> {
             failpoint::hit("after-batch");
         }
         if let Some(o) = next_offset {
-            self.pending.insert(partition, o);
+            self.advance(partition, o);
         }
-        self.share_held();
         Ok(())
+    }
+
+    /// Everything of `partition` below `next` is in the writer or set aside: commit it next time.
+    fn advance(&mut self, partition: i32, next: i64) {
+        self.pending.insert(partition, next);
+        self.share_held();
     }
 
     /// Publishes what this instance holds uncommitted to the rebalance callback.
