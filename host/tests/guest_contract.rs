@@ -1,102 +1,10 @@
 //! Guest contract: the real `trades` component built from guest/, loaded through the WIT world (no network).
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
-use apache_avro::types::Value;
-use arrow_array::RecordBatch;
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use common::{NOW, Trade, ok, run, trades_module as module};
 use k2_ingest::config::WasmConfig;
-use k2_ingest::decode::columns::{ColumnsBuilder, KafkaMeta};
-use k2_ingest::guest::{BatchInput, EventKind, GuestEngine, ValidatorModule};
-
-const NOW: i64 = 1_700_000_000_000_000;
-
-fn trades_wasm() -> PathBuf {
-    let path = std::env::var_os("K2_TRADES_WASM").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest/target/wasm32-wasip2/release/k2_trades_validator.wasm")
-    });
-    assert!(path.is_file(), "{} is missing: build the guests with `make guest`", path.display());
-    path
-}
-
-fn module() -> ValidatorModule {
-    GuestEngine::new(&WasmConfig::default()).unwrap().load(&trades_wasm()).unwrap()
-}
-
-struct Trade<'a> {
-    symbol: &'a str,
-    price: i64,
-    size: i64,
-    side: &'a str,
-    seq: i64,
-    ts: i64,
-}
-
-fn ok(symbol: &str, seq: i64) -> Trade<'_> {
-    Trade { symbol, price: 100_00000000, size: 5_00000000, side: "BUY", seq, ts: NOW - 1_000 }
-}
-
-/// The trades columns a validator sees, built the way the pipeline builds them.
-fn batch(trades: &[Trade<'_>]) -> RecordBatch {
-    let decimal = DataType::Decimal128(18, 8);
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("symbol", DataType::Utf8, false),
-        Field::new("exchange", DataType::Utf8, false),
-        Field::new("exchange_ts", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), false),
-        Field::new("price", decimal.clone(), false),
-        Field::new("size", decimal, false),
-        Field::new("side", DataType::Utf8, false),
-        Field::new("sequence", DataType::Int64, false),
-    ]));
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let mut b = ColumnsBuilder::new(schema, &names, "t").unwrap();
-    for (i, t) in trades.iter().enumerate() {
-        let dec = |v: i64| Value::Decimal(apache_avro::Decimal::from(v.to_be_bytes()));
-        let fields = vec![
-            ("symbol".to_string(), Value::String(t.symbol.into())),
-            ("exchange".to_string(), Value::String("XNAS".into())),
-            ("exchange_ts".to_string(), Value::TimestampMicros(t.ts)),
-            ("price".to_string(), dec(t.price)),
-            ("size".to_string(), dec(t.size)),
-            ("side".to_string(), Value::Enum(0, t.side.into())),
-            ("sequence".to_string(), Value::Long(t.seq)),
-        ];
-        b.append(fields, KafkaMeta { partition: 0, offset: i as i64, timestamp_ms: None }).unwrap();
-    }
-    b.finish().unwrap()
-}
-
-fn input<'a>(records: &'a RecordBatch, offsets: &'a [i64], zeros: &'a [i64], key_offsets: &'a [u32]) -> BatchInput<'a> {
-    BatchInput {
-        topic: "market.trades.raw",
-        partition: 0,
-        records,
-        fields: &[0, 1, 2, 3, 4, 5, 6],
-        offsets,
-        timestamps_us: zeros,
-        key_data: &[],
-        key_offsets,
-        now_micros: NOW,
-    }
-}
-
-/// Runs one batch through `v` and returns (rejected (index, code), events (index, kind, missing)).
-fn run(
-    v: &mut k2_ingest::guest::ValidatorInstance,
-    trades: &[Trade<'_>],
-) -> (Vec<(usize, String)>, Vec<(usize, EventKind, i64)>) {
-    let records = batch(trades);
-    let n = trades.len();
-    let offsets: Vec<i64> = (0..n as i64).collect();
-    let zeros = vec![0; n];
-    let key_offsets = vec![0u32; n + 1];
-    let verdict = v.validate(&input(&records, &offsets, &zeros, &key_offsets)).unwrap();
-    (
-        verdict.rejected.into_iter().map(|r| (r.index, r.code)).collect(),
-        verdict.events.into_iter().map(|e| (e.index, e.kind, e.missing)).collect(),
-    )
-}
+use k2_ingest::guest::{EventKind, GuestEngine};
 
 #[test]
 fn reports_its_name_and_wit_version() {

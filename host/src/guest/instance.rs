@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use wasmtime::component::{ResourceAny, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::{Error, Result};
@@ -26,13 +26,35 @@ const MESSAGE_MAX_BYTES: usize = 1024;
 pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MemoryLimit,
     log_budget: u32,
     log_suppressed: u32,
     module: String,
     /// Fixed and per-record parts of a call's time limit, in microseconds.
     call_base_us: u64,
     call_per_record_us: u64,
+}
+
+/// Caps a store's linear memory and remembers a refusal, so the trap that follows (a guest
+/// aborts when allocation fails) can be reported as what it is.
+struct MemoryLimit {
+    bytes: usize,
+    hit: bool,
+}
+
+/// Table elements a guest may grow to; far beyond what a validator needs.
+const TABLE_ELEMENTS_MAX: usize = 1 << 20;
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.bytes;
+        self.hit |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_MAX)
+    }
 }
 
 impl WasiView for GuestState {
@@ -83,7 +105,7 @@ impl ValidatorInstance {
         let state = GuestState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(limits.memory_limit_bytes).instances(8).build(),
+            limits: MemoryLimit { bytes: limits.memory_limit_bytes, hit: false },
             log_budget: LOG_LINES_PER_CALL,
             log_suppressed: 0,
             module: path.display().to_string(),
@@ -97,8 +119,11 @@ impl ValidatorInstance {
         let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
 
         let world = pre.instantiate(&mut store).map_err(|e| err(format!("cannot instantiate: {e:#}")))?;
-        let info =
-            world.k2_ingest_validation().call_info(&mut store).map_err(|e| err(format!("trapped in info: {e:#}")))?;
+        let base_us = limits.call_timeout_ms.saturating_mul(1000);
+        let info = world
+            .k2_ingest_validation()
+            .call_info(&mut store)
+            .map_err(|e| err(format!("trapped in info: {}", describe_trap(&e, store.data(), base_us))))?;
         if info.wit_version != WIT_VERSION {
             return Err(err(format!("built for k2:ingest@{}, this host implements @{WIT_VERSION}", info.wit_version)));
         }
@@ -107,7 +132,7 @@ impl ValidatorInstance {
             .k2_ingest_validation()
             .validator()
             .call_create(&mut store, settings)
-            .map_err(|e| err(format!("trapped in create: {e:#}")))?
+            .map_err(|e| err(format!("trapped in create: {}", describe_trap(&e, store.data(), base_us))))?
             .map_err(|e| err(format!("refused its settings: {}", truncate(e, MESSAGE_MAX_BYTES))))?;
         let info = ModuleInfo { name: info.name, version: info.version, wit_version: info.wit_version };
         Ok(Self { store, world, resource, path: path.to_path_buf(), info })
@@ -138,9 +163,10 @@ impl ValidatorInstance {
         let verdict = result
             .map_err(|e| {
                 self.err(format!(
-                    "trapped in validate (partition {}, offsets {}..): {e:#}",
+                    "trapped in validate (partition {}, offsets {}..): {}",
                     input.partition,
-                    input.offsets.first().copied().unwrap_or(-1)
+                    input.offsets.first().copied().unwrap_or(-1),
+                    describe_trap(&e, self.store.data(), budget_us)
                 ))
             })?
             .map_err(|e| {
@@ -151,28 +177,44 @@ impl ValidatorInstance {
 
     /// The guest's state, to commit with the data.
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
-        self.store.set_epoch_deadline(ticks(self.call_budget_us(0)));
+        let budget_us = self.call_budget_us(0);
+        self.store.set_epoch_deadline(ticks(budget_us));
         self.world
             .k2_ingest_validation()
             .validator()
             .call_snapshot(&mut self.store, self.resource)
-            .map_err(|e| self.err(format!("trapped in snapshot: {e:#}")))
+            .map_err(|e| self.err(format!("trapped in snapshot: {}", describe_trap(&e, self.store.data(), budget_us))))
     }
 
     /// Replaces the guest's state with a committed snapshot.
     pub fn restore(&mut self, state: &[u8]) -> Result<()> {
-        self.store.set_epoch_deadline(ticks(self.call_budget_us(0)));
+        let budget_us = self.call_budget_us(0);
+        self.store.set_epoch_deadline(ticks(budget_us));
         self.world
             .k2_ingest_validation()
             .validator()
             .call_restore(&mut self.store, self.resource, state)
-            .map_err(|e| self.err(format!("trapped in restore: {e:#}")))?
+            .map_err(|e| self.err(format!("trapped in restore: {}", describe_trap(&e, self.store.data(), budget_us))))?
             .map_err(|e| self.err(format!("refused its saved state: {}", truncate(e, MESSAGE_MAX_BYTES))))
     }
 
     fn call_budget_us(&self, records: usize) -> u64 {
         let state = self.store.data();
         state.call_base_us.saturating_add(state.call_per_record_us.saturating_mul(records as u64))
+    }
+}
+
+/// One line for a failed guest call: the trap and its cause, not the wasm backtrace
+/// (that goes to the debug log).
+fn describe_trap(e: &wasmtime::Error, state: &GuestState, budget_us: u64) -> String {
+    tracing::debug!(module = %state.module, "guest trap: {e:?}");
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!("exceeded its deadline of {} ms", budget_us / 1000),
+        Some(trap) if state.limits.hit => {
+            format!("{trap} after reaching the memory limit of {} bytes", state.limits.bytes)
+        }
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
     }
 }
 
