@@ -104,7 +104,7 @@ def test_a_stalled_instance_drops_what_its_successor_committed(k2, tmp_path):
         [str(k2.binary), "consume", "--config", str(config), "--topic", k2.trades, "--output", "json"],
         stdout=subprocess.PIPE, stderr=open(tmp_path / "a.log", "w"), text=True,
         env={"PATH": "/usr/bin:/bin", "K2_LOG": "info", "K2_FAILPOINT": "stall-after-files-closed",
-             "K2_FAILPOINT_STALL_MS": "20000"},
+             "K2_FAILPOINT_STALL_MS": "30000"},
     )
     deadline = time.monotonic() + 60
     while "stalling" not in (tmp_path / "a.log").read_text():
