@@ -1,6 +1,6 @@
 //! Seeded generator of market data with injected anomalies, for `produce-sample`, tests and benchmarks.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use apache_avro::Schema as AvroSchema;
 use apache_avro::types::Value;
@@ -297,20 +297,21 @@ fn quote(st: &SymbolState, ts: i64, mid: i64, size: i64, seq: i64, crossed: bool
     (value, record)
 }
 
-/// Distinct positions, as a check of the plan.
-pub fn all_distinct(injected: &Injected) -> bool {
-    let all: Vec<usize> = [&injected.gaps, &injected.duplicates, &injected.malformed, &injected.invalid]
-        .into_iter()
-        .flatten()
-        .copied()
-        .collect();
-    all.iter().collect::<HashSet<_>>().len() == all.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::path::Path;
+
+    /// Distinct positions, as a check of the plan.
+    fn all_distinct(injected: &Injected) -> bool {
+        let all: Vec<usize> = [&injected.gaps, &injected.duplicates, &injected.malformed, &injected.invalid]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        all.iter().collect::<HashSet<_>>().len() == all.len()
+    }
 
     fn trade_schema() -> AvroSchema {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/trade.avsc");

@@ -95,10 +95,6 @@ pub struct ValidatorModule {
 }
 
 impl ValidatorModule {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// A fresh instance in its own store, built with `settings`.
     pub fn instantiate(&self, settings: &[(String, String)]) -> Result<ValidatorInstance> {
         ValidatorInstance::new(&self.engine, &self.pre, &self.path, settings)

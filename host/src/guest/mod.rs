@@ -39,8 +39,6 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [EventKind::Gap, EventKind::Duplicate, EventKind::OutOfOrder, EventKind::Reset];
-
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Gap => "gap",
