@@ -19,12 +19,14 @@ const SNAPSHOT_V1: u8 = 1;
 pub struct SequenceTracker {
     last: HashMap<String, i64>,
     session_start: i64,
+    /// Reused to build `EXCHANGE:SYMBOL` keys without an allocation per record.
+    key: String,
 }
 
 impl SequenceTracker {
     /// A tracker whose sessions start at `session_start` (usually 1).
     pub fn new(session_start: i64) -> Self {
-        Self { last: HashMap::new(), session_start }
+        Self { last: HashMap::new(), session_start, key: String::new() }
     }
 
     /// Number of keys seen.
@@ -66,6 +68,18 @@ impl SequenceTracker {
         } else {
             Some(event(EventKind::OutOfOrder, 0))
         }
+    }
+
+    /// Records sequence `seq` of the market-data key `EXCHANGE:SYMBOL` (record `index`).
+    pub fn observe_listing(&mut self, index: usize, exchange: &str, symbol: &str, seq: i64) -> Option<SequenceEvent> {
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        key.push_str(exchange);
+        key.push(':');
+        key.push_str(symbol);
+        let event = self.observe(index, &key, seq);
+        self.key = key;
+        event
     }
 
     /// The state as bytes: version, count, then (key length, key, last) sorted by key so
@@ -160,6 +174,15 @@ mod tests {
     fn duplicate_and_reset() {
         let mut t = SequenceTracker::new(1);
         assert_eq!(kinds(&mut t, &[1, 2, 2, 3, 1, 2]), vec![(EventKind::Duplicate, 0), (EventKind::Reset, 0)]);
+    }
+
+    #[test]
+    fn listing_keys_join_exchange_and_symbol() {
+        let mut t = SequenceTracker::new(1);
+        assert!(t.observe_listing(0, "XNAS", "AAPL", 1).is_none());
+        let e = t.observe_listing(1, "XNAS", "AAPL", 3).unwrap();
+        assert_eq!((e.key.as_str(), e.missing), ("XNAS:AAPL", 1));
+        assert!(t.observe_listing(2, "XNYS", "AAPL", 9).is_none(), "another venue is another key");
     }
 
     #[test]

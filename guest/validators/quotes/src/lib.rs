@@ -9,7 +9,6 @@ use k2_validator_sdk::{Batch, SequenceTracker, Settings, Validate, Verdict, expo
 
 pub struct Quotes {
     sequences: SequenceTracker,
-    key: String,
 }
 
 impl Validate for Quotes {
@@ -18,7 +17,7 @@ impl Validate for Quotes {
 
     fn new(settings: &Settings) -> Result<Self, String> {
         settings.only(&["session_start"])?;
-        Ok(Self { sequences: SequenceTracker::new(settings.parse_or("session_start", 1)?), key: String::new() })
+        Ok(Self { sequences: SequenceTracker::new(settings.parse_or("session_start", 1)?) })
     }
 
     fn validate(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String> {
@@ -41,14 +40,8 @@ impl Validate for Quotes {
                 );
             } else if bid_size.unscaled[i] < 0 || ask_size.unscaled[i] < 0 {
                 verdict.reject(i, "size-negative", "a bid or ask size is below 0".to_string());
-            } else {
-                self.key.clear();
-                self.key.push_str(exchange.get(i));
-                self.key.push(':');
-                self.key.push_str(symbol.get(i));
-                if let Some(event) = self.sequences.observe(i, &self.key, sequence[i]) {
-                    verdict.events.push(event);
-                }
+            } else if let Some(event) = self.sequences.observe_listing(i, exchange.get(i), symbol.get(i), sequence[i]) {
+                verdict.events.push(event);
             }
         }
         Ok(())

@@ -11,7 +11,6 @@ use k2_validator_sdk::{Batch, SequenceTracker, Settings, Validate, Verdict, expo
 pub struct Trades {
     sequences: SequenceTracker,
     future_tolerance_micros: i64,
-    key: String,
 }
 
 /// Symbols are 1 to 16 characters of upper-case letters, digits, `.`, `/` and `-`.
@@ -33,7 +32,6 @@ impl Validate for Trades {
         Ok(Self {
             sequences: SequenceTracker::new(settings.parse_or("session_start", 1)?),
             future_tolerance_micros: tolerance_ms.saturating_mul(1_000),
-            key: String::new(),
         })
     }
 
@@ -67,15 +65,9 @@ impl Validate for Trades {
                 verdict.reject(i, "symbol-format", format!("symbol `{sym}` is not 1-16 of A-Z 0-9 . / -"));
             } else if ts[i] > latest_allowed {
                 verdict.reject(i, "timestamp-in-future", format!("exchange_ts {} us is beyond now + tolerance", ts[i]));
-            } else {
-                // Only accepted records advance the sequence: a rejected record is not data.
-                self.key.clear();
-                self.key.push_str(exchange.get(i));
-                self.key.push(':');
-                self.key.push_str(sym);
-                if let Some(event) = self.sequences.observe(i, &self.key, sequence[i]) {
-                    verdict.events.push(event);
-                }
+            // Only accepted records advance the sequence: a rejected record is not data.
+            } else if let Some(event) = self.sequences.observe_listing(i, exchange.get(i), sym, sequence[i]) {
+                verdict.events.push(event);
             }
         }
         Ok(())
