@@ -1,6 +1,7 @@
 //! The command line: global options, logging, and one file per subcommand.
 
 mod consume;
+mod module;
 mod produce_sample;
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ struct Cli {
 enum Command {
     Consume(consume::ConsumeArgs),
     ProduceSample(produce_sample::ProduceSampleArgs),
+    Module(module::ModuleArgs),
 }
 
 /// How a command prints its result on stdout.
@@ -50,6 +52,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Consume(args) => consume::run(args).await,
             Command::ProduceSample(args) => produce_sample::run(args).await,
+            Command::Module(args) => module::run(args).await,
         }
     });
     match result {

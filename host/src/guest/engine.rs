@@ -9,6 +9,7 @@ use wasmtime::{Config, Engine};
 
 use crate::config::WasmConfig;
 use crate::error::{Error, Result};
+use crate::guest::ModuleInfo;
 use crate::guest::bindings::{Validator as ValidatorWorld, ValidatorPre};
 use crate::guest::instance::{GuestState, ValidatorInstance};
 
@@ -69,7 +70,8 @@ impl GuestEngine {
         let pre = ValidatorPre::new(pre).map_err(|e| {
             err(format!("does not export k2:ingest/validation@{}: {e:#}", crate::guest::instance::WIT_VERSION))
         })?;
-        Ok(ValidatorModule { path: path.to_path_buf(), pre, engine: self.clone() })
+        let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        Ok(ValidatorModule { path: path.to_path_buf(), pre, engine: self.clone(), imports })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -92,9 +94,21 @@ pub struct ValidatorModule {
     path: PathBuf,
     pre: ValidatorPre<GuestState>,
     engine: GuestEngine,
+    imports: Vec<String>,
 }
 
 impl ValidatorModule {
+    /// The interfaces the component imports (WASI through std, and the host's log).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
+    /// Name and versions the module reports, from a throwaway instance.
+    pub fn info(&self) -> Result<ModuleInfo> {
+        let (_, _, info) = crate::guest::instance::start(&self.engine, &self.pre, &self.path)?;
+        Ok(ModuleInfo { name: info.name, version: info.version, wit_version: info.wit_version })
+    }
+
     /// A fresh instance in its own store, built with `settings`.
     pub fn instantiate(&self, settings: &[(String, String)]) -> Result<ValidatorInstance> {
         ValidatorInstance::new(&self.engine, &self.pre, &self.path, settings)

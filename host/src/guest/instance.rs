@@ -94,6 +94,41 @@ pub struct ValidatorInstance {
     info: ModuleInfo,
 }
 
+/// A fresh store with the engine's limits, the component instantiated in it, and its info
+/// checked against the WIT version this host implements.
+pub(crate) fn start(
+    engine: &GuestEngine,
+    pre: &ValidatorPre<GuestState>,
+    path: &Path,
+) -> Result<(Store<GuestState>, ValidatorWorld, wit::ModuleInfo)> {
+    let limits = engine.limits();
+    let base_us = limits.call_timeout_ms.saturating_mul(1000);
+    let state = GuestState {
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+        limits: MemoryLimit { bytes: limits.memory_limit_bytes, hit: false },
+        log_budget: LOG_LINES_PER_CALL,
+        log_suppressed: 0,
+        module: path.display().to_string(),
+        call_base_us: base_us,
+        call_per_record_us: limits.call_timeout_per_record_us,
+    };
+    let mut store = Store::new(engine.engine(), state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(ticks(base_us));
+    let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
+    let world = pre.instantiate(&mut store).map_err(|e| err(format!("cannot instantiate: {e:#}")))?;
+    let info = world
+        .k2_ingest_validation()
+        .call_info(&mut store)
+        .map_err(|e| err(format!("trapped in info: {}", describe_trap(&e, store.data(), base_us))))?;
+    if info.wit_version != WIT_VERSION {
+        return Err(err(format!("built for k2:ingest@{}, this host implements @{WIT_VERSION}", info.wit_version)));
+    }
+    Ok((store, world, info))
+}
+
 impl ValidatorInstance {
     pub(crate) fn new(
         engine: &GuestEngine,
@@ -101,33 +136,10 @@ impl ValidatorInstance {
         path: &Path,
         settings: &[(String, String)],
     ) -> Result<Self> {
-        let limits = engine.limits();
-        let state = GuestState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            limits: MemoryLimit { bytes: limits.memory_limit_bytes, hit: false },
-            log_budget: LOG_LINES_PER_CALL,
-            log_suppressed: 0,
-            module: path.display().to_string(),
-            call_base_us: limits.call_timeout_ms.saturating_mul(1000),
-            call_per_record_us: limits.call_timeout_per_record_us,
-        };
-        let mut store = Store::new(engine.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(limits.call_timeout_ms.saturating_mul(1000)));
+        let (mut store, world, info) = start(engine, pre, path)?;
+        let base_us = store.data().call_base_us;
         let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
-
-        let world = pre.instantiate(&mut store).map_err(|e| err(format!("cannot instantiate: {e:#}")))?;
-        let base_us = limits.call_timeout_ms.saturating_mul(1000);
-        let info = world
-            .k2_ingest_validation()
-            .call_info(&mut store)
-            .map_err(|e| err(format!("trapped in info: {}", describe_trap(&e, store.data(), base_us))))?;
-        if info.wit_version != WIT_VERSION {
-            return Err(err(format!("built for k2:ingest@{}, this host implements @{WIT_VERSION}", info.wit_version)));
-        }
-        store.set_epoch_deadline(ticks(limits.call_timeout_ms.saturating_mul(1000)));
+        store.set_epoch_deadline(ticks(base_us));
         let resource = world
             .k2_ingest_validation()
             .validator()
