@@ -1,25 +1,13 @@
-//! `k2-ingest module …`: inspect validator components without running a pipeline.
+//! `k2-ingest module check`: load a component, verify its world and version, print its info and imports.
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use k2_ingest::config::WasmConfig;
 use k2_ingest::guest::GuestEngine;
 use serde_json::json;
 
-use super::Output;
-
-/// Inspect validator components.
-#[derive(Debug, Args)]
-pub struct ModuleArgs {
-    #[command(subcommand)]
-    command: ModuleCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum ModuleCommand {
-    Check(CheckArgs),
-}
+use crate::cli::Output;
 
 /// Load a component, verify it implements the k2:ingest validator world at this host's
 /// version, and print its name, versions and imports.
@@ -27,7 +15,7 @@ enum ModuleCommand {
 #[command(
     after_help = "Example:\n  k2-ingest module check guest/target/wasm32-wasip2/release/k2_trades_validator.wasm"
 )]
-struct CheckArgs {
+pub struct CheckArgs {
     /// The component (.wasm).
     file: PathBuf,
 
@@ -36,13 +24,7 @@ struct CheckArgs {
     output: Output,
 }
 
-pub async fn run(args: ModuleArgs) -> anyhow::Result<()> {
-    match args.command {
-        ModuleCommand::Check(check) => run_check(check),
-    }
-}
-
-fn run_check(args: CheckArgs) -> anyhow::Result<()> {
+pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let module = GuestEngine::new(&WasmConfig::default())?.load(&args.file)?;
     let info = module.info()?;
     match args.output {
