@@ -175,6 +175,15 @@ pub struct WasmConfig {
     /// so a 1,000-record batch may take 1.05 s.
     #[serde(default = "default_per_record_us")]
     pub call_timeout_per_record_us: u64,
+    /// Under the `isolate` policy, the wait before re-instantiating a validator once records
+    /// fail one after another with no good call between them, in milliseconds: the first such
+    /// restart is immediate, the next waits this long, each further one twice as long.
+    /// Default 100.
+    #[serde(default = "default_restart_backoff_ms")]
+    pub restart_backoff_ms: u64,
+    /// The longest such wait, in milliseconds. Default 10000.
+    #[serde(default = "default_restart_backoff_max_ms")]
+    pub restart_backoff_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +226,25 @@ pub struct ValidatorConfig {
     /// String settings handed to the validator's `create`, e.g. `future_tolerance_ms = "5000"`.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// What a failed validator call (trap, deadline, memory limit, bad verdict) does:
+    /// `fail` stops the topic without committing the batch's offsets; `isolate` re-runs the
+    /// batch in halves on fresh instances restored to the last good state, and rejects only
+    /// the records it fails on (code `validator-failed`). Default `fail`.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+    /// Under `isolate`, the most records of one batch that may be rejected for failing the
+    /// validator; beyond that the module, not the data, is taken to be broken and the topic
+    /// stops. Default 10.
+    #[serde(default = "default_isolate_max_records")]
+    pub isolate_max_records: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    #[default]
+    Fail,
+    Isolate,
 }
 
 fn default_group_id() -> String {
@@ -264,6 +292,15 @@ fn default_call_timeout_ms() -> u64 {
 fn default_per_record_us() -> u64 {
     50
 }
+fn default_restart_backoff_ms() -> u64 {
+    100
+}
+fn default_restart_backoff_max_ms() -> u64 {
+    10_000
+}
+fn default_isolate_max_records() -> usize {
+    10
+}
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -298,6 +335,8 @@ impl Default for WasmConfig {
             memory_limit_bytes: default_memory_limit(),
             call_timeout_ms: default_call_timeout_ms(),
             call_timeout_per_record_us: default_per_record_us(),
+            restart_backoff_ms: default_restart_backoff_ms(),
+            restart_backoff_max_ms: default_restart_backoff_max_ms(),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::schema::{iceberg_schema, record_fields};
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::guest::{BatchInput, EventKind, GuestEngine, ValidatorInstance, ValidatorModule, Verdict};
+use crate::guest::{BatchInput, EventKind, GuestEngine, RecoveryStats, SupervisedValidator, ValidatorModule, Verdict};
 use crate::kafka::consumer::{
     AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, StartOffsets, commit_offsets, group_consumer, positions,
 };
@@ -61,6 +61,11 @@ pub struct RunSummary {
     pub rejected_by_code: BTreeMap<String, u64>,
     /// Sequence events by kind (`gap`, `duplicate`, `out_of_order`, `reset`).
     pub sequence_events: BTreeMap<EventKind, u64>,
+    /// Validator instances discarded after a failed call and built again.
+    pub validator_restarts: u64,
+    /// Records rejected because the validator failed on them (`isolate` policy); also
+    /// counted in `rejected` under `validator-failed`.
+    pub validator_isolated: u64,
     /// Iceberg commits made.
     pub commits: u64,
     /// Commits that found another writer's snapshot first and were resolved.
@@ -86,7 +91,9 @@ struct PartitionBatch {
     key_offsets: Vec<u32>,
     /// Next offset after the last message seen (decoded or not) of this partition.
     next_offset: Option<i64>,
-    validator: Option<ValidatorInstance>,
+    validator: Option<SupervisedValidator>,
+    /// The validator's recovery counts already added to the run summary.
+    recovery_seen: RecoveryStats,
 }
 
 /// A consume run over one topic.
@@ -309,11 +316,9 @@ impl<'a> Pipeline<'a> {
         let columns = ColumnsBuilder::new(self.arrow_schema.clone(), &self.avro_fields, &self.table_name)?;
         let validator = match (&self.module, &self.topic.validator) {
             (Some(module), Some(cfg)) => {
-                let settings: Vec<(String, String)> =
-                    cfg.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                let instance = module.instantiate(&settings)?;
-                tracing::info!(partition, validator = %instance.info().name, version = %instance.info().version, "validator ready");
-                Some(instance)
+                let validator = SupervisedValidator::start(module, cfg)?;
+                tracing::info!(partition, validator = %validator.info().name, version = %validator.info().version, "validator ready");
+                Some(validator)
             }
             _ => None,
         };
@@ -325,6 +330,7 @@ impl<'a> Pipeline<'a> {
             key_offsets: vec![0],
             next_offset: None,
             validator,
+            recovery_seen: RecoveryStats::default(),
         })
     }
 
@@ -361,10 +367,15 @@ impl<'a> Pipeline<'a> {
                     key_offsets: &state.key_offsets,
                     now_micros: now_micros(),
                 };
-                v.validate(&input).map_err(|e| Error::Topic {
+                let verdict = v.validate(&input).await.map_err(|e| Error::Topic {
                     topic: self.topic.name.clone(),
                     message: format!("validator failed; stopping the topic without committing its offsets: {e}"),
-                })?
+                });
+                let stats = v.stats();
+                self.summary.validator_restarts += stats.restarts - state.recovery_seen.restarts;
+                self.summary.validator_isolated += stats.isolated - state.recovery_seen.isolated;
+                state.recovery_seen = stats;
+                verdict?
             }
             None => Verdict::default(),
         };

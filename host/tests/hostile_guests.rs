@@ -2,14 +2,22 @@
 
 mod common;
 
-use common::{load, ok, run, validate};
-use k2_ingest::config::WasmConfig;
-use k2_ingest::guest::{GuestEngine, ValidatorModule};
+use std::time::{Duration, Instant};
+
+use common::{load, ok, run, validate, validate_supervised};
+use k2_ingest::config::{FailurePolicy, ValidatorConfig, WasmConfig};
+use k2_ingest::guest::{EventKind, FAILED_CODE, GuestEngine, SupervisedValidator, ValidatorModule};
 
 /// Tight limits so runaway guests are stopped quickly.
 fn engine() -> GuestEngine {
-    GuestEngine::new(&WasmConfig { memory_limit_bytes: 16 << 20, call_timeout_ms: 200, call_timeout_per_record_us: 0 })
-        .unwrap()
+    GuestEngine::new(&WasmConfig {
+        memory_limit_bytes: 16 << 20,
+        call_timeout_ms: 200,
+        call_timeout_per_record_us: 0,
+        restart_backoff_ms: 20,
+        restart_backoff_max_ms: 1000,
+    })
+    .unwrap()
 }
 
 fn hostile(engine: &GuestEngine) -> ValidatorModule {
@@ -100,4 +108,94 @@ fn a_log_flood_is_cut_to_the_budget_and_the_call_completes() {
     let engine = engine();
     let mut v = hostile(&engine).instantiate(&mode("log-flood")).unwrap();
     assert!(validate(&mut v, &[ok("AAPL", 1)]).is_ok());
+}
+
+fn supervised(engine: &GuestEngine, m: &str, policy: FailurePolicy, isolate_max: usize) -> SupervisedValidator {
+    let config = ValidatorConfig {
+        module: common::guest_wasm("k2_hostile_validator"),
+        settings: mode(m).into_iter().collect(),
+        on_failure: policy,
+        isolate_max_records: isolate_max,
+    };
+    SupervisedValidator::start(&hostile(engine), &config).unwrap()
+}
+
+/// AAPL 1..=20 in order, with the poison symbol at indices 7 and 13 (same sequence numbers
+/// as their neighbours would have had, so only their failure can explain a rejection).
+fn with_poison() -> Vec<common::Trade<'static>> {
+    let mut trades: Vec<_> = (1..=18).map(|s| ok("AAPL", s)).collect();
+    trades.insert(7, ok("POISON", 1));
+    trades.insert(13, ok("POISON", 2));
+    trades
+}
+
+// Multi-threaded as in the binary: a guest's panic message goes to WASI stderr, whose sync
+// host side blocks in place, which a current-thread runtime cannot do.
+#[tokio::test(flavor = "multi_thread")]
+async fn isolate_rejects_only_the_records_the_guest_fails_on_and_keeps_its_state() {
+    let engine = engine();
+    for m in ["poison-panic", "poison-loop", "poison-memory"] {
+        let mut v = supervised(&engine, m, FailurePolicy::Isolate, 10);
+        let first: Vec<_> = (1..=3).map(|s| ok("MSFT", s)).collect();
+        assert!(validate_supervised(&mut v, &first).await.unwrap().events.is_empty());
+
+        let verdict = validate_supervised(&mut v, &with_poison()).await.unwrap();
+        let rejected: Vec<(usize, &str)> = verdict.rejected.iter().map(|r| (r.index, r.code.as_str())).collect();
+        assert_eq!(rejected, vec![(7, FAILED_CODE), (13, FAILED_CODE)], "mode {m}");
+        assert!(verdict.rejected[0].message.contains("offsets 107.."), "names the record: {:?}", verdict.rejected[0]);
+        // AAPL ran 1..=18 across several fresh instances without a gap: each was restored
+        // to the state the previous sub-batch left.
+        assert!(verdict.events.is_empty(), "mode {m}: {:?}", verdict.events);
+        assert_eq!(v.stats().isolated, 2);
+        assert!(v.stats().restarts >= 3, "{:?}", v.stats());
+
+        // The state survives into the next batch: MSFT continues at 4, AAPL's gap is seen.
+        let next = [ok("MSFT", 4), ok("AAPL", 20)];
+        let events = validate_supervised(&mut v, &next).await.unwrap().events;
+        let events: Vec<_> = events.iter().map(|e| (e.index, e.kind, e.missing)).collect();
+        assert_eq!(events, vec![(1, EventKind::Gap, 1)], "mode {m}");
+    }
+    assert_healthy(&engine);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fail_policy_stops_on_the_first_failure() {
+    let engine = engine();
+    let mut v = supervised(&engine, "poison-panic", FailurePolicy::Fail, 10);
+    let err = validate_supervised(&mut v, &with_poison()).await.unwrap_err().to_string();
+    assert!(err.contains("trapped in validate (partition 0, offsets 100..)"), "{err}");
+    assert_eq!(v.stats().restarts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_that_fails_on_everything_stops_the_topic_after_backing_off() {
+    let engine = engine();
+    let mut v = supervised(&engine, "panic-validate", FailurePolicy::Isolate, 3);
+    let trades: Vec<_> = (1..=40).map(|s| ok("AAPL", s)).collect();
+    let started = Instant::now();
+    let err = validate_supervised(&mut v, &trades).await.unwrap_err().to_string();
+    assert!(err.contains("failed on more than 3 records of one batch"), "{err}");
+    assert!(err.contains("isolate_max_records"), "names the setting: {err}");
+    assert_eq!(v.stats().isolated, 4);
+    // Records failed one after another: the restarts after the 2nd and 3rd waited 20 and 40 ms.
+    assert!(started.elapsed() >= Duration::from_millis(60), "{:?}", started.elapsed());
+    assert_healthy(&engine);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_batch_stops_the_topic_even_under_isolate() {
+    let engine = engine();
+    let mut v = supervised(&engine, "refuse", FailurePolicy::Isolate, 10);
+    let err = validate_supervised(&mut v, &[ok("AAPL", 1), ok("AAPL", 2)]).await.unwrap_err().to_string();
+    assert!(err.contains("failed a batch (partition 0): hostile: refuses every batch"), "{err}");
+    assert_eq!(v.stats().restarts, 0);
+}
+
+// A current-thread runtime cannot block in place: the host moves the call to a plain thread.
+#[tokio::test]
+async fn a_guest_panic_under_a_current_thread_runtime_is_contained() {
+    let engine = engine();
+    let mut v = hostile(&engine).instantiate(&mode("panic-validate")).unwrap();
+    let err = validate(&mut v, &[ok("AAPL", 1)]).unwrap_err().to_string();
+    assert!(err.contains("trapped in validate") && err.contains("unreachable"), "{err}");
 }

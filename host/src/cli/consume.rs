@@ -104,6 +104,9 @@ fn print_human(s: &RunSummary) {
     println!("undecodable  {}", s.undecodable);
     let events: Vec<String> = s.sequence_events.iter().map(|(k, n)| format!("{} {n}", k.as_str())).collect();
     println!("sequence     {}", if events.is_empty() { "no events".to_string() } else { events.join(", ") });
+    if s.validator_restarts > 0 {
+        println!("validator    {} restarts, {} records isolated", s.validator_restarts, s.validator_isolated);
+    }
     println!("commits      {}  (snapshot {})", s.commits, s.snapshot_id.map_or("none".into(), |id| id.to_string()));
     let parts: Vec<String> = s
         .lag

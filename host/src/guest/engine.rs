@@ -109,6 +109,11 @@ impl ValidatorModule {
         Ok(ModuleInfo { name: info.name, version: info.version, wit_version: info.wit_version })
     }
 
+    /// The sandbox limits and restart backoff of the engine that loaded this module.
+    pub fn limits(&self) -> &WasmConfig {
+        self.engine.limits()
+    }
+
     /// A fresh instance in its own store, built with `settings`.
     pub fn instantiate(&self, settings: &[(String, String)]) -> Result<ValidatorInstance> {
         ValidatorInstance::new(&self.engine, &self.pre, &self.path, settings)

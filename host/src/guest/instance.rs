@@ -118,10 +118,8 @@ pub(crate) fn start(
     store.epoch_deadline_trap();
     store.set_epoch_deadline(ticks(base_us));
     let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
-    let world = pre.instantiate(&mut store).map_err(|e| err(format!("cannot instantiate: {e:#}")))?;
-    let info = world
-        .k2_ingest_validation()
-        .call_info(&mut store)
+    let world = off_executor(|| pre.instantiate(&mut store)).map_err(|e| err(format!("cannot instantiate: {e:#}")))?;
+    let info = off_executor(|| world.k2_ingest_validation().call_info(&mut store))
         .map_err(|e| err(format!("trapped in info: {}", describe_trap(&e, store.data(), base_us))))?;
     if info.wit_version != WIT_VERSION {
         return Err(err(format!("built for k2:ingest@{}, this host implements @{WIT_VERSION}", info.wit_version)));
@@ -140,10 +138,7 @@ impl ValidatorInstance {
         let base_us = store.data().call_base_us;
         let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
         store.set_epoch_deadline(ticks(base_us));
-        let resource = world
-            .k2_ingest_validation()
-            .validator()
-            .call_create(&mut store, settings)
+        let resource = off_executor(|| world.k2_ingest_validation().validator().call_create(&mut store, settings))
             .map_err(|e| err(format!("trapped in create: {}", describe_trap(&e, store.data(), base_us))))?
             .map_err(|e| err(format!("refused its settings: {}", truncate(e, MESSAGE_MAX_BYTES))))?;
         let info = ModuleInfo { name: info.name, version: info.version, wit_version: info.wit_version };
@@ -160,41 +155,48 @@ impl ValidatorInstance {
 
     /// Hands one batch to the guest and checks what comes back.
     pub fn validate(&mut self, input: &BatchInput<'_>) -> Result<Verdict> {
+        self.try_validate(input).map_err(|f| f.error)
+    }
+
+    /// Like [`ValidatorInstance::validate`], telling a broken call (the instance is poisoned)
+    /// from a batch the guest refused on purpose.
+    pub fn try_validate(&mut self, input: &BatchInput<'_>) -> std::result::Result<Verdict, CallFailure> {
         let len = input.len();
-        let batch = to_wit_batch(input).map_err(|m| self.err(m))?;
+        let batch = to_wit_batch(input).map_err(|m| CallFailure::new(FailureKind::Refused, self.err(m)))?;
         let budget_us = self.call_budget_us(len);
         self.store.set_epoch_deadline(ticks(budget_us));
         self.store.data_mut().log_budget = LOG_LINES_PER_CALL;
         self.store.data_mut().log_suppressed = 0;
-        let result =
-            self.world.k2_ingest_validation().validator().call_validate(&mut self.store, self.resource, &batch);
+        let (world, store, resource) = (&self.world, &mut self.store, self.resource);
+        let result = off_executor(|| world.k2_ingest_validation().validator().call_validate(store, resource, &batch));
         let suppressed = self.store.data().log_suppressed;
         if suppressed > 0 {
             tracing::warn!(module = %self.path.display(), suppressed, "guest log lines over the per-call budget were dropped");
         }
+        let first = input.offsets.first().copied().unwrap_or(-1);
         let verdict = result
             .map_err(|e| {
-                self.err(format!(
-                    "trapped in validate (partition {}, offsets {}..): {}",
+                let message = format!(
+                    "trapped in validate (partition {}, offsets {first}..): {}",
                     input.partition,
-                    input.offsets.first().copied().unwrap_or(-1),
                     describe_trap(&e, self.store.data(), budget_us)
-                ))
+                );
+                CallFailure::new(FailureKind::Trapped, self.err(message))
             })?
             .map_err(|e| {
-                self.err(format!("failed a batch (partition {}): {}", input.partition, truncate(e, MESSAGE_MAX_BYTES)))
+                let message =
+                    format!("failed a batch (partition {}): {}", input.partition, truncate(e, MESSAGE_MAX_BYTES));
+                CallFailure::new(FailureKind::Refused, self.err(message))
             })?;
-        check_verdict(verdict, len).map_err(|m| self.err(m))
+        check_verdict(verdict, len).map_err(|m| CallFailure::new(FailureKind::BadVerdict, self.err(m)))
     }
 
     /// The guest's state, to commit with the data.
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
         let budget_us = self.call_budget_us(0);
         self.store.set_epoch_deadline(ticks(budget_us));
-        self.world
-            .k2_ingest_validation()
-            .validator()
-            .call_snapshot(&mut self.store, self.resource)
+        let (world, store, resource) = (&self.world, &mut self.store, self.resource);
+        off_executor(|| world.k2_ingest_validation().validator().call_snapshot(store, resource))
             .map_err(|e| self.err(format!("trapped in snapshot: {}", describe_trap(&e, self.store.data(), budget_us))))
     }
 
@@ -202,10 +204,8 @@ impl ValidatorInstance {
     pub fn restore(&mut self, state: &[u8]) -> Result<()> {
         let budget_us = self.call_budget_us(0);
         self.store.set_epoch_deadline(ticks(budget_us));
-        self.world
-            .k2_ingest_validation()
-            .validator()
-            .call_restore(&mut self.store, self.resource, state)
+        let (world, store, resource) = (&self.world, &mut self.store, self.resource);
+        off_executor(|| world.k2_ingest_validation().validator().call_restore(store, resource, state))
             .map_err(|e| self.err(format!("trapped in restore: {}", describe_trap(&e, self.store.data(), budget_us))))?
             .map_err(|e| self.err(format!("refused its saved state: {}", truncate(e, MESSAGE_MAX_BYTES))))
     }
@@ -213,6 +213,48 @@ impl ValidatorInstance {
     fn call_budget_us(&self, records: usize) -> u64 {
         let state = self.store.data();
         state.call_base_us.saturating_add(state.call_per_record_us.saturating_mul(records as u64))
+    }
+}
+
+/// Why a validate call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A trap: panic, deadline, memory limit, stack overflow. The instance is poisoned.
+    Trapped,
+    /// A verdict the host refused (index out of range, too large). The instance is not trusted.
+    BadVerdict,
+    /// The guest returned an error for the batch as a whole (e.g. a column it needs is
+    /// missing), or the batch could not be laid out for it: a fault of the setup, not of a record.
+    Refused,
+}
+
+/// A failed validate call: what kind of failure, and the error naming the module.
+#[derive(Debug)]
+pub struct CallFailure {
+    pub kind: FailureKind,
+    pub error: Error,
+}
+
+impl CallFailure {
+    fn new(kind: FailureKind, error: Error) -> Self {
+        Self { kind, error }
+    }
+}
+
+/// Runs a guest call off the async executor. wasmtime-wasi's synchronous host functions
+/// (a guest's panic message goes to WASI stderr) call `Handle::block_on` when a tokio runtime
+/// is current, which panics on an executor thread; and a guest call is CPU-bound blocking
+/// work that should not hold an executor thread anyway.
+fn off_executor<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        // A current-thread runtime cannot block in place: a plain thread has no runtime.
+        Ok(_) => std::thread::scope(|scope| match scope.spawn(f).join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+        Err(_) => f(),
     }
 }
 

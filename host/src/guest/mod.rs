@@ -4,10 +4,12 @@ mod batch;
 mod bindings;
 mod engine;
 mod instance;
+mod supervisor;
 
 pub use batch::BatchInput;
 pub use engine::{GuestEngine, ValidatorModule};
-pub use instance::ValidatorInstance;
+pub use instance::{CallFailure, FailureKind, ValidatorInstance};
+pub use supervisor::{FAILED_CODE, RecoveryStats, SupervisedValidator};
 
 use serde::Serialize;
 

@@ -9,7 +9,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use k2_ingest::config::WasmConfig;
 use k2_ingest::decode::columns::{ColumnsBuilder, KafkaMeta};
-use k2_ingest::guest::{BatchInput, EventKind, GuestEngine, ValidatorInstance, ValidatorModule, Verdict};
+use k2_ingest::guest::{
+    BatchInput, EventKind, GuestEngine, SupervisedValidator, ValidatorInstance, ValidatorModule, Verdict,
+};
 
 /// The host's clock as the tests hand it to validators, microseconds since the epoch.
 pub const NOW: i64 = 1_700_000_000_000_000;
@@ -92,6 +94,35 @@ pub fn validate(v: &mut ValidatorInstance, trades: &[Trade<'_>]) -> k2_ingest::e
         key_offsets: &key_offsets,
         now_micros: NOW,
     })
+}
+
+/// Hands `trades` to a supervised validator as one batch, with a distinct key per record.
+pub async fn validate_supervised(
+    v: &mut SupervisedValidator,
+    trades: &[Trade<'_>],
+) -> k2_ingest::error::Result<Verdict> {
+    let records = batch(trades);
+    let n = trades.len();
+    let offsets: Vec<i64> = (100..100 + n as i64).collect();
+    let zeros = vec![0; n];
+    let mut key_data = Vec::new();
+    let mut key_offsets = vec![0u32];
+    for i in 0..n {
+        key_data.extend_from_slice(format!("key-{i}").as_bytes());
+        key_offsets.push(key_data.len() as u32);
+    }
+    v.validate(&BatchInput {
+        topic: "market.trades.raw",
+        partition: 0,
+        records: &records,
+        fields: &[0, 1, 2, 3, 4, 5, 6],
+        offsets: &offsets,
+        timestamps_us: &zeros,
+        key_data: &key_data,
+        key_offsets: &key_offsets,
+        now_micros: NOW,
+    })
+    .await
 }
 
 /// Runs one batch and returns (rejected (index, code), events (index, kind, missing)).

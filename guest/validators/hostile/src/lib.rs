@@ -3,13 +3,20 @@
 //! Modes: `loop` (never returns), `memory` (allocates without end), `recurse` (unbounded
 //! recursion), `panic-create`, `panic-validate`, `bad-index` (rejects a record outside the
 //! batch), `oversized` (more rejections than records), `duplicate-index`, `read-file`,
-//! `read-env`, `socket`, `log-flood`. The escape modes reject record 0 with code `escaped`
+//! `read-env`, `socket`, `log-flood`, `refuse` (returns an error for the batch). The escape modes reject record 0 with code `escaped`
 //! if the attempt succeeded, so a test can tell containment from luck.
+//!
+//! Poison modes misbehave only on records whose symbol is the `poison` setting (default
+//! `POISON`): `poison-panic`, `poison-loop`, `poison-memory`. Every other record is tracked
+//! per (exchange, symbol) like a real validator, with snapshot and restore, so a test can see
+//! that the host's recovery keeps the sequence state exact.
 
-use k2_validator_sdk::{Batch, Level, Settings, Validate, Verdict, export_validator, log};
+use k2_validator_sdk::{Batch, Level, SequenceTracker, Settings, Validate, Verdict, export_validator, log};
 
 pub struct Hostile {
     mode: String,
+    poison: String,
+    sequences: SequenceTracker,
 }
 
 impl Validate for Hostile {
@@ -21,11 +28,23 @@ impl Validate for Hostile {
         if mode == "panic-create" {
             panic!("hostile: panic in create");
         }
-        Ok(Self { mode })
+        let poison = settings.get("poison").unwrap_or("POISON").to_string();
+        Ok(Self { mode, poison, sequences: SequenceTracker::new(1) })
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.sequences.snapshot()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.sequences.restore(state)
     }
 
     fn validate(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String> {
         let n = batch.len();
+        if self.mode.starts_with("poison-") {
+            return self.poisoned(batch, verdict);
+        }
         match self.mode.as_str() {
             "loop" => {
                 let mut i: u64 = 0;
@@ -44,6 +63,7 @@ impl Validate for Hostile {
                 std::hint::black_box(depth(std::hint::black_box(u64::MAX)));
             }
             "panic-validate" => panic!("hostile: panic in validate"),
+            "refuse" => return Err("hostile: refuses every batch".into()),
             "bad-index" => verdict.reject(n + 7, "bad", "outside".into()),
             "duplicate-index" => {
                 verdict.reject(0, "twice", "first".into());
@@ -76,6 +96,36 @@ impl Validate for Hostile {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Hostile {
+    /// Tracks sequences like a real validator and misbehaves on the poison symbol.
+    fn poisoned(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String> {
+        let symbol = batch.utf8("symbol")?;
+        let exchange = batch.utf8("exchange")?;
+        let sequence = batch.int64("sequence")?;
+        for i in 0..batch.len() {
+            if symbol.get(i) == self.poison {
+                match self.mode.as_str() {
+                    "poison-panic" => panic!("hostile: poison record at index {i}"),
+                    "poison-loop" => loop {
+                        std::hint::black_box(i);
+                    },
+                    _ => {
+                        let mut hoard: Vec<Vec<u8>> = Vec::new();
+                        loop {
+                            hoard.push(vec![1u8; 1 << 20]);
+                            std::hint::black_box(&hoard);
+                        }
+                    }
+                }
+            }
+            if let Some(event) = self.sequences.observe_listing(i, exchange.get(i), symbol.get(i), sequence[i]) {
+                verdict.events.push(event);
+            }
         }
         Ok(())
     }
