@@ -61,3 +61,16 @@ def test_fail_stops_the_topic_without_committing_its_offsets(k2):
     assert not k2.table("trades").snapshots()
     again = k2.consume(k2.trades)  # the real trades validator now reads everything
     assert again["consumed"] == 1_000 and again["written"] == 1_000
+
+
+def test_a_module_that_does_not_match_its_pin_is_refused_at_start(k2):
+    wasm = k2.root / "guest/target/wasm32-wasip2/release/k2_trades_validator.wasm"
+    text = k2.config.read_text().replace(f'module = "{wasm}"\n', f'module = "{wasm}"\nsha256 = "{"0" * 64}"\n', 1)
+    config = k2.workdir / "pinned.toml"
+    config.write_text(text)
+
+    proc = k2.run("consume", "--config", str(config), "--topic", k2.trades, check=False)
+
+    assert proc.returncode != 0
+    assert f"but the config pins {'0' * 64}; refusing to load it" in proc.stderr
+    assert "k2_trades_validator.wasm" in proc.stderr

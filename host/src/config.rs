@@ -184,6 +184,13 @@ pub struct WasmConfig {
     /// The longest such wait, in milliseconds. Default 10000.
     #[serde(default = "default_restart_backoff_max_ms")]
     pub restart_backoff_max_ms: u64,
+    /// Keep compiled modules on disk so a restart skips compilation. Default true.
+    #[serde(default = "default_true")]
+    pub cache: bool,
+    /// Folder of the compiled-module cache. Relative paths are relative to the config file.
+    /// Default `$XDG_CACHE_HOME/k2-ingest/modules`, else `~/.cache/k2-ingest/modules`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +239,10 @@ pub struct ValidatorConfig {
     /// the records it fails on (code `validator-failed`). Default `fail`.
     #[serde(default)]
     pub on_failure: FailurePolicy,
+    /// Hex sha256 the module file must have; if it differs, the topic does not start.
+    /// Default: not pinned. `k2-ingest module list` shows the current hash.
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// Under `isolate`, the most records of one batch that may be rejected for failing the
     /// validator; beyond that the module, not the data, is taken to be broken and the topic
     /// stops. Default 10.
@@ -337,6 +348,8 @@ impl Default for WasmConfig {
             call_timeout_per_record_us: default_per_record_us(),
             restart_backoff_ms: default_restart_backoff_ms(),
             restart_backoff_max_ms: default_restart_backoff_max_ms(),
+            cache: true,
+            cache_dir: None,
         }
     }
 }
@@ -389,6 +402,9 @@ impl Config {
                 v.module = base.join(&v.module);
             }
         }
+        if let Some(dir) = &mut config.wasm.cache_dir {
+            *dir = base.join(&*dir);
+        }
 
         config.validate().map_err(err)?;
         Ok(config)
@@ -419,6 +435,11 @@ impl Config {
                     "topic `{}`: framing = \"confluent\" needs at least one entry in schema_ids",
                     topic.name
                 ));
+            }
+            if let Some(pin) = topic.validator.as_ref().and_then(|v| v.sha256.as_ref())
+                && !(pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(format!("topic `{}`: validator.sha256 `{pin}` is not 64 hex digits", topic.name));
             }
             for id in topic.schema_ids.keys() {
                 if id.parse::<u32>().is_err() {
@@ -506,6 +527,21 @@ mod tests {
         let text = MINIMAL.replace("schema = \"schemas/trade.avsc\"", "schema = \"s.avsc\"\nframing = \"confluent\"");
         let msg = parse(&text).unwrap_err().to_string();
         assert!(msg.contains("needs at least one entry in schema_ids"), "{msg}");
+    }
+
+    #[test]
+    fn validator_pin_must_be_a_sha256_and_the_cache_dir_resolves() {
+        let with = |pin: &str| {
+            MINIMAL.replace(
+                "schema = \"schemas/trade.avsc\"",
+                &format!("schema = \"s.avsc\"\n[topics.validator]\nmodule = \"v.wasm\"\nsha256 = \"{pin}\""),
+            ) + "[wasm]\ncache_dir = \"cache\"\n"
+        };
+        let msg = parse(&with("abc")).unwrap_err().to_string();
+        assert!(msg.contains("validator.sha256 `abc` is not 64 hex digits"), "{msg}");
+        let c = parse(&with(&"a1".repeat(32))).unwrap();
+        assert_eq!(c.wasm.cache_dir.as_deref(), Some(Path::new("/etc/k2/cache")));
+        assert_eq!(c.topics[0].validator.as_ref().unwrap().on_failure, FailurePolicy::Fail);
     }
 
     #[test]

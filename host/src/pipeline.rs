@@ -151,7 +151,12 @@ impl<'a> Pipeline<'a> {
             .map(|(i, _)| i)
             .collect();
         let module = match &topic.validator {
-            Some(v) => Some(GuestEngine::new(&config.wasm)?.load(&v.module)?),
+            Some(v) => {
+                let module = GuestEngine::new(&config.wasm)?.load_pinned(&v.module, v.sha256.as_deref())?;
+                tracing::info!(module = %v.module.display(), sha256 = module.sha256(), pinned = v.sha256.is_some(),
+                    cache = module.cache_status().as_str(), "validator module loaded");
+                Some(module)
+            }
             None => None,
         };
         let summary =

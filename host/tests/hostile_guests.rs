@@ -16,6 +16,7 @@ fn engine() -> GuestEngine {
         call_timeout_per_record_us: 0,
         restart_backoff_ms: 20,
         restart_backoff_max_ms: 1000,
+        ..WasmConfig::default()
     })
     .unwrap()
 }
@@ -116,6 +117,7 @@ fn supervised(engine: &GuestEngine, m: &str, policy: FailurePolicy, isolate_max:
         settings: mode(m).into_iter().collect(),
         on_failure: policy,
         isolate_max_records: isolate_max,
+        sha256: None,
     };
     SupervisedValidator::start(&hostile(engine), &config).unwrap()
 }

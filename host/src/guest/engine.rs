@@ -11,6 +11,7 @@ use crate::config::WasmConfig;
 use crate::error::{Error, Result};
 use crate::guest::ModuleInfo;
 use crate::guest::bindings::{Validator as ValidatorWorld, ValidatorPre};
+use crate::guest::cache::{self, CacheStatus};
 use crate::guest::instance::{GuestState, ValidatorInstance};
 
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
@@ -48,17 +49,33 @@ impl GuestEngine {
         Ok(Self { engine, limits: Arc::new(limits.clone()) })
     }
 
-    /// Compiles and pre-links the component at `path`.
+    /// Compiles (or takes from the cache) and pre-links the component at `path`.
     pub fn load(&self, path: &Path) -> Result<ValidatorModule> {
+        self.load_pinned(path, None)
+    }
+
+    /// Like [`GuestEngine::load`], refusing the file unless its sha256 is `pin` (hex).
+    pub fn load_pinned(&self, path: &Path, pin: Option<&str>) -> Result<ValidatorModule> {
         let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
         let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let sha256 = cache::sha256_hex(&bytes);
+        if let Some(pin) = pin
+            && !pin.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(err(format!("sha256 is {sha256}, but the config pins {pin}; refusing to load it")));
+        }
         if !is_component_binary(&bytes) {
             return Err(err(
                 "not a webassembly component (a core module or another file); build the validator for wasm32-wasip2"
                     .into(),
             ));
         }
-        let component = Component::new(&self.engine, &bytes).map_err(|e| err(format!("cannot compile: {e:#}")))?;
+        let cache_dir =
+            if self.limits.cache { self.limits.cache_dir.clone().or_else(cache::default_dir) } else { None };
+        let (component, cache_status) = cache::load_or_compile(cache_dir.as_deref(), &self.engine, &sha256, || {
+            Component::new(&self.engine, &bytes)
+        })
+        .map_err(|e| err(format!("cannot compile: {e:#}")))?;
         let mut linker: Linker<GuestState> = Linker::new(&self.engine);
         // Rust's wasip2 std imports WASI interfaces; the context behind them grants nothing.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| err(format!("cannot link wasi: {e:#}")))?;
@@ -71,7 +88,7 @@ impl GuestEngine {
             err(format!("does not export k2:ingest/validation@{}: {e:#}", crate::guest::instance::WIT_VERSION))
         })?;
         let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        Ok(ValidatorModule { path: path.to_path_buf(), pre, engine: self.clone(), imports })
+        Ok(ValidatorModule { path: path.to_path_buf(), pre, engine: self.clone(), imports, sha256, cache_status })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -95,9 +112,21 @@ pub struct ValidatorModule {
     pre: ValidatorPre<GuestState>,
     engine: GuestEngine,
     imports: Vec<String>,
+    sha256: String,
+    cache_status: CacheStatus,
 }
 
 impl ValidatorModule {
+    /// Hex sha256 of the component file.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether the compiled code came from the cache.
+    pub fn cache_status(&self) -> CacheStatus {
+        self.cache_status
+    }
+
     /// The interfaces the component imports (WASI through std, and the host's log).
     pub fn imports(&self) -> &[String] {
         &self.imports

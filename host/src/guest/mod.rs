@@ -2,11 +2,13 @@
 
 mod batch;
 mod bindings;
+mod cache;
 mod engine;
 mod instance;
 mod supervisor;
 
 pub use batch::BatchInput;
+pub use cache::{CacheStatus, sha256_hex};
 pub use engine::{GuestEngine, ValidatorModule};
 pub use instance::{CallFailure, FailureKind, ValidatorInstance};
 pub use supervisor::{FAILED_CODE, RecoveryStats, SupervisedValidator};
