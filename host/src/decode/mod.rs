@@ -2,4 +2,5 @@
 
 pub mod avro;
 pub mod columns;
+pub mod json;
 pub mod schema;

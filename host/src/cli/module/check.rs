@@ -31,13 +31,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         Output::Json => println!(
             "{}",
             json!({"file": args.file, "name": info.name, "version": info.version,
-                   "wit_version": info.wit_version, "imports": module.imports()})
+                   "wit_version": info.wit_version, "sha256": module.sha256(), "imports": module.imports()})
         ),
         Output::Human => {
             println!("file     {}", args.file.display());
             println!("name     {}", info.name);
             println!("version  {}", info.version);
             println!("world    k2:ingest/validator@{}", info.wit_version);
+            println!("sha256   {}", module.sha256());
             println!("imports  {}", module.imports().join("\n         "));
         }
     }

@@ -1,6 +1,9 @@
 //! `k2-ingest module …`: build, inspect and try out validator components without a pipeline.
 
 mod check;
+mod list;
+mod new;
+mod test;
 
 use clap::{Args, Subcommand};
 
@@ -13,11 +16,17 @@ pub struct ModuleArgs {
 
 #[derive(Debug, Subcommand)]
 enum ModuleCommand {
+    New(new::NewArgs),
     Check(check::CheckArgs),
+    Test(test::TestArgs),
+    List(list::ListArgs),
 }
 
 pub async fn run(args: ModuleArgs) -> anyhow::Result<()> {
     match args.command {
+        ModuleCommand::New(a) => new::run(a),
         ModuleCommand::Check(a) => check::run(a),
+        ModuleCommand::Test(a) => test::run(a),
+        ModuleCommand::List(a) => list::run(a),
     }
 }
