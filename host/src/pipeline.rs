@@ -25,6 +25,7 @@ use crate::kafka::consumer::{
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};
+use crate::sink::state::{StateFiles, read_state, write_state};
 use crate::sink::writer::TableWriter;
 
 /// How long a bounded run waits for its first partition assignment beyond the idle timeout.
@@ -119,6 +120,9 @@ pub struct Pipeline<'a> {
     /// Per partition, the first offset read since the last commit: if the table's stored
     /// offset has moved past it, another writer committed records we hold.
     uncommitted_from: PartitionOffsets,
+    /// Validator state of partitions revoked while their validated records wait in the
+    /// writer: committed with those records, or resumed from if the partition comes back.
+    revoked_states: BTreeMap<i32, Vec<u8>>,
     /// `pending` and `uncommitted_from` as the rebalance callback sees them.
     held: Arc<Mutex<HeldOffsets>>,
     last_commit: Instant,
@@ -177,6 +181,7 @@ impl<'a> Pipeline<'a> {
             pending: PartitionOffsets::new(),
             group_catch_up: PartitionOffsets::new(),
             uncommitted_from: PartitionOffsets::new(),
+            revoked_states: BTreeMap::new(),
             held: Arc::new(Mutex::new(HeldOffsets::default())),
             last_commit: Instant::now(),
             summary,
@@ -282,7 +287,7 @@ impl<'a> Pipeline<'a> {
         let partition = msg.partition();
         let meta = KafkaMeta { partition, offset: msg.offset(), timestamp_ms: msg.timestamp().to_millis() };
         if !self.partitions.contains_key(&partition) {
-            let batch = self.new_partition_batch(partition)?;
+            let batch = self.new_partition_batch(partition).await?;
             self.partitions.insert(partition, batch);
         }
         self.uncommitted_from.entry(partition).or_insert(meta.offset);
@@ -317,12 +322,18 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    fn new_partition_batch(&self, partition: i32) -> Result<PartitionBatch> {
+    async fn new_partition_batch(&mut self, partition: i32) -> Result<PartitionBatch> {
         let columns = ColumnsBuilder::new(self.arrow_schema.clone(), &self.avro_fields, &self.table_name)?;
         let validator = match (&self.module, &self.topic.validator) {
             (Some(module), Some(cfg)) => {
-                let validator = SupervisedValidator::start(module, cfg)?;
-                tracing::info!(partition, validator = %validator.info().name, version = %validator.info().version, "validator ready");
+                let (state, from) = match self.revoked_states.get(&partition) {
+                    Some(state) => (Some(state.clone()), "this instance's uncommitted records"),
+                    None => (self.committed_state(partition).await?, "the table"),
+                };
+                let restored = state.as_ref().map(|s| s.len());
+                let validator = SupervisedValidator::start(module, cfg, state)?;
+                tracing::info!(partition, validator = %validator.info().name, version = %validator.info().version,
+                    restored_bytes = restored, restored_from = restored.map(|_| from), "validator ready");
                 Some(validator)
             }
             _ => None,
@@ -337,6 +348,13 @@ impl<'a> Pipeline<'a> {
             validator,
             recovery_seen: RecoveryStats::default(),
         })
+    }
+
+    /// The validator state committed with the table's latest snapshot for `partition`: a
+    /// fresh load, as the partition may come from another instance that committed since.
+    async fn committed_state(&self, partition: i32) -> Result<Option<Vec<u8>>> {
+        let Some(table) = self.catalog.load(&self.table_name).await? else { return Ok(None) };
+        read_state(&table, &self.topic.name, partition).await
     }
 
     /// Hands every partition's partial batch on.
@@ -439,6 +457,22 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Writes the validator state of every partition committed now, beside the data.
+    async fn write_states(&mut self) -> Result<StateFiles> {
+        let mut files = StateFiles::new();
+        for &p in self.pending.keys() {
+            let state = match self.partitions.get_mut(&p).and_then(|b| b.validator.as_mut()) {
+                Some(v) => v.snapshot()?,
+                None => match self.revoked_states.get(&p) {
+                    Some(s) => s.clone(),
+                    None => continue,
+                },
+            };
+            files.insert(p, write_state(&self.table, &self.topic.name, p, &state).await?);
+        }
+        Ok(files)
+    }
+
     /// Acts on rebalances: a failure to read the table's offsets stops the run; partitions
     /// assigned at the table's offsets are noted so the group's offsets catch up.
     fn apply_assignment_news(&mut self, news: AssignmentNews) -> Result<()> {
@@ -449,8 +483,16 @@ impl<'a> Pipeline<'a> {
             // Records still in the batch are not in the writer: drop them; the next owner
             // reads them from the table's offsets. Records already in the writer are
             // committed, and the conflict check keeps either copy from landing twice.
-            if topic == self.topic.name && self.partitions.remove(&p).is_some() {
+            if topic == self.topic.name
+                && let Some(mut batch) = self.partitions.remove(&p)
+            {
                 tracing::info!(partition = p, "dropped the unwritten records of a revoked partition");
+                // Its validated records may still be in the writer: their state goes with them.
+                if let Some(v) = batch.validator.as_mut()
+                    && self.pending.contains_key(&p)
+                {
+                    self.revoked_states.insert(p, v.snapshot()?);
+                }
             }
             self.group_catch_up.remove(&p);
         }
@@ -486,6 +528,7 @@ impl<'a> Pipeline<'a> {
             Some(w) => w.close().await?,
             None => Vec::new(),
         };
+        let states = self.write_states().await?;
         failpoint::hit("after-files-closed");
         let file_count = files.len();
         let records: u64 = files.iter().map(|f| f.record_count()).sum();
@@ -502,8 +545,15 @@ impl<'a> Pipeline<'a> {
                     ),
                 });
             }
-            match append_with_offsets(&self.catalog, &self.table, files.clone(), &self.topic.name, &self.pending)
-                .await?
+            match append_with_offsets(
+                &self.catalog,
+                &self.table,
+                files.clone(),
+                &self.topic.name,
+                &self.pending,
+                &states,
+            )
+            .await?
             {
                 CommitOutcome::Committed(table) => {
                     self.table = table;
@@ -533,6 +583,7 @@ impl<'a> Pipeline<'a> {
         );
         self.pending.clear();
         self.uncommitted_from.clear();
+        self.revoked_states.clear();
         self.share_held();
         Ok(())
     }
@@ -564,6 +615,7 @@ impl<'a> Pipeline<'a> {
         self.summary.written -= records.min(self.summary.written);
         let rewind = std::mem::take(&mut self.uncommitted_from);
         self.pending.clear();
+        self.revoked_states.clear();
         self.share_held();
         for (p, from) in rewind {
             // The partition's batch and validator go too: the validator saw the dropped records.

@@ -119,7 +119,7 @@ fn supervised(engine: &GuestEngine, m: &str, policy: FailurePolicy, isolate_max:
         isolate_max_records: isolate_max,
         sha256: None,
     };
-    SupervisedValidator::start(&hostile(engine), &config).unwrap()
+    SupervisedValidator::start(&hostile(engine), &config, None).unwrap()
 }
 
 /// AAPL 1..=20 in order, with the poison symbol at indices 7 and 13 (same sequence numbers

@@ -47,10 +47,14 @@ pub struct SupervisedValidator {
 }
 
 impl SupervisedValidator {
-    /// Instantiates the module with the topic's settings.
-    pub fn start(module: &ValidatorModule, config: &ValidatorConfig) -> Result<Self> {
+    /// Instantiates the module with the topic's settings, restored to `state` (committed
+    /// with the data the partition resumes after) when there is one.
+    pub fn start(module: &ValidatorModule, config: &ValidatorConfig, state: Option<Vec<u8>>) -> Result<Self> {
         let settings: Vec<(String, String)> = config.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let instance = module.instantiate(&settings)?;
+        let mut instance = module.instantiate(&settings)?;
+        if let Some(state) = &state {
+            instance.restore(state)?;
+        }
         let limits = module.limits();
         Ok(Self {
             module: module.clone(),
@@ -61,7 +65,7 @@ impl SupervisedValidator {
             info: instance.info().clone(),
             instance: Some(instance),
             settings,
-            last_good: None,
+            last_good: state,
             isolated_in_a_row: 0,
             stats: RecoveryStats::default(),
         })
@@ -73,6 +77,16 @@ impl SupervisedValidator {
 
     pub fn stats(&self) -> RecoveryStats {
         self.stats
+    }
+
+    /// The guest's state now: after the last batch it validated.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        match (&mut self.instance, &self.last_good) {
+            (Some(instance), _) => instance.snapshot(),
+            // Only a failed restart leaves no instance, and that stops the topic.
+            (None, Some(state)) => Ok(state.clone()),
+            (None, None) => Ok(Vec::new()),
+        }
     }
 
     /// Validates a batch. Under `fail`, a failed call is an error that stops the topic;

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::sink::catalog::TableCatalog;
 use crate::sink::offsets::{PartitionOffsets, next_summary};
 use crate::sink::pinned::PinnedTable;
+use crate::sink::state::{StateFiles, next_state_files};
 
 /// How a commit ended.
 pub enum CommitOutcome {
@@ -19,7 +20,8 @@ pub enum CommitOutcome {
 }
 
 /// Appends `files` on top of exactly `base` in one snapshot whose summary records `topic`'s
-/// next offsets merged with those `base` stores. Offsets alone are committed too, e.g. when
+/// next offsets merged with those `base` stores, and the validator state files written for
+/// them (`states`, by partition). Offsets alone are committed too, e.g. when
 /// every record of a run was rejected. If the table moved past `base`, nothing is committed
 /// and the caller must decide, from the offsets now stored, what still belongs in the table.
 pub async fn append_with_offsets(
@@ -28,8 +30,13 @@ pub async fn append_with_offsets(
     files: Vec<DataFile>,
     topic: &str,
     advanced: &PartitionOffsets,
+    states: &StateFiles,
 ) -> Result<CommitOutcome> {
-    let summary = next_summary(base, topic, advanced);
+    let mut summary = next_summary(base, topic, advanced);
+    if !states.is_empty() {
+        let (key, value) = next_state_files(base, topic, states);
+        summary.insert(key, value);
+    }
     let tx = Transaction::new(base);
     // File names are unique per writer (uuid prefix), so the duplicate check — which reads
     // every manifest of the table — buys nothing.

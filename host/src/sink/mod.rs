@@ -1,7 +1,8 @@
-//! The Iceberg side: catalog and tables, Parquet data files, commits carrying source offsets.
+//! The Iceberg side: catalog and tables, Parquet data files, commits carrying source offsets and validator state.
 
 pub mod catalog;
 pub mod commit;
 pub mod offsets;
 pub mod pinned;
+pub mod state;
 pub mod writer;
