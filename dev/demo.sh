@@ -50,5 +50,6 @@ expected = produce["produced"] - consume["rejected"] - consume["undecodable"]
 print()
 print(f"table rows {rows} = produced {produce['produced']} - rejected {consume['rejected']} - undecodable {consume['undecodable']}"
       + ("" if rows == expected else f"  MISMATCH: expected {expected}"))
+print(f"dead letters {consume['dead_lettered']} in {consume['dlq_topic']} (the rejected and undecodable records, with their reasons)")
 sys.exit(0 if rows == expected else 1)
 PY

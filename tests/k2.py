@@ -121,6 +121,41 @@ schema = "{schemas / 'quote.avsc'}"
     def consume(self, topic: str, *extra: str) -> dict:
         return self.run_json("consume", "--config", str(self.config), "--topic", topic, *extra)
 
+    def config_for_trades(self, name: str, lines: str) -> pathlib.Path:
+        """The test config with `lines` added to the trades topic's section."""
+        text = self.config.read_text()
+        anchor = 'table = "trades"\n'
+        assert anchor in text
+        path = self.workdir / name
+        path.write_text(text.replace(anchor, anchor + lines, 1))
+        return path
+
+    def read_topic(self, topic: str) -> list[dict]:
+        """Every message of `topic` up to its high watermarks, read with confluent-kafka."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{self.run_id}",
+                             "enable.auto.commit": False})
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            assign, left = [], 0
+            for p in partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                assign.append(TopicPartition(topic, p, low))
+                left += high - low
+            consumer.assign(assign)
+            out = []
+            while left > 0:
+                msg = consumer.poll(10)
+                assert msg is not None, f"{topic}: {left} messages below the watermark did not arrive"
+                assert msg.error() is None, msg.error()
+                out.append({"partition": msg.partition(), "offset": msg.offset(), "key": msg.key(),
+                            "value": msg.value(), "headers": {k: v.decode() for k, v in (msg.headers() or [])}})
+                left -= 1
+            return out
+        finally:
+            consumer.close()
+
     def catalog(self) -> SqlCatalog:
         # Same catalog name as k2-ingest's default ("k2"); SQLAlchemy spells the path with ////.
         return SqlCatalog("k2", uri=f"sqlite:///{self.database}", warehouse=f"file://{self.warehouse}")

@@ -215,6 +215,50 @@ pub struct TopicConfig {
     /// The validator component for this topic; absent means every decoded record is accepted.
     #[serde(default)]
     pub validator: Option<ValidatorConfig>,
+    /// Records that do not decode or that the validator rejects: `dlq` sends them to the
+    /// dead-letter topic (acknowledged before the source offsets are committed), `skip`
+    /// only counts and logs them, `fail` stops the topic without committing. Default `dlq`.
+    #[serde(default)]
+    pub on_invalid: InvalidPolicy,
+    /// Records a validator reports as sequence duplicates: `keep` writes them to the table
+    /// (the event is still reported), `drop` leaves them out, `dlq` sends them to the
+    /// dead-letter topic instead of the table. Default `keep`: the table stays a faithful
+    /// copy of the feed, and the event says which rows repeat.
+    #[serde(default)]
+    pub on_duplicate: DuplicatePolicy,
+    /// Sequence gaps: `log` reports them (warning, summary) and goes on; `fail` stops the
+    /// topic at the batch with the gap, without committing it. Default `log`.
+    #[serde(default)]
+    pub on_gap: GapPolicy,
+    /// The dead-letter topic (created with one partition if missing). Default `<name>.dlq`.
+    #[serde(default)]
+    pub dlq_topic: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InvalidPolicy {
+    #[default]
+    Dlq,
+    Skip,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicatePolicy {
+    #[default]
+    Keep,
+    Drop,
+    Dlq,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GapPolicy {
+    #[default]
+    Log,
+    Fail,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -355,6 +399,16 @@ impl Default for WasmConfig {
 }
 
 impl TopicConfig {
+    /// The dead-letter topic of this topic.
+    pub fn dlq_topic(&self) -> String {
+        self.dlq_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.name))
+    }
+
+    /// Whether any policy sends records to the dead-letter topic.
+    pub fn uses_dlq(&self) -> bool {
+        self.on_invalid == InvalidPolicy::Dlq || self.on_duplicate == DuplicatePolicy::Dlq
+    }
+
     /// The Iceberg table name for this topic.
     pub fn table_name(&self) -> String {
         self.table.clone().unwrap_or_else(|| self.name.replace('.', "_"))
@@ -429,6 +483,9 @@ impl Config {
         for topic in &self.topics {
             if !seen.insert(&topic.name) {
                 return Err(format!("topic `{}` is listed twice", topic.name));
+            }
+            if topic.dlq_topic() == topic.name {
+                return Err(format!("topic `{}`: dlq_topic must differ from the topic itself", topic.name));
             }
             if topic.framing == Framing::Confluent && topic.schema_ids.is_empty() {
                 return Err(format!(

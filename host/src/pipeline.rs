@@ -8,11 +8,11 @@ use arrow_array::{BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 use iceberg::table::Table;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use rdkafka::{Message, Offset};
 use serde::Serialize;
 
-use crate::config::{Config, TopicConfig};
+use crate::config::{Config, DuplicatePolicy, GapPolicy, InvalidPolicy, TopicConfig};
 use crate::decode::avro::TopicDecoder;
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::schema::{iceberg_schema, record_fields};
@@ -22,6 +22,7 @@ use crate::guest::{BatchInput, EventKind, GuestEngine, RecoveryStats, Supervised
 use crate::kafka::consumer::{
     AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, StartOffsets, commit_offsets, group_consumer, positions,
 };
+use crate::kafka::dlq::{CODE_UNDECODABLE, DeadLetter, DeadLetters};
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};
@@ -60,6 +61,14 @@ pub struct RunSummary {
     pub undecodable: u64,
     /// Rejections by reason code.
     pub rejected_by_code: BTreeMap<String, u64>,
+    /// Records sent to the dead-letter topic (rejected, undecodable, duplicates under
+    /// `on_duplicate = "dlq"`), all acknowledged before the offsets past them were committed.
+    pub dead_lettered: u64,
+    /// The dead-letter topic, when the topic's policies use one.
+    pub dlq_topic: Option<String>,
+    /// Records reported as sequence duplicates and left out of the table (`on_duplicate`
+    /// `drop` or `dlq`).
+    pub duplicates_set_aside: u64,
     /// Sequence events by kind (`gap`, `duplicate`, `out_of_order`, `reset`).
     pub sequence_events: BTreeMap<EventKind, u64>,
     /// Validator instances discarded after a failed call and built again.
@@ -90,6 +99,11 @@ struct PartitionBatch {
     timestamps_us: Vec<i64>,
     key_data: Vec<u8>,
     key_offsets: Vec<u32>,
+    /// Bodies packed like the keys, and headers, kept only when records may go to the
+    /// dead-letter topic, which gets them as they were read.
+    body_data: Vec<u8>,
+    body_offsets: Vec<u32>,
+    headers: Vec<Option<OwnedHeaders>>,
     /// Next offset after the last message seen (decoded or not) of this partition.
     next_offset: Option<i64>,
     validator: Option<SupervisedValidator>,
@@ -111,6 +125,7 @@ pub struct Pipeline<'a> {
     table: Table,
     writer: Option<TableWriter>,
     module: Option<ValidatorModule>,
+    dead_letters: Option<DeadLetters>,
     partitions: BTreeMap<i32, PartitionBatch>,
     /// Offsets whose records are all in the writer (or set aside) but not yet committed.
     pending: PartitionOffsets,
@@ -163,8 +178,18 @@ impl<'a> Pipeline<'a> {
             }
             None => None,
         };
-        let summary =
-            RunSummary { topic: topic.name.clone(), table: table.identifier().to_string(), ..Default::default() };
+        let dead_letters = if topic.uses_dlq() {
+            let validator = module.as_ref().map(|m| m.info()).transpose()?;
+            Some(DeadLetters::open(&config.kafka, &topic.name, &topic.dlq_topic(), validator).await?)
+        } else {
+            None
+        };
+        let summary = RunSummary {
+            topic: topic.name.clone(),
+            table: table.identifier().to_string(),
+            dlq_topic: dead_letters.as_ref().map(|d| d.topic().to_string()),
+            ..Default::default()
+        };
         Ok(Self {
             config,
             topic,
@@ -177,6 +202,7 @@ impl<'a> Pipeline<'a> {
             table,
             writer: None,
             module,
+            dead_letters,
             partitions: BTreeMap::new(),
             pending: PartitionOffsets::new(),
             group_catch_up: PartitionOffsets::new(),
@@ -303,12 +329,47 @@ impl<'a> Pipeline<'a> {
                 state.timestamps_us.push(meta.timestamp_ms.map_or(0, |ms| ms.saturating_mul(1000)));
                 state.key_data.extend_from_slice(msg.key().unwrap_or_default());
                 state.key_offsets.push(state.key_data.len() as u32);
+                if self.dead_letters.is_some() {
+                    state.body_data.extend_from_slice(msg.payload().unwrap_or_default());
+                    state.body_offsets.push(state.body_data.len() as u32);
+                    state.headers.push(msg.headers().map(|h| h.detach()));
+                }
                 if state.offsets.len() >= self.config.pipeline.batch_records {
                     self.process_batch(partition).await?;
                 }
             }
             Err(e) => {
                 self.summary.undecodable += 1;
+                match self.topic.on_invalid {
+                    InvalidPolicy::Fail => {
+                        return Err(Error::Topic {
+                            topic: self.topic.name.clone(),
+                            message: format!(
+                                "partition {partition} offset {}: undecodable ({e}); stopping without committing \
+                                 (on_invalid = \"fail\")",
+                                meta.offset
+                            ),
+                        });
+                    }
+                    InvalidPolicy::Dlq => {
+                        let headers = msg.headers().map(|h| h.detach());
+                        let message = e.to_string();
+                        let letter = DeadLetter {
+                            partition,
+                            offset: meta.offset,
+                            timestamp_ms: meta.timestamp_ms,
+                            key: msg.key(),
+                            payload: msg.payload(),
+                            headers: headers.as_ref(),
+                            code: CODE_UNDECODABLE,
+                            message: &message,
+                        };
+                        self.dead_letters.as_mut().expect("opened for on_invalid = dlq").send(letter).await?;
+                        self.summary.dead_lettered += 1;
+                    }
+                    InvalidPolicy::Skip => {}
+                }
+                let state = self.partitions.get_mut(&partition).expect("inserted above");
                 // Counted for the run summary; the first few are logged so an operator can see why.
                 if self.summary.undecodable <= 3 {
                     tracing::warn!(topic = %self.topic.name, partition, offset = meta.offset, error = %e, "undecodable record set aside");
@@ -344,6 +405,9 @@ impl<'a> Pipeline<'a> {
             timestamps_us: Vec::new(),
             key_data: Vec::new(),
             key_offsets: vec![0],
+            body_data: Vec::new(),
+            body_offsets: vec![0],
+            headers: Vec::new(),
             next_offset: None,
             validator,
             recovery_seen: RecoveryStats::default(),
@@ -403,12 +467,42 @@ impl<'a> Pipeline<'a> {
             None => Verdict::default(),
         };
         let first_offset = state.offsets[0];
+        check_fatal_verdict(self.topic, partition, &state.offsets, &verdict)?;
+        let set_aside = set_aside(self.topic, &verdict);
+        if let Some(dl) = self.dead_letters.as_mut() {
+            for (index, code, message) in &set_aside {
+                if *code == DUPLICATE_CODE && self.topic.on_duplicate != DuplicatePolicy::Dlq {
+                    continue;
+                }
+                if *code != DUPLICATE_CODE && self.topic.on_invalid != InvalidPolicy::Dlq {
+                    continue;
+                }
+                let (b, k) = (&state.body_offsets, &state.key_offsets);
+                let key = &state.key_data[k[*index] as usize..k[index + 1] as usize];
+                dl.send(DeadLetter {
+                    partition,
+                    offset: state.offsets[*index],
+                    timestamp_ms: Some(state.timestamps_us[*index] / 1000).filter(|&t| t > 0),
+                    key: Some(key).filter(|k| !k.is_empty()),
+                    payload: Some(&state.body_data[b[*index] as usize..b[index + 1] as usize]),
+                    headers: state.headers[*index].as_ref(),
+                    code,
+                    message,
+                })
+                .await?;
+                self.summary.dead_lettered += 1;
+            }
+        }
+        self.summary.duplicates_set_aside += set_aside.iter().filter(|s| s.1 == DUPLICATE_CODE).count() as u64;
         state.offsets.clear();
         state.timestamps_us.clear();
         state.key_data.clear();
         state.key_offsets.truncate(1);
+        state.body_data.clear();
+        state.body_offsets.truncate(1);
+        state.headers.clear();
 
-        let accepted = keep_accepted(records, &verdict)?;
+        let accepted = keep_only(records, set_aside.iter().map(|s| s.0))?;
         self.record_verdict(partition, first_offset, &verdict);
         if accepted.num_rows() > 0 {
             if self.writer.is_none() {
@@ -528,6 +622,13 @@ impl<'a> Pipeline<'a> {
             Some(w) => w.close().await?,
             None => Vec::new(),
         };
+        if let Some(dl) = self.dead_letters.as_mut() {
+            // A record set aside counts as done only once the dead-letter topic has it.
+            let acknowledged = dl.flush().await?;
+            if acknowledged > 0 {
+                tracing::info!(dlq = dl.topic(), acknowledged, "dead letters acknowledged");
+            }
+        }
         let states = self.write_states().await?;
         failpoint::hit("after-files-closed");
         let file_count = files.len();
@@ -680,17 +781,70 @@ impl StartOffsets for TableStartOffsets {
     }
 }
 
-/// The batch without the rejected records.
-fn keep_accepted(records: RecordBatch, verdict: &Verdict) -> Result<RecordBatch> {
-    if verdict.rejected.is_empty() {
+/// Reason code of a duplicate set aside by `on_duplicate`.
+const DUPLICATE_CODE: &str = "sequence-duplicate";
+
+/// Stops the topic, before anything of the batch is written, when a policy says so.
+fn check_fatal_verdict(topic: &TopicConfig, partition: i32, offsets: &[i64], verdict: &Verdict) -> Result<()> {
+    let stop = |what: String, policy: &str| {
+        Err(Error::Topic {
+            topic: topic.name.clone(),
+            message: format!("partition {partition} {what}; stopping without committing ({policy})"),
+        })
+    };
+    if topic.on_invalid == InvalidPolicy::Fail
+        && let Some(r) = verdict.rejected.first()
+    {
+        return stop(
+            format!("offset {}: rejected, {}: {}", offsets[r.index], r.code, r.message),
+            "on_invalid = \"fail\"",
+        );
+    }
+    if topic.on_gap == GapPolicy::Fail
+        && let Some(e) = verdict.events.iter().find(|e| e.kind == EventKind::Gap)
+    {
+        return stop(
+            format!(
+                "offset {}: sequence gap in {}: expected {}, received {} ({} missing)",
+                offsets[e.index], e.key, e.expected, e.received, e.missing
+            ),
+            "on_gap = \"fail\"",
+        );
+    }
+    Ok(())
+}
+
+/// The records of a batch that stay out of the table, in index order, each with the code and
+/// message its dead letter carries: the rejected ones, and duplicates unless they are kept.
+fn set_aside(topic: &TopicConfig, verdict: &Verdict) -> Vec<(usize, String, String)> {
+    let mut out: Vec<(usize, String, String)> =
+        verdict.rejected.iter().map(|r| (r.index, r.code.clone(), r.message.clone())).collect();
+    if topic.on_duplicate != DuplicatePolicy::Keep {
+        for e in verdict.events.iter().filter(|e| e.kind == EventKind::Duplicate) {
+            if !verdict.rejected.iter().any(|r| r.index == e.index) {
+                let message = format!("sequence {} of {} repeats the previous record's", e.received, e.key);
+                out.push((e.index, DUPLICATE_CODE.to_string(), message));
+            }
+        }
+        out.sort_by_key(|s| s.0);
+        out.dedup_by_key(|s| s.0);
+    }
+    out
+}
+
+/// The batch without the records at `drop` (indices).
+fn keep_only(records: RecordBatch, drop: impl Iterator<Item = usize>) -> Result<RecordBatch> {
+    let mut keep = vec![true; records.num_rows()];
+    let mut any = false;
+    for i in drop {
+        keep[i] = false;
+        any = true;
+    }
+    if !any {
         return Ok(records);
     }
-    let mut keep = vec![true; records.num_rows()];
-    for r in &verdict.rejected {
-        keep[r.index] = false;
-    }
     arrow_select::filter::filter_record_batch(&records, &BooleanArray::from(keep))
-        .map_err(|source| Error::Arrow { context: "dropping rejected records".into(), source })
+        .map_err(|source| Error::Arrow { context: "dropping records set aside".into(), source })
 }
 
 fn now_micros() -> i64 {

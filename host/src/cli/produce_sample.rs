@@ -13,6 +13,7 @@ use k2_ingest::decode::schema::load_avsc;
 use k2_ingest::kafka::producer::{ensure_topic, producer};
 use k2_ingest::sample::{Injected, SampleGenerator, SampleKind, SampleMark, SamplePlan};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use serde::Serialize;
 use serde_json::json;
@@ -150,7 +151,7 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let mut in_flight: VecDeque<(usize, SampleMark, serde_json::Value, DeliveryFuture)> = VecDeque::new();
+    let mut in_flight: VecDeque<(usize, SampleMark, String, serde_json::Value, DeliveryFuture)> = VecDeque::new();
     let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
     let mut produced = 0u64;
     for (i, msg) in generator.enumerate() {
@@ -158,7 +159,10 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
             Some(id) => confluent_frame(id, &msg.body),
             None => msg.body,
         };
-        let mut record = FutureRecord::to(&topic.name).key(&msg.key).payload(&body);
+        // A header of our own, so the dead-letter tests can see original headers carried over.
+        let index = i.to_string();
+        let headers = OwnedHeaders::new().insert(Header { key: SAMPLE_INDEX_HEADER, value: Some(&index) });
+        let mut record = FutureRecord::to(&topic.name).key(&msg.key).payload(&body).headers(headers);
         let future = loop {
             match producer.send_result(record) {
                 Ok(f) => break f,
@@ -172,7 +176,7 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
                 Err((e, _)) => bail!("producing message {i} to {}: {e}", topic.name),
             }
         };
-        in_flight.push_back((i, msg.mark, msg.record, future));
+        in_flight.push_back((i, msg.mark, msg.key, msg.record, future));
         if in_flight.len() >= IN_FLIGHT {
             let done = in_flight.pop_front().expect("non-empty");
             produced += deliver(done, &mut manifest, &mut per_partition).await?;
@@ -216,9 +220,12 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Header carrying the message's index in the generated sequence.
+const SAMPLE_INDEX_HEADER: &str = "sample.index";
+
 /// Waits for one delivery report; writes its manifest line. Returns 1 (one message produced).
 async fn deliver(
-    (i, mark, record, future): (usize, SampleMark, serde_json::Value, DeliveryFuture),
+    (i, mark, key, record, future): (usize, SampleMark, String, serde_json::Value, DeliveryFuture),
     manifest: &mut Option<std::io::BufWriter<std::fs::File>>,
     per_partition: &mut BTreeMap<i32, u64>,
 ) -> anyhow::Result<u64> {
@@ -229,7 +236,8 @@ async fn deliver(
     };
     *per_partition.entry(partition).or_default() += 1;
     if let Some(m) = manifest.as_mut() {
-        let line = json!({"i": i, "partition": partition, "offset": offset, "mark": mark, "record": record});
+        let line =
+            json!({"i": i, "partition": partition, "offset": offset, "mark": mark, "key": key, "record": record});
         writeln!(m, "{line}").context("writing the manifest")?;
     }
     Ok(1)

@@ -118,6 +118,10 @@ mod tests {
             framing,
             schema_ids: ids.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
             validator: None,
+            on_invalid: Default::default(),
+            on_duplicate: Default::default(),
+            on_gap: Default::default(),
+            dlq_topic: None,
         }
     }
 

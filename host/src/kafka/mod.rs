@@ -1,6 +1,7 @@
-//! Kafka clients built from the config: the ingesting consumer, the sample producer, topic admin.
+//! Kafka clients built from the config: the ingesting consumer, the dead-letter and sample producers, topic admin.
 
 pub mod consumer;
+pub mod dlq;
 pub mod producer;
 
 use rdkafka::ClientConfig;
