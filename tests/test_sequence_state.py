@@ -1,6 +1,9 @@
 """Validator state is committed with the data: sequence events stay exact across runs and crashes."""
 
 import collections
+import json
+
+import pytest
 
 from k2 import read_manifest
 
@@ -35,6 +38,15 @@ def expected_events(records, start: int = 0) -> dict[str, int]:
                                     if m["offset"] >= start and m["mark"] in EVENT_OF_MARK))
 
 
+def event_rows(k2) -> list[tuple[int, int, str]]:
+    rows = k2.table("trades_events").scan().to_arrow()
+    return list(zip(rows["partition"].to_pylist(), rows["offset"].to_pylist(), rows["kind"].to_pylist()))
+
+
+def expected_rows(records) -> set[tuple[int, int, str]]:
+    return {(m["partition"], m["offset"], EVENT_OF_MARK[m["mark"]]) for m in records if m["mark"] in EVENT_OF_MARK}
+
+
 def test_a_gap_straddling_two_runs_is_reported_once(k2, tmp_path):
     records = produce(k2, tmp_path)
     # Split the runs right before an anomaly, so it is its symbol's first record in the second.
@@ -49,19 +61,30 @@ def test_a_gap_straddling_two_runs_is_reported_once(k2, tmp_path):
     assert dict(total) == {"gap": INJECT["gaps"], "duplicate": INJECT["duplicates"]}
     stored = k2.table("trades").current_snapshot().summary.additional_properties
     assert f"k2.state.{k2.trades}" in stored, "the state file is named with the offsets"
+    rows = event_rows(k2)
+    assert len(rows) == len(set(rows)) and set(rows) == expected_rows(records)
+    assert first["events_table"] == "market.trades_events"
+    assert first["events_recorded"] + rest["events_recorded"] == len(rows)
 
 
-def test_after_a_crash_the_replay_raises_no_false_event_and_misses_none(k2, tmp_path):
+@pytest.mark.parametrize("point", ["after-files-closed", "after-table-commit"])
+def test_after_a_crash_the_replay_raises_no_false_event_and_misses_none(k2, tmp_path, point):
     records = produce(k2, tmp_path)
-    # Commit after the first 1,000-record batch, then die right after the table commit.
+    # Commit after the first 1,000-record batch; die with the events committed and the data
+    # not yet (after-files-closed), or right after the data commit (after-table-commit).
     config = k2.config_with("crash.toml", commit={"max_records": 500})
     crashed = k2.run("consume", "--config", str(config), "--topic", k2.trades, check=False,
-                     env={"K2_FAILPOINT": "after-table-commit"})
-    assert crashed.returncode != 0 and "failpoint after-table-commit" in crashed.stderr
-    committed = int(__import__("json").loads(
-        k2.table("trades").current_snapshot().summary.additional_properties[f"k2.offsets.{k2.trades}"])["0"])
-    assert 0 < committed < COUNT
-    assert straddling(records, committed), "the seed must put an anomaly right after the commit"
+                     env={"K2_FAILPOINT": point})
+    assert crashed.returncode != 0 and f"failpoint {point}" in crashed.stderr
+    assert event_rows(k2), "the first commit's events are in the events table"
+    snapshot = k2.table("trades").current_snapshot()
+    committed = 0
+    if point == "after-table-commit":
+        committed = json.loads(snapshot.summary.additional_properties[f"k2.offsets.{k2.trades}"])["0"]
+        assert 0 < committed < COUNT
+        assert straddling(records, committed), "the seed must put an anomaly right after the commit"
+    else:
+        assert snapshot is None
 
     summary = k2.consume(k2.trades)
 
@@ -69,3 +92,7 @@ def test_after_a_crash_the_replay_raises_no_false_event_and_misses_none(k2, tmp_
     # Exactly the anomalies after the committed offset: none missed at the boundary, and no
     # record of the replay taken for a duplicate.
     assert summary["sequence_events"] == expected_events(records, committed)
+    # The events table holds every event once: those committed before the crash, and the
+    # rest, with none of the replayed records' events twice.
+    rows = event_rows(k2)
+    assert len(rows) == len(set(rows)) and set(rows) == expected_rows(records)

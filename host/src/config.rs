@@ -233,6 +233,10 @@ pub struct TopicConfig {
     /// The dead-letter topic (created with one partition if missing). Default `<name>.dlq`.
     #[serde(default)]
     pub dlq_topic: Option<String>,
+    /// Iceberg table of the sequence events the validator reports, in the catalog's
+    /// namespace (created if missing). Default `<table>_events`.
+    #[serde(default)]
+    pub events_table: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -402,6 +406,11 @@ impl TopicConfig {
     /// The dead-letter topic of this topic.
     pub fn dlq_topic(&self) -> String {
         self.dlq_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.name))
+    }
+
+    /// The sequence-events table of this topic.
+    pub fn events_table_name(&self) -> String {
+        self.events_table.clone().unwrap_or_else(|| format!("{}_events", self.table_name()))
     }
 
     /// Whether any policy sends records to the dead-letter topic.

@@ -25,6 +25,7 @@ use crate::kafka::consumer::{
 use crate::kafka::dlq::{CODE_UNDECODABLE, DeadLetter, DeadLetters};
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
+use crate::sink::events::{EventRow, EventsTable};
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};
 use crate::sink::state::{StateFiles, read_state, write_state};
 use crate::sink::writer::TableWriter;
@@ -69,6 +70,10 @@ pub struct RunSummary {
     /// Records reported as sequence duplicates and left out of the table (`on_duplicate`
     /// `drop` or `dlq`).
     pub duplicates_set_aside: u64,
+    /// The sequence-events table, for a topic with a validator.
+    pub events_table: Option<String>,
+    /// Rows added to the events table.
+    pub events_recorded: u64,
     /// Sequence events by kind (`gap`, `duplicate`, `out_of_order`, `reset`).
     pub sequence_events: BTreeMap<EventKind, u64>,
     /// Validator instances discarded after a failed call and built again.
@@ -126,6 +131,12 @@ pub struct Pipeline<'a> {
     writer: Option<TableWriter>,
     module: Option<ValidatorModule>,
     dead_letters: Option<DeadLetters>,
+    /// The sequence-events table, for topics with a validator.
+    events: Option<EventsTable>,
+    /// Events of records in the writer, committed to the events table before the data.
+    pending_events: Vec<EventRow>,
+    /// Per-event warnings in the current window, and those left out.
+    event_log: EventLog,
     partitions: BTreeMap<i32, PartitionBatch>,
     /// Offsets whose records are all in the writer (or set aside) but not yet committed.
     pending: PartitionOffsets,
@@ -184,10 +195,15 @@ impl<'a> Pipeline<'a> {
         } else {
             None
         };
+        let events = match &topic.validator {
+            Some(_) => Some(EventsTable::open(&catalog, &topic.events_table_name()).await?),
+            None => None,
+        };
         let summary = RunSummary {
             topic: topic.name.clone(),
             table: table.identifier().to_string(),
             dlq_topic: dead_letters.as_ref().map(|d| d.topic().to_string()),
+            events_table: events.as_ref().map(|e| e.identifier()),
             ..Default::default()
         };
         Ok(Self {
@@ -203,6 +219,9 @@ impl<'a> Pipeline<'a> {
             writer: None,
             module,
             dead_letters,
+            events,
+            pending_events: Vec::new(),
+            event_log: EventLog::default(),
             partitions: BTreeMap::new(),
             pending: PartitionOffsets::new(),
             group_catch_up: PartitionOffsets::new(),
@@ -293,6 +312,7 @@ impl<'a> Pipeline<'a> {
 
         self.flush_partitions().await?;
         self.commit(&consumer).await?;
+        self.event_log.close_window(&self.topic.name);
         // Leave the group before reading positions, so a rebalance in progress is not kept waiting.
         consumer.unsubscribe();
         drop(consumer);
@@ -494,6 +514,23 @@ impl<'a> Pipeline<'a> {
             }
         }
         self.summary.duplicates_set_aside += set_aside.iter().filter(|s| s.1 == DUPLICATE_CODE).count() as u64;
+        if self.events.is_some() {
+            let detected_at_us = now_micros();
+            for e in &verdict.events {
+                let row = EventRow {
+                    partition,
+                    offset: state.offsets[e.index],
+                    key: e.key.clone(),
+                    kind: e.kind,
+                    expected: e.expected,
+                    received: e.received,
+                    missing: e.missing,
+                    detected_at_us,
+                };
+                self.event_log.warn(&self.topic.name, &row);
+                self.pending_events.push(row);
+            }
+        }
         state.offsets.clear();
         state.timestamps_us.clear();
         state.key_data.clear();
@@ -543,11 +580,6 @@ impl<'a> Pipeline<'a> {
         if let Some(r) = verdict.rejected.first() {
             tracing::info!(topic = %self.topic.name, partition, batch_first_offset = first_offset,
                 rejected = verdict.rejected.len(), first_code = %r.code, first_reason = %r.message, "batch had rejections");
-        }
-        if let Some(e) = verdict.events.first() {
-            tracing::warn!(topic = %self.topic.name, partition, batch_first_offset = first_offset,
-                events = verdict.events.len(), first_kind = e.kind.as_str(), first_key = %e.key,
-                expected = e.expected, received = e.received, "batch had sequence events");
         }
     }
 
@@ -628,6 +660,16 @@ impl<'a> Pipeline<'a> {
             if acknowledged > 0 {
                 tracing::info!(dlq = dl.topic(), acknowledged, "dead letters acknowledged");
             }
+        }
+        if let Some(events) = self.events.as_mut()
+            && !self.pending_events.is_empty()
+        {
+            let added = events
+                .commit(&self.catalog, &self.config.sink, &self.topic.name, &self.pending_events, &self.pending)
+                .await?;
+            self.summary.events_recorded += added;
+            self.pending_events.clear();
+            tracing::info!(events_table = %events.identifier(), added, "sequence events committed");
         }
         let states = self.write_states().await?;
         failpoint::hit("after-files-closed");
@@ -717,6 +759,9 @@ impl<'a> Pipeline<'a> {
         let rewind = std::mem::take(&mut self.uncommitted_from);
         self.pending.clear();
         self.revoked_states.clear();
+        // Their records are read again and their events reported again; the events table
+        // already holds those it committed and drops the repeats.
+        self.pending_events.clear();
         self.share_held();
         for (p, from) in rewind {
             // The partition's batch and validator go too: the validator saw the dropped records.
@@ -736,6 +781,50 @@ impl<'a> Pipeline<'a> {
         if let Err(e) = commit_offsets(consumer, &self.topic.name, offsets) {
             tracing::warn!(error = %e, "group offset commit failed; the table holds the offsets");
         }
+    }
+}
+
+/// Per-event warnings allowed per window, and the window.
+const EVENT_WARNINGS_PER_WINDOW: u32 = 20;
+const EVENT_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// One structured warning per sequence event, rate-limited: past the window's allowance
+/// events are counted, and the count is logged when the window closes. Every event is in
+/// the events table and the run summary either way.
+#[derive(Debug, Default)]
+struct EventLog {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl EventLog {
+    fn warn(&mut self, topic: &str, e: &EventRow) {
+        if self.window_start.is_none_or(|s| s.elapsed() >= EVENT_LOG_WINDOW) {
+            self.close_window(topic);
+            self.window_start = Some(Instant::now());
+        }
+        if self.logged >= EVENT_WARNINGS_PER_WINDOW {
+            self.suppressed += 1;
+            return;
+        }
+        self.logged += 1;
+        tracing::warn!(topic, partition = e.partition, offset = e.offset, key = %e.key, kind = e.kind.as_str(),
+            expected = e.expected, received = e.received, missing = e.missing, "sequence event");
+    }
+
+    /// Reports what the window left out and starts afresh.
+    fn close_window(&mut self, topic: &str) {
+        if self.suppressed > 0 {
+            tracing::warn!(
+                topic,
+                suppressed = self.suppressed,
+                window_secs = EVENT_LOG_WINDOW.as_secs(),
+                "more sequence events than the per-window warning allowance; all are in the events table"
+            );
+        }
+        self.logged = 0;
+        self.suppressed = 0;
     }
 }
 

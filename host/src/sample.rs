@@ -42,6 +42,8 @@ pub struct SamplePlan {
     pub duplicates: usize,
     pub malformed: usize,
     pub invalid: usize,
+    pub out_of_order: usize,
+    pub resets: usize,
     /// Exchange timestamp of the first record, microseconds since the epoch.
     pub start_micros: i64,
 }
@@ -61,6 +63,10 @@ pub enum SampleMark {
     /// A record the validator must reject (price not positive, or bid above ask); it takes
     /// no sequence number, so it causes no sequence event.
     Invalid,
+    /// A late record: the sequence number before the symbol's latest (which stays latest).
+    OutOfOrder,
+    /// The symbol's sequence starting again at 1, as in a new session.
+    Reset,
 }
 
 /// One generated message.
@@ -80,6 +86,8 @@ pub struct Injected {
     pub duplicates: Vec<usize>,
     pub malformed: Vec<usize>,
     pub invalid: Vec<usize>,
+    pub out_of_order: Vec<usize>,
+    pub resets: Vec<usize>,
 }
 
 struct SymbolState {
@@ -109,7 +117,7 @@ impl<'a> SampleGenerator<'a> {
         if plan.symbols == 0 || plan.symbols > 100_000 {
             return Err(format!("--symbols must be 1..=100000, got {}", plan.symbols));
         }
-        let injected = plan.gaps + plan.duplicates + plan.malformed + plan.invalid;
+        let injected = plan.gaps + plan.duplicates + plan.malformed + plan.invalid + plan.out_of_order + plan.resets;
         let eligible = plan.count.saturating_sub(plan.symbols);
         if injected > eligible {
             return Err(format!(
@@ -120,13 +128,31 @@ impl<'a> SampleGenerator<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
         let picks = sample(&mut rng, eligible, injected).into_vec();
         let mut marks = BTreeMap::new();
+        // Out-of-order records and resets need a symbol a few numbers into its sequence:
+        // they go to picks past three records per symbol.
+        let late_from = 2 * plan.symbols;
+        let (late, early): (Vec<usize>, Vec<usize>) = picks.into_iter().partition(|&p| p >= late_from);
+        let needs_late = plan.out_of_order + plan.resets;
+        if late.len() < needs_late {
+            return Err(format!(
+                "cannot place {needs_late} out-of-order records and resets: they need messages past the first {} \
+                 (3 per symbol); produce more messages or fewer anomalies",
+                late_from + plan.symbols
+            ));
+        }
+        let mut late = late.into_iter();
+        for (n, mark) in [(plan.out_of_order, SampleMark::OutOfOrder), (plan.resets, SampleMark::Reset)] {
+            for pos in late.by_ref().take(n) {
+                marks.insert(plan.symbols + pos, mark);
+            }
+        }
         let kinds = [
             (plan.gaps, SampleMark::Gap),
             (plan.duplicates, SampleMark::Duplicate),
             (plan.malformed, SampleMark::Malformed),
             (plan.invalid, SampleMark::Invalid),
         ];
-        let mut it = picks.into_iter();
+        let mut it = early.into_iter().chain(late);
         for (n, mark) in kinds {
             for pos in it.by_ref().take(n) {
                 marks.insert(plan.symbols + pos, mark);
@@ -153,6 +179,8 @@ impl<'a> SampleGenerator<'a> {
                 SampleMark::Duplicate => out.duplicates.push(pos),
                 SampleMark::Malformed => out.malformed.push(pos),
                 SampleMark::Invalid => out.invalid.push(pos),
+                SampleMark::OutOfOrder => out.out_of_order.push(pos),
+                SampleMark::Reset => out.resets.push(pos),
                 SampleMark::Ok => {}
             }
         }
@@ -169,9 +197,20 @@ impl Iterator for SampleGenerator<'_> {
             return None;
         }
         self.next += 1;
-        let mark = self.marks.get(&i).copied().unwrap_or(SampleMark::Ok);
+        let mut mark = self.marks.get(&i).copied().unwrap_or(SampleMark::Ok);
         // Every symbol gets its baseline first, then symbols are drawn at random.
-        let s = if i < self.symbols.len() { i } else { self.rng.random_range(0..self.symbols.len()) };
+        let mut s = if i < self.symbols.len() { i } else { self.rng.random_range(0..self.symbols.len()) };
+        if matches!(mark, SampleMark::OutOfOrder | SampleMark::Reset) {
+            // The first symbol from the drawn one whose sequence is far enough along for the
+            // anomaly to be told apart (a late record must not look like a reset to 1).
+            let n = self.symbols.len();
+            match (0..n).map(|k| (s + k) % n).find(|&c| self.symbols[c].seq >= 3) {
+                Some(c) => s = c,
+                // Placed past three records per symbol, this takes an unlikely pile of
+                // non-advancing anomalies; the manifest then shows the record as ordinary.
+                None => mark = SampleMark::Ok,
+            }
+        }
         let ts = self.plan.start_micros + i as i64 * 1_000;
         let kind = self.kind;
 
@@ -188,6 +227,8 @@ impl Iterator for SampleGenerator<'_> {
         st.price = (st.price + step).max(SCALE / 100);
         let seq = match mark {
             SampleMark::Gap => st.seq + 2,
+            SampleMark::OutOfOrder => st.seq - 1,
+            SampleMark::Reset => 1,
             _ => st.seq + 1,
         };
         let price = if mark == SampleMark::Invalid { -st.price } else { st.price };
@@ -201,8 +242,8 @@ impl Iterator for SampleGenerator<'_> {
                 body.truncate(body.len() / 2);
                 return Some(SampleMessage { key: st.symbol.clone(), body, mark, record: serde_json::Value::Null });
             }
-            SampleMark::Invalid => {}
-            SampleMark::Ok | SampleMark::Gap | SampleMark::Duplicate => {
+            SampleMark::Invalid | SampleMark::OutOfOrder => {}
+            SampleMark::Ok | SampleMark::Gap | SampleMark::Duplicate | SampleMark::Reset => {
                 st.seq = seq;
                 st.last = Some((body.clone(), record.clone()));
             }
@@ -305,11 +346,18 @@ mod tests {
 
     /// Distinct positions, as a check of the plan.
     fn all_distinct(injected: &Injected) -> bool {
-        let all: Vec<usize> = [&injected.gaps, &injected.duplicates, &injected.malformed, &injected.invalid]
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect();
+        let all: Vec<usize> = [
+            &injected.gaps,
+            &injected.duplicates,
+            &injected.malformed,
+            &injected.invalid,
+            &injected.out_of_order,
+            &injected.resets,
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
         all.iter().collect::<HashSet<_>>().len() == all.len()
     }
 
@@ -327,6 +375,8 @@ mod tests {
             duplicates: 4,
             malformed: 3,
             invalid: 2,
+            out_of_order: 3,
+            resets: 2,
             start_micros: 1_700_000_000_000_000,
         }
     }
@@ -346,6 +396,10 @@ mod tests {
         for &p in &inj.malformed {
             assert_eq!(marks[p], SampleMark::Malformed);
         }
+        for &p in inj.out_of_order.iter().chain(&inj.resets) {
+            assert!(p >= 3 * 20, "late anomalies come after three records per symbol: {p}");
+            assert!(matches!(marks[p], SampleMark::OutOfOrder | SampleMark::Reset));
+        }
     }
 
     #[test]
@@ -354,6 +408,9 @@ mod tests {
         let err =
             SampleGenerator::new(SamplePlan { count: 25, ..plan(25) }, SampleKind::Trades, &schema).err().unwrap();
         assert!(err.contains("at most 5"), "{err}");
+        let plan = SamplePlan { count: 60, gaps: 0, duplicates: 0, malformed: 0, invalid: 0, ..plan(60) };
+        let err = SampleGenerator::new(plan, SampleKind::Trades, &schema).err().unwrap();
+        assert!(err.contains("cannot place 5 out-of-order records and resets"), "{err}");
     }
 
     #[test]

@@ -29,7 +29,8 @@ const IN_FLIGHT: usize = 20_000;
 /// Every symbol's first record is ordinary; anomalies are placed after those baselines.
 /// A gap skips one sequence number; a duplicate repeats the symbol's previous record;
 /// a malformed body is a record cut in half; an invalid record has a negative price
-/// (trades) or bid above ask (quotes) and takes no sequence number.
+/// (trades) or bid above ask (quotes) and takes no sequence number; an out-of-order record
+/// carries the number before the symbol's latest; a reset starts the symbol again at 1.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  k2-ingest produce-sample --config k2.example.toml --topic market.trades.raw \\\n      --count 10000 --partitions 3 --gaps 5 --duplicates 5 --malformed 5 --output json"
@@ -75,12 +76,20 @@ pub struct ProduceSampleArgs {
     #[arg(long, default_value_t = 0)]
     invalid: usize,
 
+    /// Late records: the sequence number before the symbol's latest.
+    #[arg(long, default_value_t = 0)]
+    out_of_order: usize,
+
+    /// Sequences starting again at 1, as in a new session.
+    #[arg(long, default_value_t = 0)]
+    resets: usize,
+
     /// Exchange timestamp of the first record, microseconds since the epoch
     /// [default: now minus one millisecond per message, so none is in the future].
     #[arg(long)]
     start_micros: Option<i64>,
 
-    /// Write every message (partition, offset, mark, record) as JSON lines to this file.
+    /// Write every message (partition, offset, mark, key, record) as JSON lines to this file.
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
 
@@ -97,6 +106,8 @@ struct ProduceSummary {
     duplicates: usize,
     malformed: usize,
     invalid: usize,
+    out_of_order: usize,
+    resets: usize,
     /// Injected positions: message indices in production order.
     positions: Injected,
     /// Messages per partition.
@@ -137,6 +148,8 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
         duplicates: args.duplicates,
         malformed: args.malformed,
         invalid: args.invalid,
+        out_of_order: args.out_of_order,
+        resets: args.resets,
         start_micros: args.start_micros.unwrap_or(now_us - args.count as i64 * 1_000 - 1_000_000),
     };
     let generator = SampleGenerator::new(plan, kind, &schema).map_err(anyhow::Error::msg)?;
@@ -196,6 +209,8 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
         duplicates: positions.duplicates.len(),
         malformed: positions.malformed.len(),
         invalid: positions.invalid.len(),
+        out_of_order: positions.out_of_order.len(),
+        resets: positions.resets.len(),
         positions,
         partitions: per_partition,
         framing: if schema_id.is_some() { "confluent" } else { "plain" },
@@ -210,8 +225,13 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
                 summary.produced, summary.topic, summary.framing, summary.duration_secs
             );
             println!(
-                "injected: {} gaps, {} duplicates, {} malformed, {} invalid",
-                summary.gaps, summary.duplicates, summary.malformed, summary.invalid
+                "injected: {} gaps, {} duplicates, {} malformed, {} invalid, {} out of order, {} resets",
+                summary.gaps,
+                summary.duplicates,
+                summary.malformed,
+                summary.invalid,
+                summary.out_of_order,
+                summary.resets
             );
             let parts: Vec<String> = summary.partitions.iter().map(|(p, n)| format!("{p}: {n}")).collect();
             println!("per partition: {}", parts.join(", "));

@@ -122,6 +122,7 @@ mod tests {
             on_duplicate: Default::default(),
             on_gap: Default::default(),
             dlq_topic: None,
+            events_table: None,
         }
     }
 

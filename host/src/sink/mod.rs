@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod commit;
+pub mod events;
 pub mod offsets;
 pub mod pinned;
 pub mod state;

@@ -1,0 +1,169 @@
+//! The sequence-events table: one row per event a validator reported, committed before the data it concerns.
+//!
+//! Iceberg commits one table at a time, so the events and the data cannot share a commit.
+//! The events go first, with the source offsets they cover in their snapshot summary (as the
+//! data table does). If the data commit then fails or the process dies, the records are read
+//! again and their events reported again; events at offsets the events table already
+//! covers are dropped before the next events commit. Each event lands exactly once.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, SchemaRef};
+use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
+use iceberg::table::Table;
+
+use crate::config::SinkConfig;
+use crate::error::{Error, Result};
+use crate::guest::EventKind;
+use crate::sink::catalog::TableCatalog;
+use crate::sink::commit::{CommitOutcome, append_with_offsets};
+use crate::sink::offsets::{PartitionOffsets, stored_offsets};
+use crate::sink::state::StateFiles;
+use crate::sink::writer::TableWriter;
+
+/// Events commits re-applied after conflicts with other writers, before giving up.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// One reported sequence event, located by its record's source offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub kind: EventKind,
+    pub expected: i64,
+    pub received: i64,
+    pub missing: i64,
+    /// When the host received the verdict, microseconds since the epoch.
+    pub detected_at_us: i64,
+}
+
+/// The events table of one topic.
+pub struct EventsTable {
+    name: String,
+    table: Table,
+    arrow_schema: SchemaRef,
+}
+
+fn schema() -> Result<IcebergSchema> {
+    let field = |id, name: &str, ty, doc: &str| NestedField::required(id, name, Type::Primitive(ty)).with_doc(doc);
+    IcebergSchema::builder()
+        .with_fields(vec![
+            field(1, "topic", PrimitiveType::String, "Source topic.").into(),
+            field(2, "partition", PrimitiveType::Int, "Source partition.").into(),
+            field(3, "offset", PrimitiveType::Long, "Offset of the record the event was reported at.").into(),
+            field(4, "key", PrimitiveType::String, "Sequence key, e.g. EXCHANGE:SYMBOL.").into(),
+            field(5, "kind", PrimitiveType::String, "gap, duplicate, out_of_order or reset.").into(),
+            field(6, "expected", PrimitiveType::Long, "The sequence number expected.").into(),
+            field(7, "received", PrimitiveType::Long, "The sequence number received.").into(),
+            field(8, "missing", PrimitiveType::Long, "Numbers skipped (gaps), else 0.").into(),
+            field(9, "detected_at", PrimitiveType::Timestamptz, "When k2-ingest detected it.").into(),
+        ])
+        .build()
+        .map_err(|source| Error::Iceberg {
+            table: "<events>".into(),
+            context: "building the events schema".into(),
+            source,
+        })
+}
+
+impl EventsTable {
+    /// Loads the events table `name`, creating it if missing.
+    pub async fn open(catalog: &TableCatalog, name: &str) -> Result<Self> {
+        let table = catalog.load_or_create(name, schema()?).await?;
+        let arrow_schema =
+            Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(|source| {
+                Error::Iceberg {
+                    table: table.identifier().to_string(),
+                    context: "converting the events schema to arrow".into(),
+                    source,
+                }
+            })?);
+        Ok(Self { name: name.to_string(), table, arrow_schema })
+    }
+
+    pub fn identifier(&self) -> String {
+        self.table.identifier().to_string()
+    }
+
+    /// Commits `events` of `topic` not yet in the table, recording `covered` (the offsets
+    /// the accompanying data commit will store). Returns the rows added.
+    pub async fn commit(
+        &mut self,
+        catalog: &TableCatalog,
+        sink: &SinkConfig,
+        topic: &str,
+        events: &[EventRow],
+        covered: &PartitionOffsets,
+    ) -> Result<u64> {
+        for _ in 0..MAX_ATTEMPTS {
+            let already = stored_offsets(&self.table, topic);
+            let fresh: Vec<&EventRow> =
+                events.iter().filter(|e| already.get(&e.partition).is_none_or(|&o| e.offset >= o)).collect();
+            let files = if fresh.is_empty() {
+                Vec::new()
+            } else {
+                let mut writer = TableWriter::open(&self.table, sink).await?;
+                writer.write(self.batch(topic, &fresh)?).await?;
+                writer.close().await?
+            };
+            match append_with_offsets(catalog, &self.table, files, topic, covered, &StateFiles::new()).await? {
+                CommitOutcome::Committed(table) => {
+                    self.table = table;
+                    return Ok(fresh.len() as u64);
+                }
+                CommitOutcome::Conflict => {
+                    self.table = catalog.load(&self.name).await?.ok_or_else(|| Error::Topic {
+                        topic: topic.to_string(),
+                        message: format!("events table {} disappeared during a commit", self.name),
+                    })?;
+                }
+            }
+        }
+        Err(Error::Topic {
+            topic: topic.to_string(),
+            message: format!(
+                "{MAX_ATTEMPTS} commits in a row to events table {} conflicted with other writers",
+                self.name
+            ),
+        })
+    }
+
+    fn batch(&self, topic: &str, events: &[&EventRow]) -> Result<RecordBatch> {
+        let tz = match self.arrow_schema.field(8).data_type() {
+            DataType::Timestamp(_, tz) => tz.clone(),
+            _ => None,
+        };
+        let (mut topics, mut keys, mut kinds) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+        let mut partitions = Int32Builder::new();
+        let (mut offsets, mut expected, mut received, mut missing) =
+            (Int64Builder::new(), Int64Builder::new(), Int64Builder::new(), Int64Builder::new());
+        let mut detected = TimestampMicrosecondBuilder::new().with_timezone_opt(tz);
+        for e in events {
+            topics.append_value(topic);
+            partitions.append_value(e.partition);
+            offsets.append_value(e.offset);
+            keys.append_value(&e.key);
+            kinds.append_value(e.kind.as_str());
+            expected.append_value(e.expected);
+            received.append_value(e.received);
+            missing.append_value(e.missing);
+            detected.append_value(e.detected_at_us);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(topics.finish()),
+            Arc::new(partitions.finish()),
+            Arc::new(offsets.finish()),
+            Arc::new(keys.finish()),
+            Arc::new(kinds.finish()),
+            Arc::new(expected.finish()),
+            Arc::new(received.finish()),
+            Arc::new(missing.finish()),
+            Arc::new(detected.finish()),
+        ];
+        RecordBatch::try_new(self.arrow_schema.clone(), columns)
+            .map_err(|source| Error::Arrow { context: format!("building rows of events table {}", self.name), source })
+    }
+}
