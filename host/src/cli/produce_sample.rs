@@ -93,9 +93,20 @@ pub struct ProduceSampleArgs {
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
 
+    /// Which messages the manifest lists: `all`, or only `anomalies` (for millions of
+    /// messages, where the ordinary ones are implied by the partitions' offsets).
+    #[arg(long, value_enum, default_value_t = ManifestMarks::All)]
+    manifest_marks: ManifestMarks,
+
     /// How to print what was produced.
     #[arg(long, value_enum, default_value_t)]
     output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ManifestMarks {
+    All,
+    Anomalies,
 }
 
 #[derive(Debug, Serialize)]
@@ -164,6 +175,7 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    let only_anomalies = args.manifest_marks == ManifestMarks::Anomalies;
     let mut in_flight: VecDeque<(usize, SampleMark, String, serde_json::Value, DeliveryFuture)> = VecDeque::new();
     let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
     let mut produced = 0u64;
@@ -182,7 +194,9 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     match in_flight.pop_front() {
-                        Some(done) => produced += deliver(done, &mut manifest, &mut per_partition).await?,
+                        Some(done) => {
+                            produced += deliver(done, &mut manifest, only_anomalies, &mut per_partition).await?
+                        }
                         None => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                     }
                 }
@@ -192,11 +206,11 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
         in_flight.push_back((i, msg.mark, msg.key, msg.record, future));
         if in_flight.len() >= IN_FLIGHT {
             let done = in_flight.pop_front().expect("non-empty");
-            produced += deliver(done, &mut manifest, &mut per_partition).await?;
+            produced += deliver(done, &mut manifest, only_anomalies, &mut per_partition).await?;
         }
     }
     while let Some(done) = in_flight.pop_front() {
-        produced += deliver(done, &mut manifest, &mut per_partition).await?;
+        produced += deliver(done, &mut manifest, only_anomalies, &mut per_partition).await?;
     }
     if let Some(m) = manifest.as_mut() {
         m.flush().context("writing the manifest")?;
@@ -247,6 +261,7 @@ const SAMPLE_INDEX_HEADER: &str = "sample.index";
 async fn deliver(
     (i, mark, key, record, future): (usize, SampleMark, String, serde_json::Value, DeliveryFuture),
     manifest: &mut Option<std::io::BufWriter<std::fs::File>>,
+    only_anomalies: bool,
     per_partition: &mut BTreeMap<i32, u64>,
 ) -> anyhow::Result<u64> {
     let delivery = future.await.with_context(|| format!("message {i}: delivery report lost"))?;
@@ -255,7 +270,7 @@ async fn deliver(
         Err((e, _)) => bail!("message {i} was not delivered: {e}"),
     };
     *per_partition.entry(partition).or_default() += 1;
-    if let Some(m) = manifest.as_mut() {
+    if let Some(m) = manifest.as_mut().filter(|_| !(only_anomalies && mark == SampleMark::Ok)) {
         let line =
             json!({"i": i, "partition": partition, "offset": offset, "mark": mark, "key": key, "record": record});
         writeln!(m, "{line}").context("writing the manifest")?;
