@@ -6,6 +6,7 @@ pub mod error;
 pub mod failpoint;
 pub mod guest;
 pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
 pub mod sample;
 pub mod sink;

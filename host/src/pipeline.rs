@@ -23,6 +23,7 @@ use crate::kafka::consumer::{
     AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, StartOffsets, commit_offsets, group_consumer, positions,
 };
 use crate::kafka::dlq::{CODE_UNDECODABLE, DeadLetter, DeadLetters};
+use crate::metrics::TopicMetrics;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::events::{EventRow, EventsTable};
@@ -137,6 +138,7 @@ pub struct Pipeline<'a> {
     pending_events: Vec<EventRow>,
     /// Per-event warnings in the current window, and those left out.
     event_log: EventLog,
+    metrics: TopicMetrics,
     partitions: BTreeMap<i32, PartitionBatch>,
     /// Offsets whose records are all in the writer (or set aside) but not yet committed.
     pending: PartitionOffsets,
@@ -222,6 +224,7 @@ impl<'a> Pipeline<'a> {
             events,
             pending_events: Vec::new(),
             event_log: EventLog::default(),
+            metrics: TopicMetrics::new(&topic.name, &summary.table),
             partitions: BTreeMap::new(),
             pending: PartitionOffsets::new(),
             group_catch_up: PartitionOffsets::new(),
@@ -330,6 +333,7 @@ impl<'a> Pipeline<'a> {
     /// Decodes one message into its partition's batch; hands the batch on when full.
     async fn accept_message(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
         self.summary.consumed += 1;
+        self.metrics.consumed();
         let partition = msg.partition();
         let meta = KafkaMeta { partition, offset: msg.offset(), timestamp_ms: msg.timestamp().to_millis() };
         if !self.partitions.contains_key(&partition) {
@@ -360,6 +364,7 @@ impl<'a> Pipeline<'a> {
             }
             Err(e) => {
                 self.summary.undecodable += 1;
+                self.metrics.decode_error();
                 match self.topic.on_invalid {
                     InvalidPolicy::Fail => {
                         return Err(Error::Topic {
@@ -386,6 +391,7 @@ impl<'a> Pipeline<'a> {
                         };
                         self.dead_letters.as_mut().expect("opened for on_invalid = dlq").send(letter).await?;
                         self.summary.dead_lettered += 1;
+                        self.metrics.dead_lettered(CODE_UNDECODABLE);
                     }
                     InvalidPolicy::Skip => {}
                 }
@@ -480,6 +486,7 @@ impl<'a> Pipeline<'a> {
                 });
                 let stats = v.stats();
                 self.summary.validator_restarts += stats.restarts - state.recovery_seen.restarts;
+                self.metrics.validator_restarts(stats.restarts - state.recovery_seen.restarts);
                 self.summary.validator_isolated += stats.isolated - state.recovery_seen.isolated;
                 state.recovery_seen = stats;
                 verdict?
@@ -511,6 +518,7 @@ impl<'a> Pipeline<'a> {
                 })
                 .await?;
                 self.summary.dead_lettered += 1;
+                self.metrics.dead_lettered(code);
             }
         }
         self.summary.duplicates_set_aside += set_aside.iter().filter(|s| s.1 == DUPLICATE_CODE).count() as u64;
@@ -546,6 +554,7 @@ impl<'a> Pipeline<'a> {
                 self.writer = Some(TableWriter::open(&self.table, &self.config.sink).await?);
             }
             self.summary.written += accepted.num_rows() as u64;
+            self.metrics.written(accepted.num_rows() as u64);
             self.writer.as_mut().expect("opened above").write(accepted).await?;
             failpoint::hit("after-batch");
         }
@@ -572,10 +581,12 @@ impl<'a> Pipeline<'a> {
     fn record_verdict(&mut self, partition: i32, first_offset: i64, verdict: &Verdict) {
         for r in &verdict.rejected {
             *self.summary.rejected_by_code.entry(r.code.clone()).or_default() += 1;
+            self.metrics.rejected(&r.code, 1);
         }
         self.summary.rejected += verdict.rejected.len() as u64;
         for e in &verdict.events {
             *self.summary.sequence_events.entry(e.kind).or_default() += 1;
+            self.metrics.sequence_events(e.kind.as_str(), 1);
         }
         if let Some(r) = verdict.rejected.first() {
             tracing::info!(topic = %self.topic.name, partition, batch_first_offset = first_offset,
@@ -716,6 +727,7 @@ impl<'a> Pipeline<'a> {
         group.extend(self.pending.iter().map(|(&p, &o)| (p, o)));
         self.commit_group(consumer, &group);
         self.summary.commits += 1;
+        self.metrics.committed(started.elapsed(), now_micros() as f64 / 1e6);
         tracing::info!(
             table = %self.summary.table,
             snapshot_id = self.table.metadata().current_snapshot().map(|s| s.snapshot_id()),

@@ -36,6 +36,11 @@ pub struct ConsumeArgs {
     #[arg(long)]
     follow: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off,
+    /// so several instances on one host need no port plan].
+    #[arg(long, value_name = "ADDR", env = "K2_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+
     /// How to print the run summary.
     #[arg(long, value_enum, default_value_t)]
     output: Output,
@@ -43,6 +48,9 @@ pub struct ConsumeArgs {
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    if let Some(addr) = args.metrics_addr {
+        k2_ingest::metrics::serve(addr)?;
+    }
     let bounds = RunBounds {
         max_messages: args.max_messages,
         idle_timeout: (!args.follow).then(|| Duration::from_millis(config.pipeline.idle_timeout_ms)),
