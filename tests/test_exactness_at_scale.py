@@ -5,6 +5,8 @@ import json
 import signal
 import time
 
+from pyiceberg.exceptions import NoSuchTableError
+
 from k2 import read_manifest
 
 COUNT = 1_000_000
@@ -14,7 +16,10 @@ DEAD_LETTER_CODE = {"malformed": "undecodable", "invalid": "price-not-positive"}
 
 
 def stored_offsets(k2) -> dict[int, int]:
-    snapshot = k2.table("trades").current_snapshot()
+    try:
+        snapshot = k2.table("trades").current_snapshot()
+    except NoSuchTableError:  # the consumer has not created it yet
+        return {}
     if snapshot is None:
         return {}
     text = snapshot.summary.additional_properties.get(f"k2.offsets.{k2.trades}", "{}")
