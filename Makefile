@@ -7,7 +7,8 @@ CARGO ?= cargo
 GUEST_TARGET := wasm32-wasip2
 GUEST_WASM := guest/target/$(GUEST_TARGET)/release/k2_trades_validator.wasm
 BIN := target/debug/k2-ingest
-PY := .k2/venv/bin/python
+# The venv lives in the services state folder (.k2, or $K2_STATE_DIR as services.sh uses).
+PY := $(or $(K2_STATE_DIR),.k2)/venv/bin/python
 
 .PHONY: help toolchain guest build demo test test-rust test-guest test-e2e clean
 
