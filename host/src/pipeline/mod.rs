@@ -1,26 +1,35 @@
 //! The consume loop: Kafka → decode → per-partition batches → validator → writer → commit.
 
+mod event_log;
+mod policy;
+mod rebalance;
+mod summary;
+
+pub use summary::RunSummary;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow_array::{BooleanArray, RecordBatch};
+use event_log::EventLog;
+use policy::{DUPLICATE_CODE, check_fatal_verdict, keep_only, set_aside};
+use rebalance::{HeldOffsets, TableStartOffsets};
+
 use arrow_schema::SchemaRef;
 use iceberg::table::Table;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use rdkafka::{Message, Offset};
-use serde::Serialize;
 
-use crate::config::{Config, DuplicatePolicy, GapPolicy, InvalidPolicy, TopicConfig};
+use crate::config::{Config, DuplicatePolicy, InvalidPolicy, TopicConfig};
 use crate::decode::avro::TopicDecoder;
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::schema::{iceberg_schema, record_fields};
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::guest::{BatchInput, EventKind, GuestEngine, RecoveryStats, SupervisedValidator, ValidatorModule, Verdict};
+use crate::guest::{BatchInput, GuestEngine, RecoveryStats, SupervisedValidator, ValidatorModule, Verdict};
 use crate::kafka::consumer::{
-    AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, StartOffsets, commit_offsets, group_consumer, positions,
+    AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets, group_consumer, positions,
 };
 use crate::kafka::dlq::{CODE_UNDECODABLE, DeadLetter, DeadLetters};
 use crate::metrics::TopicMetrics;
@@ -46,56 +55,6 @@ pub struct RunBounds {
     pub max_messages: Option<u64>,
     /// Stop when no message arrived for this long; `None` runs until interrupted.
     pub idle_timeout: Option<Duration>,
-}
-
-/// What a run did, as printed by `consume`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RunSummary {
-    pub topic: String,
-    pub table: String,
-    /// Messages read from Kafka.
-    pub consumed: u64,
-    /// Records written to the table.
-    pub written: u64,
-    /// Records the validator rejected.
-    pub rejected: u64,
-    /// Messages whose body did not decode.
-    pub undecodable: u64,
-    /// Rejections by reason code.
-    pub rejected_by_code: BTreeMap<String, u64>,
-    /// Records sent to the dead-letter topic (rejected, undecodable, duplicates under
-    /// `on_duplicate = "dlq"`), all acknowledged before the offsets past them were committed.
-    pub dead_lettered: u64,
-    /// The dead-letter topic, when the topic's policies use one.
-    pub dlq_topic: Option<String>,
-    /// Records reported as sequence duplicates and left out of the table (`on_duplicate`
-    /// `drop` or `dlq`).
-    pub duplicates_set_aside: u64,
-    /// The sequence-events table, for a topic with a validator.
-    pub events_table: Option<String>,
-    /// Rows added to the events table.
-    pub events_recorded: u64,
-    /// Sequence events by kind (`gap`, `duplicate`, `out_of_order`, `reset`).
-    pub sequence_events: BTreeMap<EventKind, u64>,
-    /// Validator instances discarded after a failed call and built again.
-    pub validator_restarts: u64,
-    /// Records rejected because the validator failed on them (`isolate` policy); also
-    /// counted in `rejected` under `validator-failed`.
-    pub validator_isolated: u64,
-    /// Iceberg commits made.
-    pub commits: u64,
-    /// Commits that found another writer's snapshot first and were resolved.
-    pub commit_conflicts: u64,
-    /// Written records dropped before commit because another writer committed them first;
-    /// their partitions were read again from the table's offsets.
-    pub dropped_already_committed: u64,
-    /// The table's current snapshot after the run.
-    pub snapshot_id: Option<i64>,
-    /// Partition → next offset committed for the group, after the run.
-    pub offsets: BTreeMap<i32, i64>,
-    /// Partition → messages left behind the high watermark, after the run.
-    pub lag: BTreeMap<i32, i64>,
-    pub duration_secs: f64,
 }
 
 /// One partition's records waiting to be handed to the validator as a batch.
@@ -794,158 +753,6 @@ impl<'a> Pipeline<'a> {
             tracing::warn!(error = %e, "group offset commit failed; the table holds the offsets");
         }
     }
-}
-
-/// Per-event warnings allowed per window, and the window.
-const EVENT_WARNINGS_PER_WINDOW: u32 = 20;
-const EVENT_LOG_WINDOW: Duration = Duration::from_secs(10);
-
-/// One structured warning per sequence event, rate-limited: past the window's allowance
-/// events are counted, and the count is logged when the window closes. Every event is in
-/// the events table and the run summary either way.
-#[derive(Debug, Default)]
-struct EventLog {
-    window_start: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl EventLog {
-    fn warn(&mut self, topic: &str, e: &EventRow) {
-        if self.window_start.is_none_or(|s| s.elapsed() >= EVENT_LOG_WINDOW) {
-            self.close_window(topic);
-            self.window_start = Some(Instant::now());
-        }
-        if self.logged >= EVENT_WARNINGS_PER_WINDOW {
-            self.suppressed += 1;
-            return;
-        }
-        self.logged += 1;
-        tracing::warn!(topic, partition = e.partition, offset = e.offset, key = %e.key, kind = e.kind.as_str(),
-            expected = e.expected, received = e.received, missing = e.missing, "sequence event");
-    }
-
-    /// Reports what the window left out and starts afresh.
-    fn close_window(&mut self, topic: &str) {
-        if self.suppressed > 0 {
-            tracing::warn!(
-                topic,
-                suppressed = self.suppressed,
-                window_secs = EVENT_LOG_WINDOW.as_secs(),
-                "more sequence events than the per-window warning allowance; all are in the events table"
-            );
-        }
-        self.logged = 0;
-        self.suppressed = 0;
-    }
-}
-
-/// What this instance holds uncommitted, shared with the rebalance callback: if a partition
-/// comes back to us while its records are still in our writer, reading it again from the
-/// table's offsets would put them in twice.
-#[derive(Debug, Default)]
-struct HeldOffsets {
-    /// Per partition, the first offset read since the last commit.
-    from: PartitionOffsets,
-    /// Per partition, the next offset after the records in the writer.
-    next: PartitionOffsets,
-}
-
-/// Reads the offsets stored in the table, for the rebalance callback (which must answer
-/// synchronously, from inside the consumer's poll on a runtime worker thread).
-struct TableStartOffsets {
-    catalog: Arc<TableCatalog>,
-    table: String,
-    runtime: tokio::runtime::Handle,
-    held: Arc<Mutex<HeldOffsets>>,
-}
-
-impl StartOffsets for TableStartOffsets {
-    fn load(&self, topic: &str) -> std::result::Result<PartitionOffsets, String> {
-        // A fresh load, not our cached table: another instance may have committed since.
-        let table = tokio::task::block_in_place(|| self.runtime.block_on(self.catalog.load(&self.table)));
-        let mut start = match table {
-            Ok(Some(t)) => stored_offsets(&t, topic),
-            Ok(None) => PartitionOffsets::new(),
-            Err(e) => return Err(e.to_string()),
-        };
-        // Our own uncommitted records continue where they stop, unless another writer has
-        // committed past their start (then the commit conflict check drops ours).
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        for (&p, &next) in &held.next {
-            let from = held.from.get(&p).copied().unwrap_or(next);
-            if start.get(&p).is_none_or(|&stored| stored <= from) {
-                start.insert(p, next);
-            }
-        }
-        Ok(start)
-    }
-}
-
-/// Reason code of a duplicate set aside by `on_duplicate`.
-const DUPLICATE_CODE: &str = "sequence-duplicate";
-
-/// Stops the topic, before anything of the batch is written, when a policy says so.
-fn check_fatal_verdict(topic: &TopicConfig, partition: i32, offsets: &[i64], verdict: &Verdict) -> Result<()> {
-    let stop = |what: String, policy: &str| {
-        Err(Error::Topic {
-            topic: topic.name.clone(),
-            message: format!("partition {partition} {what}; stopping without committing ({policy})"),
-        })
-    };
-    if topic.on_invalid == InvalidPolicy::Fail
-        && let Some(r) = verdict.rejected.first()
-    {
-        return stop(
-            format!("offset {}: rejected, {}: {}", offsets[r.index], r.code, r.message),
-            "on_invalid = \"fail\"",
-        );
-    }
-    if topic.on_gap == GapPolicy::Fail
-        && let Some(e) = verdict.events.iter().find(|e| e.kind == EventKind::Gap)
-    {
-        return stop(
-            format!(
-                "offset {}: sequence gap in {}: expected {}, received {} ({} missing)",
-                offsets[e.index], e.key, e.expected, e.received, e.missing
-            ),
-            "on_gap = \"fail\"",
-        );
-    }
-    Ok(())
-}
-
-/// The records of a batch that stay out of the table, in index order, each with the code and
-/// message its dead letter carries: the rejected ones, and duplicates unless they are kept.
-fn set_aside(topic: &TopicConfig, verdict: &Verdict) -> Vec<(usize, String, String)> {
-    let mut out: Vec<(usize, String, String)> =
-        verdict.rejected.iter().map(|r| (r.index, r.code.clone(), r.message.clone())).collect();
-    if topic.on_duplicate != DuplicatePolicy::Keep {
-        for e in verdict.events.iter().filter(|e| e.kind == EventKind::Duplicate) {
-            if !verdict.rejected.iter().any(|r| r.index == e.index) {
-                let message = format!("sequence {} of {} repeats the previous record's", e.received, e.key);
-                out.push((e.index, DUPLICATE_CODE.to_string(), message));
-            }
-        }
-        out.sort_by_key(|s| s.0);
-        out.dedup_by_key(|s| s.0);
-    }
-    out
-}
-
-/// The batch without the records at `drop` (indices).
-fn keep_only(records: RecordBatch, drop: impl Iterator<Item = usize>) -> Result<RecordBatch> {
-    let mut keep = vec![true; records.num_rows()];
-    let mut any = false;
-    for i in drop {
-        keep[i] = false;
-        any = true;
-    }
-    if !any {
-        return Ok(records);
-    }
-    arrow_select::filter::filter_record_batch(&records, &BooleanArray::from(keep))
-        .map_err(|source| Error::Arrow { context: "dropping records set aside".into(), source })
 }
 
 fn now_micros() -> i64 {
