@@ -10,13 +10,14 @@ BIN := target/debug/k2-ingest
 # The venv lives in the services state folder (.k2, or $K2_STATE_DIR as services.sh uses).
 PY := $(or $(K2_STATE_DIR),.k2)/venv/bin/python
 
-.PHONY: help toolchain guest build demo test test-rust test-guest test-e2e clean
+.PHONY: help toolchain guest build demo test test-rust test-guest test-e2e bench clean
 
 help:
 	@echo "make demo           produce sample trades, ingest them, read the table back"
 	@echo "make test           every test: unit, guest contract, end-to-end on real services"
 	@echo "make services-up    start Kafka on 127.0.0.1:19092 (make services-down stops it)"
 	@echo "make build          the k2-ingest binary and the validator components"
+	@echo "make bench          validator throughput: the wasm components against the same logic native"
 
 ## The wasm target for validator components (rustup is the only way to get a Rust target).
 toolchain:
@@ -46,6 +47,10 @@ test-rust: guest
 ## End-to-end tests against the real broker, read back with pyiceberg.
 test-e2e: build services-up venv
 	K2_BIN=$(abspath $(BIN)) $(PY) -m pytest tests -v -rs
+
+## Speed targets live here, never in timed tests; release build, figures on stdout.
+bench: guest
+	$(CARGO) run --release -p k2-bench -- validators
 
 clean:
 	$(CARGO) clean
