@@ -9,7 +9,7 @@ use arrow_array::RecordBatch;
 use k2_ingest::config::TopicConfig;
 use k2_ingest::decode::avro::TopicDecoder;
 use k2_ingest::decode::columns::{ColumnsBuilder, KafkaMeta};
-use k2_ingest::decode::schema::{iceberg_schema, record_fields};
+use k2_ingest::decode::schema::{field_columns, iceberg_schema, record_fields};
 use k2_ingest::guest::BatchInput;
 use k2_ingest::sample::{Injected, SampleGenerator, SampleKind, SamplePlan};
 use serde_json::json;
@@ -58,13 +58,7 @@ impl SampleStream {
             iceberg::arrow::schema_to_arrow_schema(&table_schema)
                 .with_context(|| format!("topic {topic}: converting the table schema to arrow"))?,
         );
-        let fields = arrow_schema
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| avro_fields.contains(f.name()))
-            .map(|(i, _)| i)
-            .collect();
+        let fields = field_columns(&arrow_schema, &avro_fields);
         let Some(kind) = SampleKind::of_schema(decoder.table_schema()) else {
             bail!("{}: the sample generator knows only the Trade and Quote schemas", schema.display());
         };

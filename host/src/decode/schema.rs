@@ -32,6 +32,12 @@ pub fn record_fields(schema: &AvroSchema) -> &[RecordField] {
     }
 }
 
+/// Positions of the Avro-field columns in a table's Arrow schema: the columns a validator is
+/// handed (the Kafka metadata columns are not).
+pub fn field_columns(table: &arrow_schema::Schema, avro_fields: &[String]) -> Vec<usize> {
+    table.fields().iter().enumerate().filter(|(_, f)| avro_fields.contains(f.name())).map(|(i, _)| i).collect()
+}
+
 /// The Iceberg schema for a topic's Avro record schema, plus Kafka metadata columns.
 /// Field ids are provisional: the catalog assigns the table's own on creation.
 pub fn iceberg_schema(avro: &AvroSchema, path: &Path, metadata_columns: bool) -> Result<IcebergSchema> {

@@ -24,7 +24,7 @@ use rdkafka::{Message, Offset};
 use crate::config::{Config, DuplicatePolicy, InvalidPolicy, TopicConfig};
 use crate::decode::avro::TopicDecoder;
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
-use crate::decode::schema::{iceberg_schema, record_fields};
+use crate::decode::schema::{field_columns, iceberg_schema, record_fields};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::guest::{BatchInput, GuestEngine, RecoveryStats, SupervisedValidator, ValidatorModule, Verdict};
@@ -134,13 +134,7 @@ impl<'a> Pipeline<'a> {
                     source,
                 }
             })?);
-        let field_columns = arrow_schema
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| avro_fields.contains(f.name()))
-            .map(|(i, _)| i)
-            .collect();
+        let field_columns = field_columns(&arrow_schema, &avro_fields);
         let module = match &topic.validator {
             Some(v) => {
                 let module = GuestEngine::new(&config.wasm)?.load_pinned(&v.module, v.sha256.as_deref())?;

@@ -13,13 +13,12 @@ pub type PartitionOffsets = BTreeMap<i32, i64>;
 
 /// The offsets of `topic` stored in the table's current snapshot (empty if none).
 pub fn stored_offsets(table: &Table, topic: &str) -> PartitionOffsets {
-    let key = format!("{OFFSETS_KEY_PREFIX}{topic}");
-    table
-        .metadata()
-        .current_snapshot()
-        .and_then(|s| s.summary().additional_properties.get(&key).cloned())
-        .and_then(|json| parse(&json))
-        .unwrap_or_default()
+    summary_value(table, &format!("{OFFSETS_KEY_PREFIX}{topic}")).and_then(parse).unwrap_or_default()
+}
+
+/// The value of summary property `key` in the table's current snapshot.
+pub fn summary_value<'t>(table: &'t Table, key: &str) -> Option<&'t str> {
+    table.metadata().current_snapshot().and_then(|s| s.summary().additional_properties.get(key)).map(String::as_str)
 }
 
 /// Summary properties for the next commit: every `k2.` entry of the current snapshot

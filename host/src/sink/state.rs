@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use iceberg::table::Table;
 
 use crate::error::{Error, Result};
+use crate::sink::offsets::summary_value;
 
 /// Summary key prefix; the full key is `k2.state.<topic>`, the value a JSON object mapping
 /// partition to the state file of the validator instance that read up to the stored offset.
@@ -21,12 +22,8 @@ pub type StateFiles = BTreeMap<i32, String>;
 
 /// The state files of `topic` named by the table's current snapshot.
 pub fn stored_state_files(table: &Table, topic: &str) -> StateFiles {
-    let key = format!("{STATE_KEY_PREFIX}{topic}");
-    table
-        .metadata()
-        .current_snapshot()
-        .and_then(|s| s.summary().additional_properties.get(&key).cloned())
-        .and_then(|json| serde_json::from_str::<BTreeMap<String, String>>(&json).ok())
+    summary_value(table, &format!("{STATE_KEY_PREFIX}{topic}"))
+        .and_then(|json| serde_json::from_str::<BTreeMap<String, String>>(json).ok())
         .map(|m| m.into_iter().filter_map(|(p, f)| Some((p.parse().ok()?, f))).collect())
         .unwrap_or_default()
 }
