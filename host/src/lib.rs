@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod sample;
 pub mod sink;
+pub mod status;

@@ -9,6 +9,7 @@ use k2_ingest::config::Config;
 use k2_ingest::pipeline::{Pipeline, RunBounds, RunSummary};
 
 use super::Output;
+use super::progress::{self, ProgressMode};
 
 /// Consume a topic into its Iceberg table: decode, validate, write, commit.
 ///
@@ -41,6 +42,14 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "ADDR", env = "K2_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
 
+    /// How to show progress on stderr while the run goes.
+    #[arg(long, value_enum, default_value_t)]
+    progress: ProgressMode,
+
+    /// Seconds between progress lines (--progress lines, or auto without a terminal).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    progress_interval: u64,
+
     /// How to print the run summary.
     #[arg(long, value_enum, default_value_t)]
     output: Output,
@@ -55,9 +64,17 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         max_messages: args.max_messages,
         idle_timeout: (!args.follow).then(|| Duration::from_millis(config.pipeline.idle_timeout_ms)),
     };
-    let pipeline = Pipeline::open(&config, &args.topic).await?;
+    let mut pipeline = Pipeline::open(&config, &args.topic).await?;
+    let (tx, rx) = tokio::sync::watch::channel(Default::default());
+    pipeline.report_progress(tx);
+    let interval = Duration::from_secs(args.progress_interval.max(1));
+    let shown = progress::show(args.progress, bounds.idle_timeout.is_some() || args.max_messages.is_some(), args.max_messages, interval, rx);
     let bound = Duration::from_millis(config.pipeline.shutdown_timeout_ms);
-    let summary = pipeline.run(bounds, shutdown(bound)).await.with_context(|| format!("consuming {}", args.topic))?;
+    let summary = pipeline.run(bounds, shutdown(bound)).await.with_context(|| format!("consuming {}", args.topic));
+    if let Some(task) = shown {
+        let _ = task.await;
+    }
+    let summary = summary?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&summary)?),
         Output::Human => print_human(&summary),

@@ -3,6 +3,8 @@
 mod consume;
 mod module;
 mod produce_sample;
+mod progress;
+mod status;
 
 use std::process::ExitCode;
 
@@ -17,6 +19,10 @@ struct Cli {
     #[arg(long, global = true, env = "K2_LOG", default_value = "info")]
     log: String,
 
+    /// Log line format on stderr: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, global = true, env = "K2_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +32,14 @@ enum Command {
     Consume(consume::ConsumeArgs),
     ProduceSample(produce_sample::ProduceSampleArgs),
     Module(module::ModuleArgs),
+    Status(status::StatusArgs),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// How a command prints its result on stdout.
@@ -40,7 +54,7 @@ pub enum Output {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    init_logging(&cli.log, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -53,6 +67,7 @@ pub fn main() -> ExitCode {
             Command::Consume(args) => consume::run(args).await,
             Command::ProduceSample(args) => produce_sample::run(args).await,
             Command::Module(args) => module::run(args).await,
+            Command::Status(args) => status::run(args).await,
         }
     });
     match result {
@@ -65,16 +80,15 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr so stdout carries only the command's result.
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // librdkafka's and sqlx's chatter is rarely what an operator needs.
         .add_directive("sqlx=warn".parse().expect("static directive"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| progress::LogWriter).with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        // Fields at the top level, so a shipper needs no knowledge of tracing's nesting.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
 }

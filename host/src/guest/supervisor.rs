@@ -21,6 +21,8 @@ pub struct RecoveryStats {
     pub restarts: u64,
     /// Records rejected with [`FAILED_CODE`] under the `isolate` policy.
     pub isolated: u64,
+    /// Calls that failed (trap, deadline, memory limit, bad verdict); a refused batch is not one.
+    pub traps: u64,
 }
 
 /// A validator for one topic-partition that survives its own failures.
@@ -123,6 +125,7 @@ impl SupervisedValidator {
             }
             Err(f) => {
                 if f.kind != FailureKind::Refused {
+                    self.stats.traps += 1;
                     self.instance = None;
                 }
                 Err(f)

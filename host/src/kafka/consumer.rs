@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
@@ -42,11 +42,25 @@ pub struct TableOffsetsContext {
     news: Mutex<AssignmentNews>,
     /// Set with every piece of news, so the per-message check is one atomic load.
     has_news: AtomicBool,
+    /// (topic, partition) → high watermark, from librdkafka's statistics: the lag gauges
+    /// need them every second, and asking the broker that often would cost a request per partition.
+    high_watermarks: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 impl TableOffsetsContext {
     pub fn new(start: Box<dyn StartOffsets>) -> Self {
-        Self { start, news: Mutex::new(AssignmentNews::default()), has_news: AtomicBool::new(false) }
+        Self {
+            start,
+            news: Mutex::new(AssignmentNews::default()),
+            has_news: AtomicBool::new(false),
+            high_watermarks: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The high watermark of `topic`/`partition` in the latest statistics, if known.
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let marks = self.high_watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.get(&(topic.to_string(), partition)).copied().filter(|&h| h >= 0)
     }
 
     /// Takes what happened since the last call, if anything did.
@@ -100,7 +114,17 @@ impl TableOffsetsContext {
     }
 }
 
-impl ClientContext for TableOffsetsContext {}
+impl ClientContext for TableOffsetsContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut marks = self.high_watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, t) in statistics.topics {
+            // Partition -1 is librdkafka's internal unassigned-messages queue.
+            for (p, part) in t.partitions.into_iter().filter(|(p, _)| *p >= 0) {
+                marks.insert((topic.clone(), p), part.hi_offset);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for TableOffsetsContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -129,6 +153,9 @@ fn describe(tpl: &TopicPartitionList) -> String {
 
 pub type GroupConsumer = StreamConsumer<TableOffsetsContext>;
 
+/// librdkafka's statistics period; ours is 1 s (the lag gauges' refresh) unless set in `kafka.options`.
+const STATISTICS_INTERVAL: &str = "statistics.interval.ms";
+
 /// A consumer in the configured group with auto-commit and auto offset store off: offsets
 /// move only after the data is committed to Iceberg, and partitions start at the table's offsets.
 pub fn group_consumer(kafka: &KafkaConfig, start: Box<dyn StartOffsets>) -> Result<GroupConsumer> {
@@ -138,6 +165,9 @@ pub fn group_consumer(kafka: &KafkaConfig, start: Box<dyn StartOffsets>) -> Resu
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", kafka.auto_offset_reset.as_str())
         .set("enable.partition.eof", "false");
+    if !kafka.options.contains_key(STATISTICS_INTERVAL) {
+        c.set(STATISTICS_INTERVAL, "1000");
+    }
     c.create_with_context(TableOffsetsContext::new(start)).map_err(|source| Error::Kafka {
         context: format!("creating a consumer for group {} at {}", kafka.group_id, kafka.bootstrap_servers),
         source,
@@ -157,51 +187,4 @@ pub fn commit_offsets(consumer: &GroupConsumer, topic: &str, offsets: &BTreeMap<
     consumer
         .commit(&tpl, CommitMode::Sync)
         .map_err(|source| Error::Kafka { context: format!("committing group offsets of {topic}"), source })
-}
-
-/// Per partition of `topic`: the group's committed offset (if any) and the lag behind the high watermark.
-pub struct PartitionPosition {
-    pub committed: Option<i64>,
-    pub lag: i64,
-}
-
-/// Reads the group's committed offsets and the watermarks of every partition of `topic`,
-/// through a client of its own that does not join the group, so it neither waits for nor
-/// disturbs a rebalance.
-pub fn positions(kafka_config: &KafkaConfig, topic: &str) -> Result<BTreeMap<i32, PartitionPosition>> {
-    let consumer: BaseConsumer = base_client_config(kafka_config)
-        .set("group.id", &kafka_config.group_id)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|source| Error::Kafka { context: "creating a client to read positions".into(), source })?;
-    let kafka = |context: String| move |source| Error::Kafka { context, source };
-    let metadata = consumer
-        .fetch_metadata(Some(topic), BROKER_REQUEST_TIMEOUT)
-        .map_err(kafka(format!("reading metadata of {topic}")))?;
-    let mut tpl = TopicPartitionList::new();
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    for &p in &partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, BROKER_REQUEST_TIMEOUT)
-        .map_err(kafka(format!("reading committed offsets of {topic}")))?;
-    let mut out = BTreeMap::new();
-    for &p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, BROKER_REQUEST_TIMEOUT)
-            .map_err(kafka(format!("reading watermarks of {topic}/{p}")))?;
-        let committed = committed.find_partition(topic, p).and_then(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        });
-        let lag = (high - committed.unwrap_or(low)).max(0);
-        out.insert(p, PartitionPosition { committed, lag });
-    }
-    Ok(out)
 }

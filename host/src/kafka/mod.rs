@@ -1,7 +1,8 @@
-//! Kafka clients built from the config: the ingesting consumer, the dead-letter and sample producers, topic admin.
+//! Kafka clients built from the config: the ingesting consumer, the dead-letter and sample producers, group view.
 
 pub mod consumer;
 pub mod dlq;
+pub mod group;
 pub mod producer;
 
 use rdkafka::ClientConfig;

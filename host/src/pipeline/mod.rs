@@ -2,9 +2,11 @@
 
 mod event_log;
 mod policy;
+mod progress;
 mod rebalance;
 mod summary;
 
+pub use progress::Progress;
 pub use summary::RunSummary;
 
 use std::collections::BTreeMap;
@@ -29,8 +31,9 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::guest::{BatchInput, GuestEngine, RecoveryStats, SupervisedValidator, ValidatorModule, Verdict};
 use crate::kafka::consumer::{
-    AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets, group_consumer, positions,
+    AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets, group_consumer,
 };
+use crate::kafka::group::GroupView;
 use crate::kafka::dlq::{CODE_UNDECODABLE, DeadLetter, DeadLetters};
 use crate::metrics::TopicMetrics;
 use crate::sink::catalog::TableCatalog;
@@ -112,7 +115,12 @@ pub struct Pipeline<'a> {
     revoked_states: BTreeMap<i32, Vec<u8>>,
     /// `pending` and `uncommitted_from` as the rebalance callback sees them.
     held: Arc<Mutex<HeldOffsets>>,
+    /// The next offset stored in the table per partition held, as far as this instance
+    /// knows (assignment and its own commits): the base of the lag gauges.
+    table_offsets: PartitionOffsets,
     last_commit: Instant,
+    last_refresh: Instant,
+    progress: Option<tokio::sync::watch::Sender<Progress>>,
     summary: RunSummary,
 }
 
@@ -184,9 +192,17 @@ impl<'a> Pipeline<'a> {
             uncommitted_from: PartitionOffsets::new(),
             revoked_states: BTreeMap::new(),
             held: Arc::new(Mutex::new(HeldOffsets::default())),
+            table_offsets: PartitionOffsets::new(),
             last_commit: Instant::now(),
+            last_refresh: Instant::now(),
+            progress: None,
             summary,
         })
+    }
+
+    /// Publishes the run's [`Progress`] to `tx` about once a second.
+    pub fn report_progress(&mut self, tx: tokio::sync::watch::Sender<Progress>) {
+        self.progress = Some(tx);
     }
 
     /// Consumes until a bound is reached or `shutdown` resolves, commits, and reports.
@@ -264,6 +280,9 @@ impl<'a> Pipeline<'a> {
             if self.commit_due(interval) {
                 self.commit(&consumer).await?;
             }
+            if self.last_refresh.elapsed() >= progress::REFRESH_INTERVAL {
+                self.refresh(&consumer);
+            }
         }
 
         self.flush_partitions().await?;
@@ -272,12 +291,17 @@ impl<'a> Pipeline<'a> {
         // Leave the group before reading positions, so a rebalance in progress is not kept waiting.
         consumer.unsubscribe();
         drop(consumer);
-        for (p, pos) in positions(&self.config.kafka, &self.topic.name)? {
+        for (p, pos) in GroupView::open(&self.config.kafka)?.positions(&self.topic.name)? {
             if let Some(o) = pos.committed {
                 self.summary.offsets.insert(p, o);
             }
-            self.summary.lag.insert(p, pos.lag);
+            let lag = pos.lag_from(pos.committed);
+            self.summary.lag.insert(p, lag);
+            if self.table_offsets.contains_key(&p) {
+                self.metrics.consumer_lag(p, lag);
+            }
         }
+        self.publish_progress(Some(0));
         self.summary.snapshot_id = self.table.metadata().current_snapshot().map(|s| s.snapshot_id());
         self.summary.duration_secs = started.elapsed().as_secs_f64();
         Ok(self.summary)
@@ -420,6 +444,7 @@ impl<'a> Pipeline<'a> {
             return Ok(());
         }
         let records = state.columns.finish()?;
+        self.metrics.batch(records.num_rows());
         let verdict = match state.validator.as_mut() {
             Some(v) => {
                 let input = BatchInput {
@@ -433,11 +458,14 @@ impl<'a> Pipeline<'a> {
                     key_offsets: &state.key_offsets,
                     now_micros: now_micros(),
                 };
+                let called = Instant::now();
                 let verdict = v.validate(&input).await.map_err(|e| Error::Topic {
                     topic: self.topic.name.clone(),
                     message: format!("validator failed; stopping the topic without committing its offsets: {e}"),
                 });
+                self.metrics.validator_call(called.elapsed());
                 let stats = v.stats();
+                self.metrics.validator_traps(stats.traps - state.recovery_seen.traps);
                 self.summary.validator_restarts += stats.restarts - state.recovery_seen.restarts;
                 self.metrics.validator_restarts(stats.restarts - state.recovery_seen.restarts);
                 self.summary.validator_isolated += stats.isolated - state.recovery_seen.isolated;
@@ -504,17 +532,59 @@ impl<'a> Pipeline<'a> {
         self.record_verdict(partition, first_offset, &verdict);
         if accepted.num_rows() > 0 {
             if self.writer.is_none() {
-                self.writer = Some(TableWriter::open(&self.table, &self.config.sink).await?);
+                let opened = TableWriter::open(&self.table, &self.config.sink).await;
+                self.writer = Some(opened.inspect_err(|_| self.metrics.write_error())?);
             }
             self.summary.written += accepted.num_rows() as u64;
             self.metrics.written(accepted.num_rows() as u64);
-            self.writer.as_mut().expect("opened above").write(accepted).await?;
+            let written = self.writer.as_mut().expect("opened above").write(accepted).await;
+            written.inspect_err(|_| self.metrics.write_error())?;
             failpoint::hit("after-batch");
         }
         if let Some(o) = next_offset {
             self.advance(partition, o);
         }
         Ok(())
+    }
+
+    /// Sets the lag gauges from the cached high watermarks (no broker request) and publishes
+    /// the run's progress.
+    fn refresh(&mut self, consumer: &GroupConsumer) {
+        self.last_refresh = Instant::now();
+        let topic = self.topic.name.as_str();
+        let (Ok(assigned), Ok(read_at)) = (consumer.assignment(), consumer.position()) else { return };
+        let mut behind = None;
+        for e in assigned.elements_for_topic(topic) {
+            let p = e.partition();
+            let Some(high) = consumer.context().high_watermark(topic, p) else { continue };
+            let position = read_at.find_partition(topic, p).and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+            // Before the first commit of a partition the table's offset is not known
+            // here; its read position is the closest figure.
+            if let Some(base) = self.table_offsets.get(&p).copied().or(position) {
+                self.metrics.consumer_lag(p, (high - base).max(0));
+            }
+            if let Some(o) = position {
+                *behind.get_or_insert(0) += (high - o).max(0) as u64;
+            }
+        }
+        self.publish_progress(behind);
+    }
+
+    fn publish_progress(&self, behind: Option<u64>) {
+        if let Some(tx) = &self.progress {
+            let s = &self.summary;
+            tx.send_replace(Progress {
+                consumed: s.consumed,
+                written: s.written,
+                rejected: s.rejected,
+                undecodable: s.undecodable,
+                commits: s.commits,
+                behind,
+            });
+        }
     }
 
     /// Everything of `partition` below `next` is in the writer or set aside: commit it next time.
@@ -585,10 +655,14 @@ impl<'a> Pipeline<'a> {
                 }
             }
             self.group_catch_up.remove(&p);
+            if topic == self.topic.name && self.table_offsets.remove(&p).is_some() {
+                self.metrics.consumer_lag(p, 0);
+            }
         }
         for ((topic, p), o) in news.started_at {
             if topic == self.topic.name {
                 self.group_catch_up.insert(p, o);
+                self.table_offsets.insert(p, o);
             }
         }
         Ok(())
@@ -615,7 +689,7 @@ impl<'a> Pipeline<'a> {
         }
         let started = Instant::now();
         let files = match self.writer.take() {
-            Some(w) => w.close().await?,
+            Some(w) => w.close().await.inspect_err(|_| self.metrics.write_error())?,
             None => Vec::new(),
         };
         if let Some(dl) = self.dead_letters.as_mut() {
@@ -652,22 +726,18 @@ impl<'a> Pipeline<'a> {
                     ),
                 });
             }
-            match append_with_offsets(
-                &self.catalog,
-                &self.table,
-                files.clone(),
-                &self.topic.name,
-                &self.pending,
-                &states,
-            )
-            .await?
-            {
+            let outcome =
+                append_with_offsets(&self.catalog, &self.table, files.clone(), &self.topic.name, &self.pending, &states)
+                    .await
+                    .inspect_err(|_| self.metrics.commit_error())?;
+            match outcome {
                 CommitOutcome::Committed(table) => {
                     self.table = table;
                     break;
                 }
                 CommitOutcome::Conflict => {
                     self.summary.commit_conflicts += 1;
+                    self.metrics.commit_conflict();
                     if !self.resolve_conflict(consumer, records).await? {
                         return Ok(());
                     }
@@ -681,14 +751,16 @@ impl<'a> Pipeline<'a> {
         self.commit_group(consumer, &group);
         self.summary.commits += 1;
         self.metrics.committed(started.elapsed(), now_micros() as f64 / 1e6);
+        self.metrics.files_written(file_count as u64, bytes);
         tracing::info!(
             table = %self.summary.table,
             snapshot_id = self.table.metadata().current_snapshot().map(|s| s.snapshot_id()),
             records, files = file_count, bytes,
-            offsets = %crate::sink::offsets::render(&self.pending),
+            offsets = %crate::sink::offsets::render_ranges(&self.uncommitted_from, &self.pending),
             duration_ms = started.elapsed().as_millis() as u64,
             "committed"
         );
+        self.table_offsets.extend(self.pending.iter().map(|(&p, &o)| (p, o)));
         self.pending.clear();
         self.uncommitted_from.clear();
         self.revoked_states.clear();
@@ -706,6 +778,11 @@ impl<'a> Pipeline<'a> {
             message: format!("table {} disappeared during a commit", self.summary.table),
         })?;
         let stored = stored_offsets(&fresh, &self.topic.name);
+        for (p, o) in self.table_offsets.iter_mut() {
+            if let Some(&s) = stored.get(p) {
+                *o = s;
+            }
+        }
         self.table = fresh;
         let overlap: Vec<i32> = self
             .uncommitted_from

@@ -167,3 +167,67 @@ impl EventsTable {
             .map_err(|source| Error::Arrow { context: format!("building rows of events table {}", self.name), source })
     }
 }
+
+/// One row of an events table as read back, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredEvent {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub kind: String,
+    pub expected: i64,
+    pub received: i64,
+    pub missing: i64,
+    /// Microseconds since the epoch.
+    pub detected_at_us: i64,
+}
+
+/// Every event in `table`'s current snapshot. The table holds one row per sequence event,
+/// which are rare next to the records, so reading it whole is cheap.
+pub async fn read_events(table: &Table) -> Result<Vec<StoredEvent>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
+    use futures::TryStreamExt;
+
+    let err = |context: &str| {
+        let table = table.identifier().to_string();
+        let context = context.to_string();
+        move |source| Error::Iceberg { table, context, source }
+    };
+    if table.metadata().current_snapshot().is_none() {
+        return Ok(Vec::new());
+    }
+    let scan = table.scan().select_all().build().map_err(err("planning a scan"))?;
+    let batches: Vec<RecordBatch> =
+        scan.to_arrow().await.map_err(err("scanning"))?.try_collect().await.map_err(err("reading"))?;
+    let mut out = Vec::new();
+    for b in batches {
+        let column = |name: &str| {
+            b.column_by_name(name).cloned().ok_or_else(|| Error::Topic {
+                topic: table.identifier().to_string(),
+                message: format!("events table has no column {name}"),
+            })
+        };
+        let (partition, offset, key, kind) = (column("partition")?, column("offset")?, column("key")?, column("kind")?);
+        let (expected, received, missing) = (column("expected")?, column("received")?, column("missing")?);
+        let detected = column("detected_at")?;
+        let (partition, offset) = (partition.as_primitive::<Int32Type>(), offset.as_primitive::<Int64Type>());
+        let (key, kind) = (key.as_string::<i32>(), kind.as_string::<i32>());
+        let expected = expected.as_primitive::<Int64Type>();
+        let (received, missing) = (received.as_primitive::<Int64Type>(), missing.as_primitive::<Int64Type>());
+        let detected = detected.as_primitive::<TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            out.push(StoredEvent {
+                partition: partition.value(i),
+                offset: offset.value(i),
+                key: key.value(i).to_string(),
+                kind: kind.value(i).to_string(),
+                expected: expected.value(i),
+                received: received.value(i),
+                missing: missing.value(i),
+                detected_at_us: detected.value(i),
+            });
+        }
+    }
+    Ok(out)
+}

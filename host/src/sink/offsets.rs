@@ -50,6 +50,19 @@ pub fn render(offsets: &PartitionOffsets) -> String {
     serde_json::to_string(&map).unwrap_or_default()
 }
 
+/// Offset ranges for a log line: `partition:first..next` per partition, half-open, e.g.
+/// `0:100..250 1:7..90`; a partition with nothing read since `from` shows only `partition:..next`.
+pub fn render_ranges(from: &PartitionOffsets, next: &PartitionOffsets) -> String {
+    let parts: Vec<String> = next
+        .iter()
+        .map(|(p, n)| match from.get(p) {
+            Some(f) => format!("{p}:{f}..{n}"),
+            None => format!("{p}:..{n}"),
+        })
+        .collect();
+    parts.join(" ")
+}
+
 pub fn parse(json: &str) -> Option<PartitionOffsets> {
     let map: BTreeMap<String, i64> = serde_json::from_str(json).ok()?;
     map.into_iter().map(|(p, o)| Some((p.parse().ok()?, o))).collect()
@@ -66,5 +79,12 @@ mod tests {
         assert_eq!(json, r#"{"0":10,"2":7}"#);
         assert_eq!(parse(&json), Some(offsets));
         assert_eq!(parse("{\"x\":1}"), None);
+    }
+
+    #[test]
+    fn ranges_are_half_open_per_partition() {
+        let from = PartitionOffsets::from([(0, 100)]);
+        let next = PartitionOffsets::from([(0, 250), (1, 90)]);
+        assert_eq!(render_ranges(&from, &next), "0:100..250 1:..90");
     }
 }

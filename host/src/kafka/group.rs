@@ -1,0 +1,165 @@
+//! The group seen from outside: committed offsets, watermarks and members, read (and reset) by a client that never joins.
+//!
+//! Reading through a client of its own means a status or rewind neither waits for nor
+//! disturbs a rebalance of the consumers doing the work.
+
+use std::collections::BTreeMap;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::kafka::base_client_config;
+use crate::kafka::consumer::BROKER_REQUEST_TIMEOUT;
+
+/// One partition as the broker and the group see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionPosition {
+    /// The group's committed offset, if it has one.
+    pub committed: Option<i64>,
+    /// The earliest offset still in the log.
+    pub low: i64,
+    /// The offset the next message will get.
+    pub high: i64,
+}
+
+impl PartitionPosition {
+    /// Messages behind the high watermark, counting from `from` (or the log start).
+    pub fn lag_from(&self, from: Option<i64>) -> i64 {
+        (self.high - from.unwrap_or(self.low).max(self.low)).max(0)
+    }
+}
+
+/// A client of the configured group that does not join it.
+pub struct GroupView {
+    consumer: BaseConsumer,
+    group: String,
+}
+
+impl GroupView {
+    pub fn open(kafka: &KafkaConfig) -> Result<Self> {
+        let consumer = base_client_config(kafka)
+            .set("group.id", &kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|source| Error::Kafka {
+                context: format!("creating a client for group {} at {}", kafka.group_id, kafka.bootstrap_servers),
+                source,
+            })?;
+        Ok(Self { consumer, group: kafka.group_id.clone() })
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The partitions of `topic`; empty if the topic does not exist.
+    pub fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), BROKER_REQUEST_TIMEOUT)
+            .map_err(|source| Error::Kafka { context: format!("reading metadata of {topic}"), source })?;
+        let mut partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        partitions.sort_unstable();
+        Ok(partitions)
+    }
+
+    /// The group's committed offset and the watermarks of every partition of `topic`.
+    pub fn positions(&self, topic: &str) -> Result<BTreeMap<i32, PartitionPosition>> {
+        let partitions = self.partitions(topic)?;
+        let committed = self.committed(topic, &partitions)?;
+        let mut out = BTreeMap::new();
+        for p in partitions {
+            let (low, high) = self.watermarks(topic, p)?;
+            out.insert(p, PartitionPosition { committed: committed.get(&p).copied(), low, high });
+        }
+        Ok(out)
+    }
+
+    /// (low, high) watermarks of `topic`/`partition`, asked of the broker.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(topic, partition, BROKER_REQUEST_TIMEOUT)
+            .map_err(|source| Error::Kafka { context: format!("reading watermarks of {topic}/{partition}"), source })
+    }
+
+    /// The group's committed offsets of `partitions` (absent where it has none).
+    pub fn committed(&self, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, BROKER_REQUEST_TIMEOUT)
+            .map_err(|source| Error::Kafka { context: format!("reading committed offsets of {topic}"), source })?;
+        Ok(committed
+            .elements_for_topic(topic)
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Per partition, the first offset whose timestamp is at or after `unix_ms`; the high
+    /// watermark where no message is that recent.
+    pub fn offsets_for_time(&self, topic: &str, partitions: &[i32], unix_ms: i64) -> Result<BTreeMap<i32, i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition_offset(topic, p, Offset::Offset(unix_ms))
+                .map_err(|source| Error::Kafka { context: format!("listing {topic}/{p}"), source })?;
+        }
+        let found = self
+            .consumer
+            .offsets_for_times(tpl, BROKER_REQUEST_TIMEOUT)
+            .map_err(|source| Error::Kafka { context: format!("finding offsets of {topic} at {unix_ms} ms"), source })?;
+        let mut out = BTreeMap::new();
+        for &p in partitions {
+            let offset = match found.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => self.watermarks(topic, p)?.1,
+            };
+            out.insert(p, offset);
+        }
+        Ok(out)
+    }
+
+    /// Members of the group right now, by client id and host; empty when no consumer runs.
+    pub fn members(&self) -> Result<Vec<String>> {
+        let groups = self
+            .consumer
+            .fetch_group_list(Some(&self.group), BROKER_REQUEST_TIMEOUT)
+            .map_err(|source| Error::Kafka { context: format!("describing group {}", self.group), source })?;
+        Ok(groups
+            .groups()
+            .iter()
+            .filter(|g| g.name() == self.group)
+            .flat_map(|g| g.members().iter().map(|m| format!("{}@{}", m.client_id(), m.client_host())))
+            .collect())
+    }
+
+    /// Sets the group's committed offsets of `topic`. The broker accepts this only while no
+    /// member is in the group, which is also the only time it is safe.
+    pub fn commit(&self, topic: &str, offsets: &BTreeMap<i32, i64>) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &o) in offsets {
+            tpl.add_partition_offset(topic, p, Offset::Offset(o))
+                .map_err(|source| Error::Kafka { context: format!("listing offset {o} of {topic}/{p}"), source })?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|source| Error::Kafka {
+            context: format!("committing offsets of {topic} for group {}", self.group),
+            source,
+        })
+    }
+}
