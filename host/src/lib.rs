@@ -8,6 +8,7 @@ pub mod guest;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod rewind;
 pub mod sample;
 pub mod sink;
 pub mod status;

@@ -4,7 +4,9 @@ mod consume;
 mod module;
 mod produce_sample;
 mod progress;
+mod rewind;
 mod status;
+mod truncate;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,8 @@ enum Command {
     ProduceSample(produce_sample::ProduceSampleArgs),
     Module(module::ModuleArgs),
     Status(status::StatusArgs),
+    Rewind(rewind::RewindArgs),
+    Truncate(truncate::TruncateArgs),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -68,6 +72,8 @@ pub fn main() -> ExitCode {
             Command::ProduceSample(args) => produce_sample::run(args).await,
             Command::Module(args) => module::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Rewind(args) => rewind::run(args).await,
+            Command::Truncate(args) => truncate::run(args).await,
         }
     });
     match result {

@@ -5,5 +5,6 @@ pub mod commit;
 pub mod events;
 pub mod offsets;
 pub mod pinned;
+pub mod rollback;
 pub mod state;
 pub mod writer;

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use iceberg::spec::Snapshot;
 use iceberg::table::Table;
 
 /// Summary key prefix; the full key is `k2.offsets.<topic>`, the value a JSON object
@@ -13,7 +14,13 @@ pub type PartitionOffsets = BTreeMap<i32, i64>;
 
 /// The offsets of `topic` stored in the table's current snapshot (empty if none).
 pub fn stored_offsets(table: &Table, topic: &str) -> PartitionOffsets {
-    summary_value(table, &format!("{OFFSETS_KEY_PREFIX}{topic}")).and_then(parse).unwrap_or_default()
+    table.metadata().current_snapshot().map(|s| snapshot_offsets(s, topic)).unwrap_or_default()
+}
+
+/// The offsets of `topic` stored in `snapshot` (empty if none).
+pub fn snapshot_offsets(snapshot: &Snapshot, topic: &str) -> PartitionOffsets {
+    let value = snapshot.summary().additional_properties.get(&format!("{OFFSETS_KEY_PREFIX}{topic}"));
+    value.and_then(|v| parse(v)).unwrap_or_default()
 }
 
 /// The value of summary property `key` in the table's current snapshot.
