@@ -42,9 +42,11 @@ def test_counters_equal_the_run(k2):
         deadline = time.monotonic() + 120
         samples = {}
         table = 'table="market.trades"'
-        # Everything read, and committed once the interval (1 s) passed.
+        lags = {}
+        # Everything read, committed once the interval (1 s) passed, and the lag gauges
+        # (refreshed every second) caught up with the commit.
         while samples.get(f"k2_messages_consumed_total{{{t}}}") != COUNT or \
-                samples.get(f"k2_commits_total{{{t},{table}}}", 0) < 1:
+                samples.get(f"k2_commits_total{{{t},{table}}}", 0) < 1 or len(lags) != 2 or any(lags.values()):
             assert proc.poll() is None, "consume exited"
             assert time.monotonic() < deadline, f"consumed never reached {COUNT}: {samples}"
             time.sleep(0.5)
@@ -52,6 +54,7 @@ def test_counters_equal_the_run(k2):
                 samples = scrape(port)
             except OSError:
                 pass
+            lags = {k: v for k, v in samples.items() if k.startswith("k2_consumer_lag{")}
         set_aside = INJECT["malformed"] + INJECT["invalid"]
         assert samples[f"k2_records_written_total{{{t},{table}}}"] == COUNT - set_aside
         assert samples[f"k2_decode_errors_total{{{t}}}"] == INJECT["malformed"]
@@ -62,6 +65,17 @@ def test_counters_equal_the_run(k2):
         assert samples[f'k2_records_dead_lettered_total{{{t},reason="price-not-positive"}}'] == INJECT["invalid"]
         assert samples[f"k2_commit_duration_seconds_count{{{table}}}"] == samples[f"k2_commits_total{{{t},{table}}}"]
         assert abs(samples[f"k2_last_commit_timestamp_seconds{{{table}}}"] - time.time()) < 60
+        assert set(lags) == {f'k2_consumer_lag{{{t},partition="{p}"}}' for p in (0, 1)}
+        # Every decoded record went through the validator in some batch.
+        batches = samples[f"k2_batch_records_count{{{t}}}"]
+        assert samples[f"k2_batch_records_sum{{{t}}}"] == COUNT - INJECT["malformed"]
+        assert samples[f"k2_validator_call_duration_seconds_count{{{t}}}"] == batches >= 2
+        assert samples[f"k2_validator_traps_total{{{t}}}"] == 0
+        assert samples[f"k2_validator_restarts_total{{{t}}}"] == 0
+        assert samples[f"k2_data_files_written_total{{{table}}}"] >= 1
+        assert samples[f"k2_data_bytes_written_total{{{table}}}"] > 0
+        for errors in ("k2_write_errors_total", "k2_commit_errors_total", "k2_commit_conflicts_total"):
+            assert samples[f"{errors}{{{table}}}"] == 0, errors
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)

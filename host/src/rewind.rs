@@ -202,7 +202,10 @@ pub async fn plan_truncate(
     from: RestartFrom,
 ) -> Result<RewindPlan> {
     let cur = load(topic, catalog, kafka).await?;
-    let stored = stored_offsets(&cur.table, &topic.name);
+    // A truncate interrupted after emptying the table left no current snapshot: the newest
+    // one still holds where the table stood, so running it again continues correctly.
+    let newest = cur.table.metadata().snapshots().max_by_key(|s| (s.timestamp_ms(), s.sequence_number()));
+    let stored = newest.map(|s| snapshot_offsets(s, &topic.name)).unwrap_or_default();
     let start: PartitionOffsets = cur
         .positions
         .iter()

@@ -761,11 +761,25 @@ impl<'a> Pipeline<'a> {
             "committed"
         );
         self.table_offsets.extend(self.pending.iter().map(|(&p, &o)| (p, o)));
-        self.pending.clear();
-        self.uncommitted_from.clear();
+        self.forget_committed();
         self.revoked_states.clear();
         self.share_held();
         Ok(())
+    }
+
+    /// After a commit: what is still held uncommitted starts where the commit ended. Records
+    /// read before the commit but still in a partition's batch stay held: forgetting them
+    /// would let another writer's commit of the same offsets go unnoticed.
+    fn forget_committed(&mut self) {
+        let committed = std::mem::take(&mut self.pending);
+        self.uncommitted_from.retain(|p, from| match committed.get(p) {
+            None => true,
+            Some(&done) => {
+                let read_past = self.partitions.get(p).and_then(|b| b.next_offset).is_some_and(|next| next > done);
+                *from = done;
+                read_past
+            }
+        });
     }
 
     /// After a conflict: reloads the table and checks whether another writer committed

@@ -58,13 +58,14 @@ pub fn render(offsets: &PartitionOffsets) -> String {
 }
 
 /// Offset ranges for a log line: `partition:first..next` per partition, half-open, e.g.
-/// `0:100..250 1:7..90`; a partition with nothing read since `from` shows only `partition:..next`.
+/// `0:100..250 1:7..90`; a partition with nothing read since the last commit (absent from
+/// `from`) shows an empty range, `partition:next..next`.
 pub fn render_ranges(from: &PartitionOffsets, next: &PartitionOffsets) -> String {
     let parts: Vec<String> = next
         .iter()
         .map(|(p, n)| match from.get(p) {
             Some(f) => format!("{p}:{f}..{n}"),
-            None => format!("{p}:..{n}"),
+            None => format!("{p}:{n}..{n}"),
         })
         .collect();
     parts.join(" ")
@@ -92,6 +93,6 @@ mod tests {
     fn ranges_are_half_open_per_partition() {
         let from = PartitionOffsets::from([(0, 100)]);
         let next = PartitionOffsets::from([(0, 250), (1, 90)]);
-        assert_eq!(render_ranges(&from, &next), "0:100..250 1:..90");
+        assert_eq!(render_ranges(&from, &next), "0:100..250 1:90..90");
     }
 }
