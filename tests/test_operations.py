@@ -93,6 +93,15 @@ def test_rewind_to_a_time_reingests_exactly_what_came_after(k2):
     assert events(k2) == full_events
     assert status(k2)["total_lag"] == 0
 
+    # The snapshot the rewind kept is still in the history: planning a rewind to it shows
+    # the same start; --to-table plans no table change and the group at the table's offsets.
+    back = k2.run_json("rewind", "--config", str(config), "--topic", k2.trades, "--to-snapshot", str(plan["snapshot_after"]))
+    assert back["start"] == plan["start"] and not back["executed"]
+    final = status(k2)
+    same = k2.run_json("rewind", "--config", str(config), "--topic", k2.trades, "--to-table")
+    assert same["snapshot_after"] == same["snapshot_before"] == final["last_snapshot"]["snapshot_id"]
+    assert same["start"] == {str(p["partition"]): p["table_offset"] for p in final["partitions"]}
+
 
 def test_truncate_needs_confirmation_and_an_empty_group_then_restarts_where_told(k2):
     k2.produce(k2.trades, 2_000, partitions=2, symbols=20, seed=74)

@@ -174,8 +174,12 @@ pub fn group_consumer(kafka: &KafkaConfig, start: Box<dyn StartOffsets>) -> Resu
     })
 }
 
-/// Commits `offsets` (partition → next offset) of `topic` for the group, synchronously.
-pub fn commit_offsets(consumer: &GroupConsumer, topic: &str, offsets: &BTreeMap<i32, i64>) -> Result<()> {
+/// Commits `offsets` (partition → next offset) of `topic` for the consumer's group, synchronously.
+pub fn commit_offsets<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }

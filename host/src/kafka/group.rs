@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::kafka::base_client_config;
-use crate::kafka::consumer::BROKER_REQUEST_TIMEOUT;
+use crate::kafka::consumer::{BROKER_REQUEST_TIMEOUT, commit_offsets};
 
 /// One partition as the broker and the group see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,17 +149,6 @@ impl GroupView {
     /// Sets the group's committed offsets of `topic`. The broker accepts this only while no
     /// member is in the group, which is also the only time it is safe.
     pub fn commit(&self, topic: &str, offsets: &BTreeMap<i32, i64>) -> Result<()> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (&p, &o) in offsets {
-            tpl.add_partition_offset(topic, p, Offset::Offset(o))
-                .map_err(|source| Error::Kafka { context: format!("listing offset {o} of {topic}/{p}"), source })?;
-        }
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|source| Error::Kafka {
-            context: format!("committing offsets of {topic} for group {}", self.group),
-            source,
-        })
+        commit_offsets(&self.consumer, topic, offsets)
     }
 }
