@@ -23,7 +23,9 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets_for_metric(Matcher::Full("k2_commit_duration_seconds".into()), &COMMIT_BUCKETS)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("k2_validator_call_duration_seconds".into()), &CALL_BUCKETS))
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full("k2_validator_call_duration_seconds".into()), &CALL_BUCKETS)
+        })
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full("k2_batch_records".into()), &BATCH_BUCKETS))
         .and_then(|b| b.install())
         .map_err(|e| Error::Io {

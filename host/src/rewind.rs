@@ -172,7 +172,8 @@ pub async fn plan_rewind(
             ));
         }
     }
-    let (events_before, events_after) = events_rollback(cur.events.as_ref(), &topic.name, after.is_some().then_some(&table_offsets));
+    let (events_before, events_after) =
+        events_rollback(cur.events.as_ref(), &topic.name, after.is_some().then_some(&table_offsets));
     Ok(RewindPlan {
         topic: topic.name.clone(),
         table: cur.table.identifier().to_string(),

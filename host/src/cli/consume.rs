@@ -68,7 +68,13 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(Default::default());
     pipeline.report_progress(tx);
     let interval = Duration::from_secs(args.progress_interval.max(1));
-    let shown = progress::show(args.progress, bounds.idle_timeout.is_some() || args.max_messages.is_some(), args.max_messages, interval, rx);
+    let shown = progress::show(
+        args.progress,
+        bounds.idle_timeout.is_some() || args.max_messages.is_some(),
+        args.max_messages,
+        interval,
+        rx,
+    );
     let bound = Duration::from_millis(config.pipeline.shutdown_timeout_ms);
     let summary = pipeline.run(bounds, shutdown(bound)).await.with_context(|| format!("consuming {}", args.topic));
     if let Some(task) = shown {

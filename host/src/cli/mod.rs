@@ -91,7 +91,8 @@ fn init_logging(filter: &str, format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // librdkafka's and sqlx's chatter is rarely what an operator needs.
         .add_directive("sqlx=warn".parse().expect("static directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| progress::LogWriter).with_target(false);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| progress::LogWriter).with_target(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
         // Fields at the top level, so a shipper needs no knowledge of tracing's nesting.

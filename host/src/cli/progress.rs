@@ -95,8 +95,17 @@ async fn lines(interval: Duration, mut rx: watch::Receiver<Progress>) {
         let secs = last_at.elapsed().as_secs_f64();
         let rate = (p.consumed - last.consumed) as f64 / secs.max(1e-3);
         let eta_secs = p.behind.filter(|_| rate >= 1.0).map(|b| (b as f64 / rate).round() as u64);
-        tracing::info!(consumed = p.consumed, written = p.written, rejected = p.rejected, undecodable = p.undecodable,
-            commits = p.commits, behind = p.behind, rate_per_sec = rate.round() as u64, eta_secs, "progress");
+        tracing::info!(
+            consumed = p.consumed,
+            written = p.written,
+            rejected = p.rejected,
+            undecodable = p.undecodable,
+            commits = p.commits,
+            behind = p.behind,
+            rate_per_sec = rate.round() as u64,
+            eta_secs,
+            "progress"
+        );
         (last, last_at) = (p, Instant::now());
     }
 }

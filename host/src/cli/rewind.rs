@@ -160,7 +160,11 @@ pub fn print_plan(plan: &RewindPlan, executed: bool, output: Output) {
         println!("note         {note}");
     }
     if !plan.members.is_empty() {
-        println!("group        {} active member(s): {}; stop them before executing", plan.members.len(), plan.members.join(", "));
+        println!(
+            "group        {} active member(s): {}; stop them before executing",
+            plan.members.len(),
+            plan.members.join(", ")
+        );
     }
     if executed {
         println!("done         the next consume reads from the offsets above");

@@ -63,7 +63,10 @@ fn print_human(s: &TopicStatus) {
         println!("  the table does not exist yet (the first consume creates it)");
     }
     if !s.partitions.is_empty() {
-        println!("  {:>9}  {:>12}  {:>12}  {:>12}  {:>12}  {:>10}", "partition", "table", "group", "low", "high", "lag");
+        println!(
+            "  {:>9}  {:>12}  {:>12}  {:>12}  {:>12}  {:>10}",
+            "partition", "table", "group", "low", "high", "lag"
+        );
         let show = |o: Option<i64>| o.map_or("-".to_string(), |o| o.to_string());
         for p in &s.partitions {
             println!(

@@ -117,10 +117,10 @@ impl GroupView {
             tpl.add_partition_offset(topic, p, Offset::Offset(unix_ms))
                 .map_err(|source| Error::Kafka { context: format!("listing {topic}/{p}"), source })?;
         }
-        let found = self
-            .consumer
-            .offsets_for_times(tpl, BROKER_REQUEST_TIMEOUT)
-            .map_err(|source| Error::Kafka { context: format!("finding offsets of {topic} at {unix_ms} ms"), source })?;
+        let found = self.consumer.offsets_for_times(tpl, BROKER_REQUEST_TIMEOUT).map_err(|source| Error::Kafka {
+            context: format!("finding offsets of {topic} at {unix_ms} ms"),
+            source,
+        })?;
         let mut out = BTreeMap::new();
         for &p in partitions {
             let offset = match found.find_partition(topic, p).map(|e| e.offset()) {

@@ -30,11 +30,9 @@ use crate::decode::schema::{field_columns, iceberg_schema, record_fields};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::guest::{BatchInput, GuestEngine, RecoveryStats, SupervisedValidator, ValidatorModule, Verdict};
-use crate::kafka::consumer::{
-    AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets, group_consumer,
-};
-use crate::kafka::group::GroupView;
+use crate::kafka::consumer::{AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets, group_consumer};
 use crate::kafka::dlq::{CODE_UNDECODABLE, DeadLetter, DeadLetters};
+use crate::kafka::group::GroupView;
 use crate::metrics::TopicMetrics;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
@@ -726,10 +724,16 @@ impl<'a> Pipeline<'a> {
                     ),
                 });
             }
-            let outcome =
-                append_with_offsets(&self.catalog, &self.table, files.clone(), &self.topic.name, &self.pending, &states)
-                    .await
-                    .inspect_err(|_| self.metrics.commit_error())?;
+            let outcome = append_with_offsets(
+                &self.catalog,
+                &self.table,
+                files.clone(),
+                &self.topic.name,
+                &self.pending,
+                &states,
+            )
+            .await
+            .inspect_err(|_| self.metrics.commit_error())?;
             match outcome {
                 CommitOutcome::Committed(table) => {
                     self.table = table;
