@@ -15,12 +15,12 @@ use iceberg::spec::Snapshot;
 use iceberg::table::Table;
 use serde::Serialize;
 
-use crate::config::{Config, TopicConfig};
+use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::kafka::group::{GroupView, PartitionPosition};
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
-use crate::sink::offsets::{PartitionOffsets, snapshot_offsets, stored_offsets};
+use crate::sink::offsets::{PartitionOffsets, snapshot_offsets};
 use crate::sink::rollback::{lineage, set_current_snapshot};
 use crate::sink::state::StateFiles;
 
@@ -83,12 +83,6 @@ pub struct RewindPlan {
     pub notes: Vec<String>,
 }
 
-impl RewindPlan {
-    pub fn changes_table(&self) -> bool {
-        self.snapshot_after != self.snapshot_before || self.stores_start
-    }
-}
-
 /// The tables, group and broker state a plan is made from.
 struct Current {
     table: Table,
@@ -114,9 +108,35 @@ async fn load(topic: &TopicConfig, catalog: &TableCatalog, kafka: &GroupView) ->
     Ok(Current { table, events, positions, members: kafka.members()? })
 }
 
+impl Current {
+    /// A plan that leaves the tables and the group as they are, for a rewind or truncate to
+    /// fill in.
+    fn unchanged(&self, topic: &str, group: &str) -> RewindPlan {
+        let snapshot = self.table.metadata().current_snapshot();
+        let events = self.events.as_ref().and_then(|t| t.metadata().current_snapshot()).map(|s| s.snapshot_id());
+        RewindPlan {
+            topic: topic.to_string(),
+            table: self.table.identifier().to_string(),
+            group: group.to_string(),
+            requested: PartitionOffsets::new(),
+            snapshot_before: snapshot.map(|s| s.snapshot_id()),
+            snapshot_after: snapshot.map(|s| s.snapshot_id()),
+            records_before: snapshot.map_or(0, |s| total_records(s)),
+            records_after: snapshot.map_or(0, |s| total_records(s)),
+            events_table: self.events.as_ref().map(|t| t.identifier().to_string()),
+            events_snapshot_before: events,
+            events_snapshot_after: events,
+            start: PartitionOffsets::new(),
+            stores_start: false,
+            group_before: self.positions.iter().filter_map(|(&p, pos)| pos.committed.map(|c| (p, c))).collect(),
+            members: self.members.clone(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// Plans a rewind of `topic` to `target`; changes nothing.
 pub async fn plan_rewind(
-    config: &Config,
     topic: &TopicConfig,
     catalog: &TableCatalog,
     kafka: &GroupView,
@@ -137,20 +157,23 @@ pub async fn plan_rewind(
             }
             offsets.clone()
         }
-        RewindTarget::Snapshot(id) => {
-            let s = history.iter().find(|s| s.snapshot_id() == *id).ok_or_else(|| {
-                fail(format!("snapshot {id} is not in the history of table {}", cur.table.identifier()))
-            })?;
-            snapshot_offsets(s, &topic.name)
-        }
-        RewindTarget::Table => stored_offsets(&cur.table, &topic.name),
+        RewindTarget::Snapshot(_) | RewindTarget::Table => PartitionOffsets::new(),
     };
     let after: Option<&Snapshot> = match target {
         RewindTarget::Table => history.first().copied(),
-        RewindTarget::Snapshot(id) => history.iter().find(|s| s.snapshot_id() == *id).copied(),
+        RewindTarget::Snapshot(id) => {
+            Some(history.iter().find(|s| s.snapshot_id() == *id).copied().ok_or_else(|| {
+                fail(format!("snapshot {id} is not in the history of table {}", cur.table.identifier()))
+            })?)
+        }
         _ => history.iter().find(|s| at_or_before(&snapshot_offsets(s, &topic.name), &requested)).copied(),
     };
     let table_offsets = after.map(|s| snapshot_offsets(s, &topic.name)).unwrap_or_default();
+    // Going to a snapshot asks for exactly the offsets it stores.
+    let requested = match target {
+        RewindTarget::Snapshot(_) | RewindTarget::Table => table_offsets.clone(),
+        _ => requested,
+    };
     let start: PartitionOffsets = cur
         .positions
         .iter()
@@ -172,31 +195,19 @@ pub async fn plan_rewind(
             ));
         }
     }
-    let (events_before, events_after) =
-        events_rollback(cur.events.as_ref(), &topic.name, after.is_some().then_some(&table_offsets));
     Ok(RewindPlan {
-        topic: topic.name.clone(),
-        table: cur.table.identifier().to_string(),
-        group: config.kafka.group_id.clone(),
         requested,
-        snapshot_before: history.first().map(|s| s.snapshot_id()),
         snapshot_after: after.map(|s| s.snapshot_id()),
-        records_before: history.first().map_or(0, |s| total_records(s)),
         records_after: after.map_or(0, total_records),
-        events_table: cur.events.as_ref().map(|t| t.identifier().to_string()),
-        events_snapshot_before: events_before,
-        events_snapshot_after: events_after,
+        events_snapshot_after: events_after(cur.events.as_ref(), &topic.name, after.map(|_| &table_offsets)),
         start,
-        stores_start: false,
-        group_before: cur.positions.iter().filter_map(|(&p, pos)| pos.committed.map(|c| (p, c))).collect(),
-        members: cur.members,
         notes,
+        ..cur.unchanged(&topic.name, kafka.group())
     })
 }
 
 /// Plans emptying `topic`'s table and events table; the next consume starts per `from`.
 pub async fn plan_truncate(
-    config: &Config,
     topic: &TopicConfig,
     catalog: &TableCatalog,
     kafka: &GroupView,
@@ -219,25 +230,14 @@ pub async fn plan_truncate(
             (p, o)
         })
         .collect();
-    let history = lineage(&cur.table);
-    let (events_before, _) = events_rollback(cur.events.as_ref(), &topic.name, None);
     Ok(RewindPlan {
-        topic: topic.name.clone(),
-        table: cur.table.identifier().to_string(),
-        group: config.kafka.group_id.clone(),
-        requested: PartitionOffsets::new(),
-        snapshot_before: history.first().map(|s| s.snapshot_id()),
         snapshot_after: None,
-        records_before: history.first().map_or(0, |s| total_records(s)),
         records_after: 0,
-        events_table: cur.events.as_ref().map(|t| t.identifier().to_string()),
-        events_snapshot_before: events_before,
         events_snapshot_after: None,
         stores_start: from != RestartFrom::Earliest,
         start,
-        group_before: cur.positions.iter().filter_map(|(&p, pos)| pos.committed.map(|c| (p, c))).collect(),
-        members: cur.members,
         notes: vec!["data files stay on disk until the old snapshots are expired".into()],
+        ..cur.unchanged(&topic.name, kafka.group())
     })
 }
 
@@ -291,14 +291,13 @@ fn at_or_before(stored: &PartitionOffsets, target: &PartitionOffsets) -> bool {
     target.iter().all(|(p, t)| stored.get(p).is_none_or(|s| s <= t))
 }
 
-/// The events table's current snapshot and the newest of its history whose offsets are
-/// all within `data` (the data table's offsets after the rollback; `None`: it is empty).
-fn events_rollback(events: Option<&Table>, topic: &str, data: Option<&PartitionOffsets>) -> (Option<i64>, Option<i64>) {
-    let Some(events) = events else { return (None, None) };
-    let history = lineage(events);
-    let data = data.cloned().unwrap_or_default();
+/// The newest snapshot of the events table's history whose offsets are all within `data`
+/// (the data table's offsets after the rollback; `None`: it is empty).
+fn events_after(events: Option<&Table>, topic: &str, data: Option<&PartitionOffsets>) -> Option<i64> {
+    let empty = PartitionOffsets::new();
+    let data = data.unwrap_or(&empty);
     let within = |s: &Snapshot| snapshot_offsets(s, topic).iter().all(|(p, o)| data.get(p).is_some_and(|d| o <= d));
-    (history.first().map(|s| s.snapshot_id()), history.iter().find(|s| within(s)).map(|s| s.snapshot_id()))
+    lineage(events?).into_iter().find(|s| within(s)).map(|s| s.snapshot_id())
 }
 
 fn total_records(s: &Snapshot) -> u64 {

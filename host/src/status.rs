@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use iceberg::table::Table;
 use serde::Serialize;
 
-use crate::config::{Config, TopicConfig};
+use crate::config::TopicConfig;
 use crate::error::Result;
 use crate::kafka::group::GroupView;
 use crate::sink::catalog::TableCatalog;
@@ -70,7 +70,6 @@ pub struct DeadLetterStatus {
 
 /// Reads the status of `topic` from the catalog and the broker; changes nothing.
 pub async fn topic_status(
-    config: &Config,
     topic: &TopicConfig,
     catalog: &TableCatalog,
     kafka: &GroupView,
@@ -113,7 +112,7 @@ pub async fn topic_status(
     let dead_letters = match topic.uses_dlq() {
         true => {
             let dlq = topic.dlq_topic();
-            let retained = kafka.positions(&dlq)?.values().map(|p| p.high - p.low).sum();
+            let retained = kafka.watermarks_all(&dlq)?.values().map(|(low, high)| high - low).sum();
             Some(DeadLetterStatus { topic: dlq, retained })
         }
         false => None,
@@ -121,7 +120,7 @@ pub async fn topic_status(
     Ok(TopicStatus {
         topic: topic.name.clone(),
         table: catalog.ident(&topic.table_name()).to_string(),
-        group: config.kafka.group_id.clone(),
+        group: kafka.group().to_string(),
         table_exists: table.is_some(),
         topic_exists: !positions.is_empty(),
         total_lag: partitions.iter().map(|p| p.lag).sum(),

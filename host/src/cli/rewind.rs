@@ -78,7 +78,7 @@ pub async fn run(args: RewindArgs) -> anyhow::Result<()> {
     let target = target(&args)?;
     let catalog = TableCatalog::open(&config.catalog).await?;
     let kafka = GroupView::open(&config.kafka)?;
-    let plan = plan_rewind(&config, topic, &catalog, &kafka, &target).await?;
+    let plan = plan_rewind(topic, &catalog, &kafka, &target).await?;
     if args.execute {
         execute(topic, &catalog, &kafka, &plan).await.with_context(|| format!("rewinding {}", args.topic))?;
     }

@@ -45,7 +45,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let kafka = GroupView::open(&config.kafka)?;
     let mut statuses = Vec::new();
     for topic in config.topics.iter().filter(|t| args.topic.is_empty() || args.topic.contains(&t.name)) {
-        statuses.push(topic_status(&config, topic, &catalog, &kafka, args.events).await?);
+        statuses.push(topic_status(topic, &catalog, &kafka, args.events).await?);
     }
     match args.output {
         Output::Json => println!("{}", serde_json::json!({ "topics": statuses })),

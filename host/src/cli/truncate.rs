@@ -61,7 +61,7 @@ pub async fn run(args: TruncateArgs) -> anyhow::Result<()> {
         }
     }
     let kafka = GroupView::open(&config.kafka)?;
-    let plan = plan_truncate(&config, topic, &catalog, &kafka, args.restart_from).await?;
+    let plan = plan_truncate(topic, &catalog, &kafka, args.restart_from).await?;
     if args.execute {
         execute(topic, &catalog, &kafka, &plan).await.with_context(|| format!("truncating {table}"))?;
     }

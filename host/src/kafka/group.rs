@@ -72,14 +72,18 @@ impl GroupView {
 
     /// The group's committed offset and the watermarks of every partition of `topic`.
     pub fn positions(&self, topic: &str) -> Result<BTreeMap<i32, PartitionPosition>> {
-        let partitions = self.partitions(topic)?;
+        let marks = self.watermarks_all(topic)?;
+        let partitions: Vec<i32> = marks.keys().copied().collect();
         let committed = self.committed(topic, &partitions)?;
-        let mut out = BTreeMap::new();
-        for p in partitions {
-            let (low, high) = self.watermarks(topic, p)?;
-            out.insert(p, PartitionPosition { committed: committed.get(&p).copied(), low, high });
-        }
-        Ok(out)
+        Ok(marks
+            .into_iter()
+            .map(|(p, (low, high))| (p, PartitionPosition { committed: committed.get(&p).copied(), low, high }))
+            .collect())
+    }
+
+    /// (low, high) watermarks of every partition of `topic`; empty if it does not exist.
+    pub fn watermarks_all(&self, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
+        self.partitions(topic)?.into_iter().map(|p| Ok((p, self.watermarks(topic, p)?))).collect()
     }
 
     /// (low, high) watermarks of `topic`/`partition`, asked of the broker.

@@ -34,7 +34,7 @@ use crate::kafka::consumer::{AssignmentNews, BROKER_REQUEST_TIMEOUT, GroupConsum
 use crate::kafka::dlq::{CODE_UNDECODABLE, DeadLetter, DeadLetters};
 use crate::kafka::group::GroupView;
 use crate::metrics::TopicMetrics;
-use crate::sink::catalog::TableCatalog;
+use crate::sink::catalog::{TableCatalog, arrow_schema};
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::events::{EventRow, EventsTable};
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};
@@ -132,14 +132,7 @@ impl<'a> Pipeline<'a> {
         let catalog = Arc::new(TableCatalog::open(&config.catalog).await?);
         let table_name = topic.table_name();
         let table = catalog.load_or_create(&table_name, schema).await?;
-        let arrow_schema =
-            Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(|source| {
-                Error::Iceberg {
-                    table: table.identifier().to_string(),
-                    context: "converting the schema to arrow".into(),
-                    source,
-                }
-            })?);
+        let arrow_schema = arrow_schema(&table)?;
         let field_columns = field_columns(&arrow_schema, &avro_fields);
         let module = match &topic.validator {
             Some(v) => {

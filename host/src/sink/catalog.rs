@@ -112,3 +112,14 @@ impl TableCatalog {
         Error::Iceberg { table: self.ident(table).to_string(), context: context.to_string(), source }
     }
 }
+
+/// `table`'s current schema as Arrow, the layout its writers and readers use.
+pub fn arrow_schema(table: &Table) -> Result<arrow_schema::SchemaRef> {
+    let schema =
+        iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(|source| Error::Iceberg {
+            table: table.identifier().to_string(),
+            context: "converting the schema to arrow".into(),
+            source,
+        })?;
+    Ok(Arc::new(schema))
+}

@@ -17,7 +17,7 @@ use iceberg::table::Table;
 use crate::config::SinkConfig;
 use crate::error::{Error, Result};
 use crate::guest::EventKind;
-use crate::sink::catalog::TableCatalog;
+use crate::sink::catalog::{TableCatalog, arrow_schema};
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};
 use crate::sink::state::StateFiles;
@@ -73,14 +73,7 @@ impl EventsTable {
     /// Loads the events table `name`, creating it if missing.
     pub async fn open(catalog: &TableCatalog, name: &str) -> Result<Self> {
         let table = catalog.load_or_create(name, schema()?).await?;
-        let arrow_schema =
-            Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map_err(|source| {
-                Error::Iceberg {
-                    table: table.identifier().to_string(),
-                    context: "converting the events schema to arrow".into(),
-                    source,
-                }
-            })?);
+        let arrow_schema = arrow_schema(&table)?;
         Ok(Self { name: name.to_string(), table, arrow_schema })
     }
 
