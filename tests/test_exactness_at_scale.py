@@ -6,6 +6,7 @@ import signal
 import time
 
 from pyiceberg.exceptions import NoSuchTableError
+from sqlalchemy.exc import OperationalError
 
 from k2 import read_manifest
 
@@ -19,6 +20,10 @@ def stored_offsets(k2) -> dict[int, int]:
     try:
         snapshot = k2.table("trades").current_snapshot()
     except NoSuchTableError:  # the consumer has not created it yet
+        return {}
+    except OperationalError:
+        # pyiceberg creates the catalog's SQL tables when missing, and may race the
+        # consumer creating them at the same moment; the next poll finds them.
         return {}
     if snapshot is None:
         return {}
