@@ -429,7 +429,13 @@ impl<'a> Pipeline<'a> {
         let Some(state) = self.partitions.get_mut(&partition) else { return Ok(()) };
         let next_offset = state.next_offset;
         if state.offsets.is_empty() {
-            if let Some(o) = next_offset {
+            // Only records that did not decode were read since the last batch, or nothing:
+            // their offsets still move on, but an offset already held or committed must not,
+            // or every quiet moment of a follow run would make an empty snapshot.
+            let done = self.pending.get(&partition).or(self.table_offsets.get(&partition));
+            if let Some(o) = next_offset
+                && done.is_none_or(|&d| o > d)
+            {
                 self.advance(partition, o);
             }
             return Ok(());
