@@ -15,7 +15,7 @@ PY := $(or $(K2_STATE_DIR),.k2)/venv/bin/python
 help:
 	@echo "make demo           produce sample trades, ingest them, read the table back"
 	@echo "make test           every test: unit, guest contract, end-to-end on real services"
-	@echo "make services-up    start Kafka on 127.0.0.1:19092 (make services-down stops it)"
+	@echo "make services-up    start Kafka on 127.0.0.1:19092; REST=1 adds S3Proxy and a REST catalog (services-down stops them)"
 	@echo "make build          the k2-ingest binary and the validator components"
 	@echo "make bench          validator throughput: the wasm components against the same logic native"
 
@@ -45,7 +45,7 @@ test-rust: guest
 	$(CARGO) test -p k2-ingest
 
 ## End-to-end tests against the real broker, read back with pyiceberg.
-test-e2e: build services-up venv
+test-e2e: build services-up-rest venv
 	K2_BIN=$(abspath $(BIN)) $(PY) -m pytest tests -v -rs
 
 ## Speed targets live here, never in timed tests; release build, figures on stdout.

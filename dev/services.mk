@@ -1,29 +1,37 @@
-# Make targets for the real services (Kafka KRaft node, Python venv); included from the top-level Makefile.
+# Make targets for the real services (Kafka KRaft node; with REST=1 also S3Proxy and Iceberg's
+# REST catalog server; Python venv); included from the top-level Makefile.
 
 # The directory of this file, so the targets work whatever the including Makefile's cwd or name.
 K2_DEV_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 K2_ROOT ?= $(abspath $(K2_DEV_DIR)/..)
 K2_SERVICES ?= bash $(K2_ROOT)/dev/services.sh
+# `make services-up REST=1`: the production topology's services too (object store, REST catalog).
+K2_REST_FLAG = $(if $(filter 1 yes true,$(REST)),--rest)
 
-.PHONY: services-fetch services-up services-down services-status services-reset venv
+.PHONY: services-fetch services-up services-up-rest services-down services-status services-reset venv
 
-## Download the Kafka jars from Maven Central into .k2/kafka/lib (once per pom change).
+## Download the jars from Maven Central into .k2/*/lib (once per pom change).
 services-fetch:
-	$(K2_SERVICES) fetch
+	$(K2_SERVICES) fetch $(K2_REST_FLAG)
 
-## Fetch if needed, then start Kafka on 127.0.0.1 and wait until it answers (no-op if running).
+## Fetch if needed, then start Kafka on 127.0.0.1 (REST=1: also S3Proxy and the REST catalog)
+## and wait until they answer (no-op for what already runs).
 services-up: services-fetch
-	$(K2_SERVICES) up
+	$(K2_SERVICES) up $(K2_REST_FLAG)
 
-## Stop Kafka (data is kept).
+## Everything the tests use: Kafka, S3Proxy and the REST catalog.
+services-up-rest:
+	$(K2_SERVICES) up --rest
+
+## Stop every service (data is kept).
 services-down:
 	$(K2_SERVICES) down
 
-## Print whether Kafka runs.
+## Print which services run.
 services-status:
 	$(K2_SERVICES) status
 
-## Stop Kafka and delete its data and logs.
+## Stop the services and delete their data and logs.
 services-reset:
 	$(K2_SERVICES) reset
 

@@ -26,6 +26,14 @@ def bootstrap() -> str:
 
 
 @pytest.fixture()
-def k2(binary, bootstrap, tmp_path) -> K2:
-    """A config of its own: fresh topic names, group and warehouse, absolute paths."""
-    return K2(binary=binary, bootstrap=bootstrap, root=ROOT, workdir=tmp_path, run_id=uuid.uuid4().hex[:10])
+def catalog() -> str:
+    """The catalog a test runs against: "sql" (embedded) unless the test parametrizes
+    `catalog` (e.g. `@pytest.mark.parametrize("catalog", ["sql", "rest"])`)."""
+    return "sql"
+
+
+@pytest.fixture()
+def k2(binary, bootstrap, tmp_path, catalog) -> K2:
+    """A config of its own: fresh topic names, group and warehouse (or REST namespace), absolute paths."""
+    return K2(binary=binary, bootstrap=bootstrap, root=ROOT, workdir=tmp_path, run_id=uuid.uuid4().hex[:10],
+              catalog_kind=catalog)

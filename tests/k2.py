@@ -2,12 +2,22 @@
 
 import dataclasses
 import json
+import os
 import pathlib
 import subprocess
 
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.catalog.sql import SqlCatalog
 
 WASM = "guest/target/wasm32-wasip2/release/k2_trades_validator.wasm"
+
+# Where `make services-up REST=1` puts the REST catalog and the object store (dev/services.sh env).
+REST_URI = os.environ.get("K2_REST_URI", "http://127.0.0.1:19181")
+S3_ENDPOINT = os.environ.get("K2_S3_ENDPOINT", "http://127.0.0.1:19000")
+S3_KEY = os.environ.get("K2_S3_ACCESS_KEY_ID", "k2access")
+S3_SECRET = os.environ.get("K2_S3_SECRET_ACCESS_KEY", "k2secretkey")
+S3_REGION = "us-east-1"
 
 
 @dataclasses.dataclass
@@ -17,8 +27,12 @@ class K2:
     root: pathlib.Path
     workdir: pathlib.Path
     run_id: str
+    # "sql": the embedded SQLite catalog in workdir; "rest": the shared REST catalog over S3,
+    # where each test gets a namespace of its own.
+    catalog_kind: str = "sql"
 
     def __post_init__(self):
+        self.namespace = "market" if self.catalog_kind == "sql" else f"e2e_{self.run_id}"
         self.database = self.workdir / "catalog.db"
         self.warehouse = self.workdir / "warehouse"
         self.group = f"e2e-{self.run_id}"
@@ -64,11 +78,7 @@ group_id = "{self.group}"
 [kafka.options]
 "session.timeout.ms" = "6000"
 
-[catalog]
-type = "sql"
-database = "{self.database}"
-warehouse = "{self.warehouse}"
-
+{self._catalog_section()}
 [pipeline]
 idle_timeout_ms = 3000
 
@@ -93,6 +103,25 @@ module = "{wasm}"
 name = "{self.quotes}"
 table = "quotes"
 schema = "{schemas / 'quote.avsc'}"
+"""
+
+    def _catalog_section(self) -> str:
+        if self.catalog_kind == "sql":
+            return f"""[catalog]
+type = "sql"
+database = "{self.database}"
+warehouse = "{self.warehouse}"
+"""
+        return f"""[catalog]
+type = "rest"
+uri = "{REST_URI}"
+namespace = "{self.namespace}"
+[catalog.s3]
+endpoint = "{S3_ENDPOINT}"
+region = "{S3_REGION}"
+path_style_access = true
+access_key_id = "{S3_KEY}"
+secret_access_key = "{S3_SECRET}"
 """
 
     def run(self, *args: str, check: bool = True, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -156,12 +185,37 @@ schema = "{schemas / 'quote.avsc'}"
         finally:
             consumer.close()
 
-    def catalog(self) -> SqlCatalog:
+    def high_watermarks(self, topic: str) -> dict[int, int]:
+        """Each partition's next offset on the broker, read with confluent-kafka."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{self.run_id}"})
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        finally:
+            consumer.close()
+
+    def catalog(self) -> Catalog:
+        if self.catalog_kind == "rest":
+            return rest_catalog()
         # Same catalog name as k2-ingest's default ("k2"); SQLAlchemy spells the path with ////.
         return SqlCatalog("k2", uri=f"sqlite:///{self.database}", warehouse=f"file://{self.warehouse}")
 
     def table(self, name: str):
-        return self.catalog().load_table(f"market.{name}")
+        return self.catalog().load_table(f"{self.namespace}.{name}")
+
+    def table_label(self, name: str) -> str:
+        """How metrics name `name`: `table="<namespace>.<name>"`."""
+        return f'table="{self.namespace}.{name}"'
+
+
+def rest_catalog() -> RestCatalog:
+    """pyiceberg's own REST client and S3 file IO (pyarrow), independent of k2-ingest's."""
+    return RestCatalog("k2", uri=REST_URI, **{
+        "s3.endpoint": S3_ENDPOINT, "s3.access-key-id": S3_KEY, "s3.secret-access-key": S3_SECRET,
+        "s3.region": S3_REGION, "s3.force-virtual-addressing": "false",
+    })
 
 
 def read_manifest(path: pathlib.Path) -> list[dict]:

@@ -6,6 +6,8 @@ import decimal
 import json
 import random
 
+import pytest
+
 from k2 import read_manifest
 
 COUNT = 10_000
@@ -13,6 +15,7 @@ INJECT = dict(gaps=6, duplicates=5, malformed=7, invalid=4)
 LANDED = {"ok", "gap", "duplicate"}  # marks of records that must be in the table
 
 
+@pytest.mark.parametrize("catalog", ["sql", "rest"])
 def test_trades_land_exactly_once_with_the_produced_values(k2, tmp_path):
     manifest_path = tmp_path / "manifest.jsonl"
     produced = k2.produce(k2.trades, COUNT, manifest=manifest_path, partitions=3, symbols=60, seed=11, **INJECT)
@@ -87,6 +90,7 @@ def test_max_messages_stops_early_and_the_rest_follows(k2):
     assert len(keys) == 3000
 
 
+@pytest.mark.parametrize("catalog", ["sql", "rest"])
 def test_confluent_framed_records_decode_through_their_schema_id(k2):
     produced = k2.produce(k2.framed, 2_000, partitions=2, symbols=20, seed=9, malformed=3)
     assert produced["framing"] == "confluent"

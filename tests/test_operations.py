@@ -12,6 +12,8 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 INJECT = dict(gaps=3, invalid=4)
 
 
@@ -30,6 +32,7 @@ def status(k2, config=None) -> dict:
     return topic
 
 
+@pytest.mark.parametrize("catalog", ["sql", "rest"])
 def test_status_after_a_complete_run_shows_lag_zero(k2):
     produced = k2.produce(k2.trades, 3_000, partitions=3, symbols=20, seed=71, **INJECT)
     before = status(k2)
@@ -52,6 +55,7 @@ def test_status_after_a_complete_run_shows_lag_zero(k2):
     assert "total lag 0" in human and f"last snapshot {summary['snapshot_id']}" in human
 
 
+@pytest.mark.parametrize("catalog", ["sql", "rest"])
 def test_rewind_to_a_time_reingests_exactly_what_came_after(k2):
     config = k2.config_with("small-commits.toml", commit={"max_records": 1_000})
     first = k2.produce(k2.trades, 4_000, partitions=2, symbols=20, seed=72, **INJECT)

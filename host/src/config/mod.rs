@@ -7,11 +7,12 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+mod catalog;
+pub use catalog::*;
+
 /// Environment variables that override the config file, for CI and containers.
 pub const ENV_BOOTSTRAP: &str = "K2_KAFKA_BOOTSTRAP";
 pub const ENV_GROUP_ID: &str = "K2_KAFKA_GROUP_ID";
-pub const ENV_CATALOG_DATABASE: &str = "K2_CATALOG_DATABASE";
-pub const ENV_WAREHOUSE: &str = "K2_WAREHOUSE";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -72,38 +73,6 @@ impl OffsetReset {
         match self {
             OffsetReset::Earliest => "earliest",
             OffsetReset::Latest => "latest",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
-pub enum CatalogConfig {
-    /// The embedded catalog: iceberg-rust's SQL catalog on a SQLite file, data on local disk.
-    Sql(SqlCatalogConfig),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqlCatalogConfig {
-    /// Catalog name, shared by every reader of the same database. Default `k2`.
-    #[serde(default = "default_catalog_name")]
-    pub name: String,
-    /// SQLite database file (created if missing). Relative paths are relative to the
-    /// config file. Env override: `K2_CATALOG_DATABASE`.
-    pub database: PathBuf,
-    /// Warehouse directory for table data and metadata (created if missing). Relative
-    /// paths are relative to the config file. Env override: `K2_WAREHOUSE`.
-    pub warehouse: PathBuf,
-    /// Namespace of the tables. Default `market`.
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
-}
-
-impl CatalogConfig {
-    pub fn namespace(&self) -> &str {
-        match self {
-            CatalogConfig::Sql(c) => &c.namespace,
         }
     }
 }
@@ -312,12 +281,6 @@ fn default_group_id() -> String {
 fn default_poll_timeout_ms() -> u64 {
     100
 }
-fn default_catalog_name() -> String {
-    "k2".into()
-}
-fn default_namespace() -> String {
-    "market".into()
-}
 fn default_batch_records() -> usize {
     1000
 }
@@ -444,18 +407,9 @@ impl Config {
         if let Some(v) = env(ENV_GROUP_ID) {
             config.kafka.group_id = v;
         }
-        let CatalogConfig::Sql(sql) = &mut config.catalog;
-        if let Some(v) = env(ENV_CATALOG_DATABASE) {
-            sql.database = v.into();
-        }
-        if let Some(v) = env(ENV_WAREHOUSE) {
-            sql.warehouse = v.into();
-        }
-
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let base = std::path::absolute(base).map_err(|e| err(format!("cannot resolve its folder: {e}")))?;
-        sql.database = base.join(&sql.database);
-        sql.warehouse = base.join(&sql.warehouse);
+        config.catalog.resolve(&base, &env);
         for topic in &mut config.topics {
             topic.schema = base.join(&topic.schema);
             for file in topic.schema_ids.values_mut() {
@@ -482,6 +436,7 @@ impl Config {
                 return Err(format!("kafka.options.\"{key}\" is managed by k2-ingest; remove it"));
             }
         }
+        self.catalog.validate()?;
         if self.pipeline.batch_records == 0 {
             return Err("pipeline.batch_records must be at least 1".into());
         }
@@ -554,7 +509,7 @@ mod tests {
         assert_eq!(c.kafka.group_id, "k2-ingest");
         assert_eq!(c.pipeline.batch_records, 1000);
         assert_eq!(c.kafka.auto_offset_reset, OffsetReset::Earliest);
-        let CatalogConfig::Sql(sql) = &c.catalog;
+        let CatalogConfig::Sql(sql) = &c.catalog else { panic!("not sql") };
         assert_eq!(sql.database, Path::new("/etc/k2/wh/catalog.db"));
         assert_eq!(c.topics[0].schema, Path::new("/etc/k2/schemas/trade.avsc"));
         assert_eq!(c.topics[0].table_name(), "market_trades_raw");
@@ -577,8 +532,61 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.kafka.bootstrap_servers, "10.0.0.1:9092");
-        let CatalogConfig::Sql(sql) = &c.catalog;
+        let CatalogConfig::Sql(sql) = &c.catalog else { panic!("not sql") };
         assert_eq!(sql.warehouse, Path::new("/data/wh"));
+    }
+
+    const REST: &str = r#"
+        [kafka]
+        bootstrap_servers = "127.0.0.1:19092"
+        [catalog]
+        type = "rest"
+        uri = "http://127.0.0.1:19181"
+        warehouse = "s3://warehouse/"
+        credential = "client:secret"
+        [catalog.s3]
+        endpoint = "http://127.0.0.1:19000"
+        region = "us-east-1"
+        path_style_access = true
+        [catalog.properties]
+        "header.X-Iceberg-Access-Delegation" = "vended-credentials"
+    "#;
+
+    #[test]
+    fn rest_catalog_maps_to_iceberg_properties_and_hides_secrets() {
+        let c = Config::parse(REST, Path::new("/etc/k2/k2.toml"), |k| match k {
+            ENV_CATALOG_TOKEN => Some("t0ken".into()),
+            _ => None,
+        })
+        .unwrap();
+        let CatalogConfig::Rest(rest) = &c.catalog else { panic!("not rest") };
+        let props = rest.properties();
+        assert_eq!(props["uri"], "http://127.0.0.1:19181");
+        assert_eq!(props["credential"], "client:secret");
+        assert_eq!(props["token"], "t0ken");
+        assert_eq!(props["s3.path-style-access"], "true");
+        assert_eq!(props["s3.endpoint"], "http://127.0.0.1:19000");
+        assert_eq!(props["header.X-Iceberg-Access-Delegation"], "vended-credentials");
+        assert!(!props.contains_key("s3.access-key-id"), "left to the environment");
+        assert_eq!(c.catalog.namespace(), "market");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("client:secret") && !debug.contains("t0ken"), "{debug}");
+    }
+
+    #[test]
+    fn rest_catalog_errors_name_the_key() {
+        let bad_uri = REST.replace("uri = \"http://127.0.0.1:19181\"", "uri = \"127.0.0.1:19181\"");
+        let msg = parse(&bad_uri).unwrap_err().to_string();
+        assert!(msg.contains("catalog.uri `127.0.0.1:19181` is not an http:// or https:// address"), "{msg}");
+        let bad_cred = REST.replace("client:secret", "client");
+        let msg = parse(&bad_cred).unwrap_err().to_string();
+        assert!(msg.contains("catalog.credential must be `client_id:client_secret`"), "{msg}");
+        let half = REST.replace("region = ", "access_key_id = \"k\"\nregion = ");
+        let msg = parse(&half).unwrap_err().to_string();
+        assert!(msg.contains("catalog.s3.access_key_id and catalog.s3.secret_access_key go together"), "{msg}");
+        let unknown = REST.replace("region = ", "bucket = \"b\"\nregion = ");
+        let msg = parse(&unknown).unwrap_err().to_string();
+        assert!(msg.contains("unknown field `bucket`"), "{msg}");
     }
 
     #[test]
@@ -621,5 +629,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../k2.example.toml");
         let c = Config::load(&path).unwrap();
         assert!(c.topic("market.trades.raw").is_ok());
+        let rest = Config::load(&path.with_file_name("k2.rest.example.toml")).unwrap();
+        assert!(matches!(rest.catalog, CatalogConfig::Rest(_)));
     }
 }

@@ -7,7 +7,9 @@ use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::Schema as IcebergSchema;
 use iceberg::table::Table;
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 use crate::config::CatalogConfig;
 use crate::error::{Error, Result};
@@ -29,9 +31,11 @@ pub struct TableCatalog {
 impl TableCatalog {
     /// Opens the catalog, creating the SQLite file and warehouse folder if missing.
     pub async fn open(config: &CatalogConfig) -> Result<Self> {
+        let namespace = NamespaceIdent::new(config.namespace().to_string());
+        let name = config.name().to_string();
+        let err = |context: String, source| Error::Catalog { name: name.clone(), context, source };
         match config {
             CatalogConfig::Sql(sql) => {
-                let err = |context: String, source| Error::Catalog { name: sql.name.clone(), context, source };
                 for dir in [sql.database.parent(), Some(sql.warehouse.as_path())].into_iter().flatten() {
                     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
                         context: format!("creating catalog folder {}", dir.display()),
@@ -48,8 +52,17 @@ impl TableCatalog {
                     .load(&sql.name, HashMap::new())
                     .await
                     .map_err(|e| err(format!("opening {uri}"), e))?;
-                let namespace = NamespaceIdent::new(sql.namespace.clone());
-                Ok(Self { catalog: Arc::new(catalog), name: sql.name.clone(), namespace })
+                Ok(Self { catalog: Arc::new(catalog), name, namespace })
+            }
+            CatalogConfig::Rest(rest) => {
+                // Tables may live on S3 or on local paths (a file:// warehouse); the factory
+                // picks the storage from each path's scheme.
+                let catalog = RestCatalogBuilder::default()
+                    .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
+                    .load(&rest.name, rest.properties().into_iter().collect())
+                    .await
+                    .map_err(|e| err(format!("opening {}", rest.uri), e))?;
+                Ok(Self { catalog: Arc::new(catalog), name, namespace })
             }
         }
     }
