@@ -170,8 +170,18 @@ svc_start() {
     die "$name did not write its pid file ${file#"$ROOT"/}"
 }
 
+# wait_gone PID TRIES PAUSE: succeeds once PID has exited, fails after TRIES checks PAUSE apart.
+wait_gone() {
+    local i
+    for ((i = 0; i < $2; i++)); do
+        alive "$1" || return 0
+        sleep "$3"
+    done
+    ! alive "$1"
+}
+
 svc_stop() {
-    local name=$1 file pid i
+    local name=$1 file pid
     file=$(svc_pidfile "$name")
     if ! pid=$(running_pid "$name"); then
         rm -f "$file"
@@ -180,18 +190,10 @@ svc_stop() {
     say "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     # A clean KRaft shutdown takes a few seconds; give every service 20 s before forcing.
-    for ((i = 0; i < 40; i++)); do
-        alive "$pid" || break
-        sleep 0.5
-    done
-    if alive "$pid"; then
+    if ! wait_gone "$pid" 40 0.5; then
         say "$name (pid $pid) did not stop within 20s; killing it"
         kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 20; i++)); do
-            alive "$pid" || break
-            sleep 0.25
-        done
-        ! alive "$pid" || die "could not kill $name (pid $pid)"
+        wait_gone "$pid" 20 0.25 || die "could not kill $name (pid $pid)"
     fi
     rm -f "$file"
 }

@@ -57,7 +57,12 @@ def test_status_after_a_complete_run_shows_lag_zero(k2):
 
 @pytest.mark.parametrize("catalog", ["sql", "rest"])
 def test_rewind_to_a_time_reingests_exactly_what_came_after(k2):
-    config = k2.config_with("small-commits.toml", commit={"max_records": 1_000})
+    # Every full batch (at least 496 accepted records) is committed on its own, so each
+    # partition's first commit stores at most 500, below where its first produce ended
+    # (1,575 and 2,425 records). With batches of 1,000 a batch short of rejected records
+    # could wait for the next one, and the first commit could already pass that point.
+    config = k2.config_with("small-commits.toml", commit={"max_records": 400})
+    config.write_text(config.read_text().replace("[pipeline]\n", "[pipeline]\nbatch_records = 500\n"))
     first = k2.produce(k2.trades, 4_000, partitions=2, symbols=20, seed=72, **INJECT)
     time.sleep(1.5)
     middle_ms = int(time.time() * 1000)
