@@ -17,7 +17,7 @@ help:
 	@echo "make test           every test: unit, guest contract, end-to-end on real services"
 	@echo "make services-up    start Kafka on 127.0.0.1:19092; REST=1 adds S3Proxy and a REST catalog (services-down stops them)"
 	@echo "make build          the k2-ingest binary and the validator components"
-	@echo "make bench          validator throughput: the wasm components against the same logic native"
+	@echo "make bench          validator throughput (wasm vs native) and end-to-end ingest vs a bare consumer"
 
 ## The wasm target for validator components (rustup is the only way to get a Rust target).
 toolchain:
@@ -49,8 +49,13 @@ test-e2e: build services-up-rest venv
 	K2_BIN=$(abspath $(BIN)) $(PY) -m pytest tests -v -rs
 
 ## Speed targets live here, never in timed tests; release build, figures on stdout.
-bench: guest
-	$(CARGO) run --release -p k2-bench -- validators
+## BENCH_RECORDS / BENCH_ROUNDS size the end-to-end run (default 2,000,000 records, 1 round).
+BENCH_RECORDS ?= 2000000
+BENCH_ROUNDS ?= 1
+bench: guest services-up
+	$(CARGO) build --release -p k2-ingest -p k2-bench
+	target/release/k2-bench validators
+	target/release/k2-bench ingest --k2-bin target/release/k2-ingest --records $(BENCH_RECORDS) --rounds $(BENCH_ROUNDS)
 
 clean:
 	$(CARGO) clean

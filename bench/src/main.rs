@@ -1,5 +1,6 @@
 //! `k2-bench`: benchmarks of k2-ingest, one subcommand per benchmark.
 
+mod ingest;
 mod sample_stream;
 mod sdk_layout;
 mod validators;
@@ -21,7 +22,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Validator throughput: the WASM components against the same logic compiled natively.
     Validators(validators::ValidatorsArgs),
+    /// End to end: a bare rdkafka consumer (the ceiling) against k2-ingest into Iceberg, with
+    /// and without validators; writes bench/results/latest.json and latest.md.
+    Ingest(ingest::IngestArgs),
+    /// The ceiling alone: count every message of a topic with a bare rdkafka consumer.
+    #[command(hide = true)]
+    Ceiling(ingest::CeilingArgs),
 }
 
 /// How a benchmark prints its result on stdout.
@@ -38,6 +46,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validators(args) => validators::run(args),
+        Command::Ingest(args) => ingest::run(args),
+        Command::Ceiling(args) => ingest::ceiling(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
