@@ -98,18 +98,20 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let work = std::path::absolute(&work)?;
     let base = write_config(&args, &work, &topic, "base", true)?;
     ensure_dataset(&args, &base, &topic)?;
-    let bytes = topic_bytes(&args.bootstrap, &topic, args.records)?;
-
+    // The ceiling counts the dataset's bytes; the k2-ingest runs share its figure.
+    let mut bytes = None;
     let mut ceilings = Vec::new();
     let mut validated = Vec::new();
     let mut plain = Vec::new();
     for round in 0..args.rounds {
         eprintln!("round {}/{}: ceiling", round + 1, args.rounds);
-        ceilings.push(measure(
+        let ceiling = measure(
             Command::new(std::env::current_exe()?).args(["ceiling", "--bootstrap", &args.bootstrap, "--topic", &topic]),
             args.records,
-            bytes,
-        )?);
+            None,
+        )?;
+        bytes = Some(ceiling.bytes);
+        ceilings.push(ceiling);
         for (validate, runs) in [(true, &mut validated), (false, &mut plain)] {
             let name = format!("{}-r{round}", if validate { "validated" } else { "plain" });
             eprintln!("round {}/{}: k2-ingest {name}", round + 1, args.rounds);
@@ -132,6 +134,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             runs.push(run);
         }
     }
+    let bytes = bytes.unwrap_or(0);
     let (a, b, c) = (median(ceilings), median(validated), median(plain));
     let a = Figures::of(a);
     let b = Figures::of(b);
@@ -182,13 +185,11 @@ fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<(u64, u64)> {
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()?;
-    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let marks = watermarks(&consumer, topic)?;
+    ensure!(!marks.is_empty(), "topic {topic} has no partitions");
     let mut assign = TopicPartitionList::new();
     let mut left = 0i64;
-    for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+    for (p, low, high) in marks {
         assign.add_partition_offset(topic, p, Offset::Offset(low))?;
         left += high - low;
     }
@@ -210,23 +211,21 @@ fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<(u64, u64)> {
     Ok((count, bytes))
 }
 
-fn topic_bytes(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<u64> {
-    let (count, bytes) = read_all(bootstrap, topic)?;
-    ensure!(count == records, "{topic} holds {count} messages, expected {records}");
-    Ok(bytes)
+/// (partition, low, high) of every partition of `topic`; none if the topic does not exist.
+fn watermarks(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut out = Vec::new();
+    for p in meta.topics().iter().flat_map(|t| t.partitions()).filter(|p| p.error().is_none()) {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        out.push((p.id(), low, high));
+    }
+    Ok(out)
 }
 
 /// Produces the dataset unless the topic already holds exactly it.
 fn ensure_dataset(args: &IngestArgs, config: &Path, topic: &str) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &args.bootstrap).create()?;
-    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut held = 0i64;
-    for p in meta.topics().iter().flat_map(|t| t.partitions()) {
-        if p.error().is_none() {
-            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            held += high - low;
-        }
-    }
+    let held: i64 = watermarks(&consumer, topic)?.iter().map(|(_, low, high)| high - low).sum();
     if held == args.records as i64 {
         eprintln!("dataset: {topic} already holds {held} records");
         return Ok(());
@@ -281,7 +280,8 @@ schema = "{schema}"
 }
 
 /// Runs `cmd` to completion and reads its wall time, CPU time and peak RSS.
-fn measure(cmd: &mut Command, records: u64, bytes: u64) -> anyhow::Result<Run> {
+/// `bytes` is the dataset's size; `None` takes it from the run's summary (the ceiling's).
+fn measure(cmd: &mut Command, records: u64, bytes: Option<u64>) -> anyhow::Result<Run> {
     let started = Instant::now();
     // Warnings and errors only: the runs' per-commit lines would bury the table.
     let child =
@@ -301,6 +301,7 @@ fn measure(cmd: &mut Command, records: u64, bytes: u64) -> anyhow::Result<Run> {
         serde_json::from_str(out.trim()).with_context(|| format!("reading the run's summary {out:?}"))?;
     let consumed = summary["consumed"].as_u64().context("summary without `consumed`")?;
     ensure!(consumed == records, "the run consumed {consumed} records, expected {records}");
+    let bytes = bytes.or(summary["bytes"].as_u64()).context("no byte count: the ceiling's summary lacks `bytes`")?;
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Run {
         records,
