@@ -50,7 +50,7 @@ impl SampleStream {
         // Through serde, as a config file would give it, so every other key keeps its default.
         let config: TopicConfig = serde_json::from_value(json!({ "name": topic, "schema": schema }))
             .with_context(|| format!("topic {topic}: building its config"))?;
-        let decoder = TopicDecoder::new(&config)?;
+        let mut decoder = TopicDecoder::new(&config)?;
         let avro_fields: Vec<String> = record_fields(decoder.table_schema()).iter().map(|f| f.name.clone()).collect();
         // The pipeline takes the Arrow schema from the table; a new table's comes from this.
         let table_schema = iceberg_schema(decoder.table_schema(), schema, true)?;
@@ -76,7 +76,8 @@ impl SampleStream {
             resets: 0,
             start_micros: START_MICROS,
         };
-        let generator = SampleGenerator::new(plan.clone(), kind, decoder.table_schema()).map_err(anyhow::Error::msg)?;
+        let table_schema = decoder.table_schema().clone();
+        let generator = SampleGenerator::new(plan.clone(), kind, &table_schema).map_err(anyhow::Error::msg)?;
         let injected = generator.injected();
 
         let mut columns = ColumnsBuilder::new(arrow_schema, &avro_fields, topic)?;
@@ -90,7 +91,7 @@ impl SampleStream {
             let timestamp_ms = (START_MICROS + offset as i64 * RECORD_SPACING_MICROS) / 1_000;
             let meta = KafkaMeta { partition: 0, offset: offset as i64, timestamp_ms: Some(timestamp_ms) };
             // As the pipeline's `accept_message` does: an undecodable body is set aside.
-            if decoder.decode(&message.body).and_then(|fields| columns.append(fields, meta)).is_ok() {
+            if decoder.decode_into(&message.body, &mut columns, meta).is_ok() {
                 offsets.push(meta.offset);
                 timestamps_us.push(timestamp_ms * 1_000);
                 key_data.extend_from_slice(message.key.as_bytes());

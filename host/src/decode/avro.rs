@@ -7,6 +7,8 @@ use apache_avro::Schema as AvroSchema;
 use apache_avro::types::Value;
 
 use crate::config::{Framing, TopicConfig};
+use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
+use crate::decode::direct::{Raw, RecordPlan};
 use crate::decode::schema::load_avsc;
 use crate::error::{DecodeError, Result};
 
@@ -25,6 +27,10 @@ pub struct TopicDecoder {
     table_schema: AvroSchema,
     framing: Framing,
     writers: HashMap<u32, Writer>,
+    /// The table schema compiled for the direct reader, when it covers the schema's shape.
+    plan: Option<RecordPlan>,
+    /// The direct reader's fields of the record in hand, reused from record to record.
+    raws: Vec<Raw>,
 }
 
 impl TopicDecoder {
@@ -41,7 +47,8 @@ impl TopicDecoder {
             let needs_resolution = schema.canonical_form() != table_form;
             writers.insert(id, Writer { schema, needs_resolution });
         }
-        Ok(Self { table_schema, framing: topic.framing, writers })
+        let plan = RecordPlan::compile(&table_schema);
+        Ok(Self { table_schema, framing: topic.framing, writers, plan, raws: Vec::new() })
     }
 
     /// The schema records are decoded to (the table's).
@@ -51,11 +58,43 @@ impl TopicDecoder {
 
     /// Decodes one body into the table schema's fields, in schema order.
     pub fn decode(&self, body: &[u8]) -> Result<Vec<(String, Value)>, DecodeError> {
+        let (datum, writer) = self.unframe(body)?;
+        let value = match writer {
+            None => decode_exact(&self.table_schema, datum, None)?,
+            Some(w) => decode_exact(&w.schema, datum, w.needs_resolution.then_some(&self.table_schema))?,
+        };
+        match value {
+            Value::Record(fields) => Ok(fields),
+            _ => Err(DecodeError::Avro("datum is not a record".into())),
+        }
+    }
+
+    /// Decodes one body and appends it to `columns`, or leaves them untouched on error. Bodies
+    /// written with the table's own schema take the direct reader; others are resolved through
+    /// apache-avro's values.
+    pub fn decode_into(
+        &mut self,
+        body: &[u8],
+        columns: &mut ColumnsBuilder,
+        meta: KafkaMeta,
+    ) -> Result<(), DecodeError> {
+        let (datum, writer) = self.unframe(body)?;
+        match &self.plan {
+            Some(plan) if !writer.is_some_and(|w| w.needs_resolution) => {
+                plan.read(datum, &mut self.raws)?;
+                columns.append_raw(&self.raws, datum, plan, meta)
+            }
+            _ => columns.append(self.decode(body)?, meta),
+        }
+    }
+
+    /// The datum inside a body and, for Confluent framing, the writer schema its id names.
+    fn unframe<'b>(&self, body: &'b [u8]) -> Result<(&'b [u8], Option<&Writer>), DecodeError> {
         if body.is_empty() {
             return Err(DecodeError::Empty);
         }
-        let value = match self.framing {
-            Framing::Plain => decode_exact(&self.table_schema, body, None)?,
+        match self.framing {
+            Framing::Plain => Ok((body, None)),
             Framing::Confluent => {
                 if body.len() < CONFLUENT_HEADER_LEN {
                     return Err(DecodeError::ShortFrame { len: body.len() });
@@ -65,13 +104,8 @@ impl TopicDecoder {
                 }
                 let id = u32::from_be_bytes(body[1..CONFLUENT_HEADER_LEN].try_into().unwrap());
                 let writer = self.writers.get(&id).ok_or(DecodeError::UnknownSchemaId { id })?;
-                let reader = writer.needs_resolution.then_some(&self.table_schema);
-                decode_exact(&writer.schema, &body[CONFLUENT_HEADER_LEN..], reader)?
+                Ok((&body[CONFLUENT_HEADER_LEN..], Some(writer)))
             }
-        };
-        match value {
-            Value::Record(fields) => Ok(fields),
-            _ => Err(DecodeError::Avro("datum is not a record".into())),
         }
     }
 }
@@ -144,6 +178,48 @@ mod tests {
         padded.push(0);
         assert_eq!(d.decode(&padded), Err(DecodeError::TrailingBytes { trailing: 1 }));
         assert_eq!(d.decode(&[]), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn direct_reader_builds_the_same_columns_as_apache_avro() {
+        use crate::decode::schema::{iceberg_schema, record_fields};
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/trade.avsc");
+        let mut d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[])).unwrap();
+        assert!(d.plan.is_some(), "the trade schema takes the direct reader");
+        let arrow =
+            iceberg::arrow::schema_to_arrow_schema(&iceberg_schema(d.table_schema(), &path, true).unwrap()).unwrap();
+        let names: Vec<String> = record_fields(d.table_schema()).iter().map(|f| f.name.clone()).collect();
+        let mut direct = ColumnsBuilder::new(arrow.clone().into(), &names, "t").unwrap();
+        let mut values = ColumnsBuilder::new(arrow.into(), &names, "t").unwrap();
+        for (i, (price, note)) in
+            [(vec![0x01, 0x00], None), (vec![0xFF, 0x38], Some("odd lot")), (vec![0x7F], None)].into_iter().enumerate()
+        {
+            let note = match note {
+                Some(n) => Value::Union(1, Box::new(Value::String(n.into()))),
+                None => Value::Union(0, Box::new(Value::Null)),
+            };
+            let body = encode(
+                d.table_schema(),
+                vec![
+                    ("symbol", Value::String("AAPL".into())),
+                    ("exchange", Value::String("XNAS".into())),
+                    ("exchange_ts", Value::TimestampMicros(1_700_000_000_000_000 + i as i64)),
+                    ("price", Value::Decimal(price.into())),
+                    ("size", Value::Decimal(vec![0x05].into())),
+                    ("side", Value::Enum(i as u32, ["BUY", "SELL", "UNKNOWN"][i].into())),
+                    ("trade_id", Value::String(format!("t{i}"))),
+                    ("sequence", Value::Long(i as i64 + 1)),
+                    ("conditions", note),
+                ],
+            );
+            let meta =
+                KafkaMeta { partition: 1, offset: i as i64, timestamp_ms: (i != 1).then_some(1_700_000_000_000) };
+            d.decode_into(&body, &mut direct, meta).unwrap();
+            values.append(d.decode(&body).unwrap(), meta).unwrap();
+            // A truncated body adds nothing to either.
+            assert!(d.decode_into(&body[..body.len() - 1], &mut direct, meta).is_err());
+        }
+        assert_eq!(direct.finish().unwrap(), values.finish().unwrap());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 
+use crate::decode::direct::{Raw, RecordPlan, i128_from_be};
 use crate::decode::schema::{META_OFFSET, META_PARTITION, META_TIMESTAMP};
 use crate::error::{DecodeError, Error, Result};
 
@@ -150,6 +151,49 @@ impl ColumnsBuilder {
         Ok(())
     }
 
+    /// Appends one record read by [`RecordPlan::read`] from `body`, or none of it when a field
+    /// does not fit its column. Strings and bytes go from the body into the columns directly.
+    pub fn append_raw(
+        &mut self,
+        raws: &[Raw],
+        body: &[u8],
+        plan: &RecordPlan,
+        meta: KafkaMeta,
+    ) -> Result<(), DecodeError> {
+        // Check the whole record before touching a column, as `append` does.
+        for (i, source) in self.sources.iter().enumerate() {
+            let field = || self.schema.field(i).name().clone();
+            let null = match *source {
+                Source::Field(usize::MAX) => true,
+                Source::Field(pos) => {
+                    let raw = raws
+                        .get(pos)
+                        .ok_or_else(|| DecodeError::Field { field: field(), message: "missing".into() })?;
+                    fits(raw, &self.columns[i]).map_err(|message| DecodeError::Field { field: field(), message })?;
+                    matches!(raw, Raw::Null)
+                }
+                Source::Partition | Source::Offset => false,
+                Source::Timestamp => meta.timestamp_ms.is_none(),
+            };
+            if null && !self.schema.field(i).is_nullable() {
+                return Err(DecodeError::Field { field: field(), message: "null in a required column".into() });
+            }
+        }
+        for (column, source) in self.columns.iter_mut().zip(&self.sources) {
+            match *source {
+                Source::Field(usize::MAX) => column.push_null(),
+                Source::Field(pos) => column.push_raw(&raws[pos], body, plan),
+                Source::Partition => column.push(Cell::Int(meta.partition as i64)),
+                Source::Offset => column.push(Cell::Int(meta.offset)),
+                Source::Timestamp => {
+                    column.push(meta.timestamp_ms.map_or(Cell::Null, |ms| Cell::Int(ms.saturating_mul(1000))))
+                }
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
     /// Takes the accumulated rows as a record batch and starts empty again.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
@@ -181,27 +225,38 @@ fn to_cell(value: Value, column: &Column) -> std::result::Result<Cell, String> {
         Value::Decimal(d) => {
             let bytes = Vec::<u8>::try_from(&d).map_err(|e| format!("decimal: {e}"))?;
             let unscaled = i128_from_be(&bytes).ok_or("decimal wider than 128 bits")?;
-            if let Column::Decimal(_, precision) = column {
-                let limit = 10i128.pow(*precision as u32);
-                if unscaled.abs() >= limit {
-                    return Err(format!("decimal {unscaled} (unscaled) exceeds precision {precision}"));
-                }
-            }
+            check_precision(unscaled, column)?;
             Cell::Decimal(unscaled)
         }
         other => return Err(format!("avro value {other:?} has no column type")),
     })
 }
 
-/// Big-endian two's complement bytes to i128 (sign-extended).
-fn i128_from_be(bytes: &[u8]) -> Option<i128> {
-    if bytes.len() > 16 {
-        return None;
+/// A decimal's unscaled value must have at most the column's precision in digits.
+fn check_precision(unscaled: i128, column: &Column) -> std::result::Result<(), String> {
+    if let Column::Decimal(_, precision) = column
+        && unscaled.unsigned_abs() >= 10u128.pow(*precision as u32)
+    {
+        return Err(format!("decimal {unscaled} (unscaled) exceeds precision {precision}"));
     }
-    let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xFF } else { 0 };
-    let mut buf = [fill; 16];
-    buf[16 - bytes.len()..].copy_from_slice(bytes);
-    Some(i128::from_be_bytes(buf))
+    Ok(())
+}
+
+/// Whether a read value can go into `column` as it is; the error says why not.
+fn fits(raw: &Raw, column: &Column) -> std::result::Result<(), String> {
+    let ok = match (raw, column) {
+        (Raw::Null, _) => true,
+        (Raw::Bool(_), Column::Bool(_)) => true,
+        (Raw::Int(v), Column::Int32(_) | Column::Date(_)) => i32::try_from(*v).is_ok(),
+        (Raw::Int(_), Column::Int64(_) | Column::Time(_) | Column::Timestamp(_)) => true,
+        (Raw::Float(_), Column::Float32(_) | Column::Float64(_)) => true,
+        (Raw::Str(_) | Raw::Symbol { .. }, Column::Utf8(_)) => true,
+        (Raw::Bytes(_), Column::Binary(_)) => true,
+        (Raw::Bytes(r), Column::Fixed(_, w)) => r.len() == *w as usize,
+        (Raw::Decimal(v), Column::Decimal(..)) => return check_precision(*v, column),
+        _ => false,
+    };
+    if ok { Ok(()) } else { Err(format!("avro value {raw:?} does not fit the column's type")) }
 }
 
 impl Column {
@@ -243,6 +298,28 @@ impl Column {
             (Column::Date(b), Cell::Int(v)) => b.append_value(v as i32),
             (Column::Time(b), Cell::Int(v)) => b.append_value(v),
             (Column::Timestamp(b), Cell::Int(v)) => b.append_value(v),
+            (column, _) => column.push_null(),
+        }
+    }
+
+    /// Appends a value already checked by [`fits`].
+    fn push_raw(&mut self, raw: &Raw, body: &[u8], plan: &RecordPlan) {
+        match (self, raw) {
+            (Column::Bool(b), Raw::Bool(v)) => b.append_value(*v),
+            (Column::Int32(b), Raw::Int(v)) => b.append_value(*v as i32),
+            (Column::Date(b), Raw::Int(v)) => b.append_value(*v as i32),
+            (Column::Int64(b), Raw::Int(v)) => b.append_value(*v),
+            (Column::Time(b), Raw::Int(v)) => b.append_value(*v),
+            (Column::Timestamp(b), Raw::Int(v)) => b.append_value(*v),
+            (Column::Float32(b), Raw::Float(v)) => b.append_value(*v as f32),
+            (Column::Float64(b), Raw::Float(v)) => b.append_value(*v),
+            // `RecordPlan::read` checked this UTF-8 already; checked again rather than trusting a
+            // range (this is a public path), so nothing can put invalid UTF-8 in a string column.
+            (Column::Utf8(b), Raw::Str(r)) => b.append_value(std::str::from_utf8(&body[r.clone()]).unwrap_or_default()),
+            (Column::Utf8(b), Raw::Symbol { field, index }) => b.append_value(plan.symbol(*field, *index)),
+            (Column::Binary(b), Raw::Bytes(r)) => b.append_value(&body[r.clone()]),
+            (Column::Fixed(b, _), Raw::Bytes(r)) => b.append_value(&body[r.clone()]).unwrap_or(()),
+            (Column::Decimal(b, _), Raw::Decimal(v)) => b.append_value(*v),
             (column, _) => column.push_null(),
         }
     }
@@ -345,13 +422,5 @@ mod tests {
         b.append(record("AAPL", &[1], None), meta).unwrap();
         let batch = b.finish().unwrap();
         assert_eq!(batch.num_rows(), 1);
-    }
-
-    #[test]
-    fn sign_extends_decimals() {
-        assert_eq!(i128_from_be(&[0xFF]), Some(-1));
-        assert_eq!(i128_from_be(&[0x00, 0xFF]), Some(255));
-        assert_eq!(i128_from_be(&[]), Some(0));
-        assert_eq!(i128_from_be(&[1; 17]), None);
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod avro;
 pub mod columns;
+pub mod direct;
 pub mod json;
 pub mod schema;
