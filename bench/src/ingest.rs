@@ -177,14 +177,18 @@ pub fn ceiling(args: CeilingArgs) -> anyhow::Result<()> {
 
 /// Every message of `topic` below the high watermarks: (messages, key + value bytes).
 fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<(u64, u64)> {
-    // The same fetch settings k2-ingest's consumer runs with by default (librdkafka's), so
-    // the ceiling is what the broker gives any consumer on this machine.
-    let consumer: BaseConsumer = ClientConfig::new()
+    // The same fetch settings k2-ingest's consumer runs with by default, so the ceiling is
+    // what the broker gives a consumer tuned alike on this machine.
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "k2-bench-ceiling")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
+        .set("enable.partition.eof", "false");
+    for (key, value) in k2_ingest::kafka::consumer::FETCH_DEFAULTS {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config.create()?;
     let marks = watermarks(&consumer, topic)?;
     ensure!(!marks.is_empty(), "topic {topic} has no partitions");
     let mut assign = TopicPartitionList::new();
