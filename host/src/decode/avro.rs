@@ -59,6 +59,11 @@ impl TopicDecoder {
     /// Decodes one body into the table schema's fields, in schema order.
     pub fn decode(&self, body: &[u8]) -> Result<Vec<(String, Value)>, DecodeError> {
         let (datum, writer) = self.unframe(body)?;
+        self.decode_datum(datum, writer)
+    }
+
+    /// Decodes an unframed datum through apache-avro, resolving it if its writer schema differs.
+    fn decode_datum(&self, datum: &[u8], writer: Option<&Writer>) -> Result<Vec<(String, Value)>, DecodeError> {
         let value = match writer {
             None => decode_exact(&self.table_schema, datum, None)?,
             Some(w) => decode_exact(&w.schema, datum, w.needs_resolution.then_some(&self.table_schema))?,
@@ -84,7 +89,7 @@ impl TopicDecoder {
                 plan.read(datum, &mut self.raws)?;
                 columns.append_raw(&self.raws, datum, plan, meta)
             }
-            _ => columns.append(self.decode(body)?, meta),
+            _ => columns.append(self.decode_datum(datum, writer)?, meta),
         }
     }
 

@@ -132,9 +132,7 @@ impl ColumnsBuilder {
                     to_cell(value, &self.columns[i])
                         .map_err(|message| DecodeError::Field { field: name.clone(), message })?
                 }
-                Source::Partition => Cell::Int(meta.partition as i64),
-                Source::Offset => Cell::Int(meta.offset),
-                Source::Timestamp => meta.timestamp_ms.map_or(Cell::Null, |ms| Cell::Int(ms.saturating_mul(1000))),
+                meta_source => meta_cell(meta_source, meta),
             };
             if matches!(cell, Cell::Null) && !self.schema.field(i).is_nullable() {
                 return Err(DecodeError::Field {
@@ -183,11 +181,7 @@ impl ColumnsBuilder {
             match *source {
                 Source::Field(usize::MAX) => column.push_null(),
                 Source::Field(pos) => column.push_raw(&raws[pos], body, plan),
-                Source::Partition => column.push(Cell::Int(meta.partition as i64)),
-                Source::Offset => column.push(Cell::Int(meta.offset)),
-                Source::Timestamp => {
-                    column.push(meta.timestamp_ms.map_or(Cell::Null, |ms| Cell::Int(ms.saturating_mul(1000))))
-                }
+                meta_source => column.push(meta_cell(meta_source, meta)),
             }
         }
         self.rows += 1;
@@ -230,6 +224,16 @@ fn to_cell(value: Value, column: &Column) -> std::result::Result<Cell, String> {
         }
         other => return Err(format!("avro value {other:?} has no column type")),
     })
+}
+
+/// The cell of a Kafka metadata column (a source other than a field).
+fn meta_cell(source: Source, meta: KafkaMeta) -> Cell {
+    match source {
+        Source::Partition => Cell::Int(meta.partition as i64),
+        Source::Offset => Cell::Int(meta.offset),
+        Source::Timestamp => meta.timestamp_ms.map_or(Cell::Null, |ms| Cell::Int(ms.saturating_mul(1000))),
+        Source::Field(_) => Cell::Null,
+    }
 }
 
 /// A decimal's unscaled value must have at most the column's precision in digits.

@@ -112,6 +112,11 @@ impl TableWriter {
     /// Finishes every open file and returns them, ready to commit.
     pub async fn close(mut self) -> Result<Vec<DataFile>> {
         let jobs = self.jobs.take().expect("writer closed twice");
+        if self.rows == 0 {
+            // Nothing was written: no file was opened, and none should be committed. Dropping
+            // the queue ends the thread.
+            return Ok(Vec::new());
+        }
         // A failed send means the thread already stopped; its outcome says why.
         let _ = jobs.send(Job::Close).await;
         drop(jobs);
@@ -139,16 +144,10 @@ fn encode(
     table: &str,
 ) -> Result<Vec<DataFile>> {
     let err = |context: &str, source| Error::Iceberg { table: table.to_string(), context: context.into(), source };
-    let mut rows = 0;
     while let Some(job) = queue.blocking_recv() {
         match job {
             Job::Write(batch) => {
-                rows += batch.num_rows();
                 runtime.block_on(writer.write(batch)).map_err(|e| err("writing a data file", e))?;
-            }
-            Job::Close if rows == 0 => {
-                // Nothing was written: no file was opened, and none should be committed.
-                return Ok(Vec::new());
             }
             Job::Close => return runtime.block_on(writer.close()).map_err(|e| err("closing data files", e)),
         }
