@@ -15,7 +15,7 @@ PY := $(or $(K2_STATE_DIR),.k2)/venv/bin/python
 help:
 	@echo "make demo           produce sample trades, ingest them, read the table back"
 	@echo "make test           every test: unit, guest contract, end-to-end on real services"
-	@echo "make services-up    start Kafka on 127.0.0.1:19092; REST=1 adds S3Proxy and a REST catalog (services-down stops them)"
+	@echo "make services-up    start Kafka (127.0.0.1:19092) and a schema registry (:18081); REST=1 adds S3Proxy and a REST catalog (services-down stops them)"
 	@echo "make build          the k2-ingest binary and the validator components"
 	@echo "make bench          validator throughput (wasm vs native) and end-to-end ingest vs a bare consumer"
 

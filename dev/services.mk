@@ -1,5 +1,5 @@
-# Make targets for the real services (Kafka KRaft node; with REST=1 also S3Proxy and Iceberg's
-# REST catalog server; Python venv); included from the top-level Makefile.
+# Make targets for the real services (Kafka KRaft node and Apicurio schema registry; with REST=1
+# also S3Proxy and Iceberg's REST catalog server; Python venv); included from the top-level Makefile.
 
 # The directory of this file, so the targets work whatever the including Makefile's cwd or name.
 K2_DEV_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
@@ -10,16 +10,16 @@ K2_REST_FLAG = $(if $(filter 1 yes true,$(REST)),--rest)
 
 .PHONY: services-fetch services-up services-up-rest services-down services-status services-reset venv
 
-## Download the jars from Maven Central into .k2/*/lib (once per pom change).
+## Download the jars and the registry from Maven Central into .k2/*/lib and .k2/registry (once per pom change).
 services-fetch:
 	$(K2_SERVICES) fetch $(K2_REST_FLAG)
 
-## Fetch if needed, then start Kafka on 127.0.0.1 (REST=1: also S3Proxy and the REST catalog)
-## and wait until they answer (no-op for what already runs).
+## Fetch if needed, then start Kafka and the schema registry on 127.0.0.1 (REST=1: also S3Proxy
+## and the REST catalog) and wait until they answer (no-op for what already runs).
 services-up: services-fetch
 	$(K2_SERVICES) up $(K2_REST_FLAG)
 
-## Everything the tests use: Kafka, S3Proxy and the REST catalog.
+## Everything the tests use: Kafka, the schema registry, S3Proxy and the REST catalog.
 services-up-rest:
 	$(K2_SERVICES) up --rest
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, starts, stops and checks the real services for dev and end-to-end tests: a Kafka KRaft
-# node, and with --rest an S3-compatible object store (S3Proxy) and Apache Iceberg's REST catalog
-# server on it; plus the Python venv.
+# node and a schema registry (Apicurio, Confluent-compatible API), and with --rest an S3-compatible
+# object store (S3Proxy) and Apache Iceberg's REST catalog server on it; plus the Python venv.
 #
 # usage: dev/services.sh fetch|up [--rest] | down|status|reset|venv|env | tool CLASS [ARGS...]
 #
@@ -10,6 +10,7 @@
 #   K2_KAFKA_PORT             broker port on 127.0.0.1 (default 19092)
 #   K2_KAFKA_CONTROLLER_PORT  KRaft controller port on 127.0.0.1 (default 19093)
 #   K2_KAFKA_HEAP             broker JVM heap flags (default "-Xms256m -Xmx512m")
+#   K2_REGISTRY_PORT          schema registry port on 127.0.0.1 (default 18081)
 #   K2_S3_PORT                S3Proxy port on 127.0.0.1 (default 19000)
 #   K2_REST_PORT              REST catalog port (default 19181; the server binds every interface)
 #   K2_START_TIMEOUT          seconds to wait for a healthy service (default 90)
@@ -42,6 +43,11 @@ S3_ACCESS_KEY=k2access
 S3_SECRET_KEY=k2secretkey
 S3_BUCKET=warehouse
 S3_REGION=us-east-1
+
+REGISTRY_POM=$ROOT/dev/registry/pom.xml
+REGISTRY_HOME=$STATE/registry  # the unpacked distribution: *-runner.jar and lib/
+REGISTRY_DIR=$SERVICES/registry
+REGISTRY_PORT=${K2_REGISTRY_PORT:-18081}
 
 REST_POM=$ROOT/dev/rest/pom.xml
 REST_LIB=$STATE/rest/lib
@@ -96,8 +102,34 @@ fetch_jars() {
     echo "$want" >"$marker"
 }
 
+# fetch_dist NAME POM DIR: unpacks the tar.gz distribution POM depends on into DIR, once per POM
+# change. The archive is not kept: Maven's local repository already holds a copy.
+fetch_dist() {
+    local name=$1 pom=$2 dir=$3 marker=$3/.fetched want archive
+    want=$(hash_of "$pom")
+    if [[ -f $marker && $(<"$marker") == "$want" ]]; then
+        return 0
+    fi
+    check_java
+    need mvn "install maven"
+    need tar "install tar"
+    say "fetching $name from maven central into ${dir#"$ROOT"/}"
+    # A fresh folder, so a version bump cannot leave the old version's jars in lib/.
+    rm -rf "$dir"
+    mkdir -p "$dir/.download"
+    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dir/.download" \
+        || die "maven could not resolve the $name archive of ${pom#"$ROOT"/} (output above)"
+    for archive in "$dir"/.download/*.tar.gz; do
+        [[ -f $archive ]] || die "${pom#"$ROOT"/} resolved no tar.gz archive for $name"
+        tar -xzf "$archive" -C "$dir" --no-same-owner || die "could not unpack ${archive##*/} into ${dir#"$ROOT"/}"
+    done
+    rm -rf "$dir/.download"
+    echo "$want" >"$marker"
+}
+
 cmd_fetch() {
     fetch_jars kafka "$KAFKA_POM" "$KAFKA_LIB"
+    fetch_dist "schema registry" "$REGISTRY_POM" "$REGISTRY_HOME"
     if [[ $WITH_REST == 1 ]]; then
         fetch_jars s3proxy "$S3_POM" "$S3_LIB"
         fetch_jars "iceberg rest catalog" "$REST_POM" "$REST_LIB"
@@ -301,6 +333,40 @@ kafka_healthy() {
         --command-config "$client" --list
 }
 
+# ---------------------------------------------------------------- schema registry
+
+# The distribution's Quarkus runner jar; its name carries the version the pom pins.
+registry_jar() {
+    local jars=("$REGISTRY_HOME"/*-runner.jar)
+    [[ ${#jars[@]} -eq 1 && -f ${jars[0]} ]] || die "no single *-runner.jar in ${REGISTRY_HOME#"$ROOT"/}; run dev/services.sh fetch"
+    echo "${jars[0]}"
+}
+
+# Apicurio Registry on its default storage, an in-memory H2 database: schemas live as long as the
+# process, so every test registers the schemas it uses. Apicurio reads many unprefixed environment
+# variables (AUTH_ENABLED, KEYCLOAK_URL, KAFKA_BOOTSTRAP_SERVERS, LOG_LEVEL, QUARKUS_PROFILE...), so
+# it starts with an empty environment: a developer's shell cannot switch on auth (which calls
+# Keycloak), the Kafka event sink or another profile. auth is pinned off for the same reason.
+# C1 only: next to an idle broker on 2 cores it is ready in ~7 s instead of ~13 s, and it only
+# serves a few requests per test. Its temp folder (Vert.x's file cache) stays under .k2, so reset
+# clears it.
+start_registry() {
+    local jar
+    jar=$(registry_jar)
+    mkdir -p "$REGISTRY_DIR/tmp"
+    say "starting schema registry on 127.0.0.1:$REGISTRY_PORT (log ${REGISTRY_DIR#"$ROOT"/}/registry.log)"
+    svc_start registry env -i PATH="$PATH" HOME="$HOME" \
+        java -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 "$(svc_tag registry)" -Djava.awt.headless=true \
+        -Dfile.encoding=UTF-8 -Djava.io.tmpdir="$REGISTRY_DIR/tmp" \
+        -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
+        -Dregistry.auth.enabled=false -jar "$jar"
+}
+
+# Ready = storage and the REST layer answer (Quarkus' readiness checks all pass).
+registry_healthy() {
+    [[ $(http_status "$REGISTRY_PORT" /health/ready) == 200 ]]
+}
+
 # ---------------------------------------------------------------- s3 store and rest catalog
 
 # S3Proxy on its filesystem backend: objects are plain files under .k2/services/s3/data, so they
@@ -353,6 +419,7 @@ cmd_up() {
     cmd_fetch
     check_java
     svc_up kafka "$KAFKA_PORT" start_kafka kafka_healthy
+    svc_up registry "$REGISTRY_PORT" start_registry registry_healthy
     if [[ $WITH_REST == 1 ]]; then
         svc_up s3 "$S3_PORT" start_s3 s3_healthy
         svc_up rest "$REST_PORT" start_rest rest_healthy
@@ -362,7 +429,7 @@ cmd_up() {
 cmd_down() {
     # The catalog first: it writes to the store.
     local name
-    for name in rest s3 kafka; do
+    for name in rest s3 registry kafka; do
         svc_stop "$name"
     done
     say "services stopped"
@@ -370,8 +437,13 @@ cmd_down() {
 
 cmd_status() {
     local name port pid down=0
-    for name in kafka s3 rest; do
-        case $name in kafka) port=$KAFKA_PORT ;; s3) port=$S3_PORT ;; rest) port=$REST_PORT ;; esac
+    for name in kafka registry s3 rest; do
+        case $name in
+        kafka) port=$KAFKA_PORT ;;
+        registry) port=$REGISTRY_PORT ;;
+        s3) port=$S3_PORT ;;
+        rest) port=$REST_PORT ;;
+        esac
         if pid=$(running_pid "$name"); then
             if port_open "$port"; then
                 echo "$name: running (pid $pid) on 127.0.0.1:$port"
@@ -380,7 +452,8 @@ cmd_status() {
             fi
         else
             echo "$name: stopped"
-            [[ $name == kafka ]] && down=1
+            # Only what `up` always starts counts; s3 and rest run with --rest alone.
+            [[ $name == kafka || $name == registry ]] && down=1
         fi
     done
     ((down == 0)) || return 3
@@ -418,6 +491,8 @@ cmd_venv() {
 cmd_env() {
     echo "export K2_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
     echo "export K2_KAFKA_LIB=$KAFKA_LIB"
+    # The base URL a Confluent client takes (it appends /subjects/..., /schemas/ids/...).
+    echo "export K2_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
     echo "export K2_PYTHON=$VENV/bin/python"
     echo "export K2_REST_URI=http://127.0.0.1:$REST_PORT"
     echo "export K2_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
