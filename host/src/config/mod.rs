@@ -8,7 +8,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 mod catalog;
+mod registry;
 pub use catalog::*;
+pub use registry::*;
 
 /// Environment variables that override the config file, for CI and containers.
 pub const ENV_BOOTSTRAP: &str = "K2_KAFKA_BOOTSTRAP";
@@ -22,6 +24,10 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Where the Iceberg tables live.
     pub catalog: CatalogConfig,
+    /// The schema registry that Confluent-framed topics take writer schemas from. Default:
+    /// none (writer schemas come from each topic's `schema_ids` files).
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
     /// Batching and bounded-run behaviour.
     #[serde(default)]
     pub pipeline: PipelineConfig,
@@ -172,13 +178,16 @@ pub struct TopicConfig {
     #[serde(default)]
     pub table: Option<String>,
     /// Avro schema file (.avsc) of the table, and of plain bodies. Relative to the config file.
+    /// With `confluent` framing it is the table's starting shape: writer schemas that add
+    /// optional fields or widen int → long and float → double evolve the table.
     pub schema: PathBuf,
     /// How message bodies are framed: `plain` (bare Avro datum) or `confluent`
     /// (`0x00`, 4-byte big-endian schema id, datum). Default `plain`.
     #[serde(default)]
     pub framing: Framing,
     /// For `confluent` framing: schema id → writer schema file. Records are resolved from
-    /// their writer schema to the table's schema. Default: empty.
+    /// their writer schema to the table's schema. Ids not listed here are fetched from
+    /// `[registry]`. Default: empty.
     #[serde(default)]
     pub schema_ids: BTreeMap<String, PathBuf>,
     /// The validator component for this topic; absent means every decoded record is accepted.
@@ -410,6 +419,9 @@ impl Config {
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let base = std::path::absolute(base).map_err(|e| err(format!("cannot resolve its folder: {e}")))?;
         config.catalog.resolve(&base, &env);
+        if let Some(registry) = &mut config.registry {
+            registry.resolve(&env);
+        }
         for topic in &mut config.topics {
             topic.schema = base.join(&topic.schema);
             for file in topic.schema_ids.values_mut() {
@@ -437,6 +449,9 @@ impl Config {
             }
         }
         self.catalog.validate()?;
+        if let Some(registry) = &self.registry {
+            registry.validate()?;
+        }
         if self.pipeline.batch_records == 0 {
             return Err("pipeline.batch_records must be at least 1".into());
         }
@@ -451,9 +466,9 @@ impl Config {
             if topic.dlq_topic() == topic.name {
                 return Err(format!("topic `{}`: dlq_topic must differ from the topic itself", topic.name));
             }
-            if topic.framing == Framing::Confluent && topic.schema_ids.is_empty() {
+            if topic.framing == Framing::Confluent && topic.schema_ids.is_empty() && self.registry.is_none() {
                 return Err(format!(
-                    "topic `{}`: framing = \"confluent\" needs at least one entry in schema_ids",
+                    "topic `{}`: framing = \"confluent\" needs a [registry] or at least one entry in schema_ids",
                     topic.name
                 ));
             }
@@ -600,7 +615,36 @@ mod tests {
     fn confluent_framing_needs_schema_ids() {
         let text = MINIMAL.replace("schema = \"schemas/trade.avsc\"", "schema = \"s.avsc\"\nframing = \"confluent\"");
         let msg = parse(&text).unwrap_err().to_string();
-        assert!(msg.contains("needs at least one entry in schema_ids"), "{msg}");
+        assert!(msg.contains("needs a [registry] or at least one entry in schema_ids"), "{msg}");
+    }
+
+    #[test]
+    fn registry_section_defaults_overrides_and_errors() {
+        let text = MINIMAL.replace("schema = \"schemas/trade.avsc\"", "schema = \"s.avsc\"\nframing = \"confluent\"")
+            + "[registry]\nurl = \"http://r:8081\"\nusername = \"k\"\npassword = \"secret\"\n";
+        let c = parse(&text).unwrap();
+        let r = c.registry.as_ref().unwrap();
+        assert_eq!((r.timeout_ms, r.cache_schemas), (10_000, 1000));
+        assert!(!format!("{r:?}").contains("secret"), "the password stays out of debug output");
+        let env = |k: &str| (k == ENV_REGISTRY_URL).then(|| "https://other:443".to_string());
+        let c = Config::parse(&text, Path::new("/etc/k2/k2.toml"), env).unwrap();
+        assert_eq!(c.registry.unwrap().url, "https://other:443");
+        for (bad, expected) in [
+            ("url = \"http://r:8081\"", "url = \"r:8081\"", "registry.url `r:8081` must start with http://"),
+            ("username = \"k\"\n", "", "registry.password is set but registry.username is not"),
+            ("password = \"secret\"", "token = \"t\"", "either username/password or token"),
+            (
+                "url = \"http://r:8081\"",
+                "url = \"http://r:8081\"\ncache_schemas = 0",
+                "cache_schemas must be at least 1",
+            ),
+            ("url = \"http://r:8081\"", "url = \"http://r:8081\"\nschemas = 1", "unknown field `schemas`"),
+        ]
+        .map(|(from, to, msg)| (text.replace(from, to), msg))
+        {
+            let msg = parse(&bad).unwrap_err().to_string();
+            assert!(msg.contains(expected), "{msg}");
+        }
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! A client for the Confluent schema registry REST API: writer schemas by id, cached and bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apache_avro::Schema as AvroSchema;
+use serde::Deserialize;
+
+use crate::config::RegistryConfig;
+
+/// The media types the Confluent API answers with; Apicurio and Karapace accept them too.
+const ACCEPT: &str = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json";
+
+/// A writer schema as the registry holds it.
+#[derive(Debug)]
+pub struct RegisteredSchema {
+    pub id: u32,
+    pub schema: AvroSchema,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry answered that there is no such id: the record that names it is bad.
+    #[error("schema registry {url}: schema id {id} is not registered")]
+    NotFound { url: String, id: u32 },
+    /// The id names a schema k2-ingest cannot decode with (not Avro, references, unparsable):
+    /// the record that names it is bad.
+    #[error("schema registry {url}: schema id {id}: {message}")]
+    Unusable { url: String, id: u32, message: String },
+    /// No answer, or one that is not about the schema (auth, server error): an operator must
+    /// act, and no record may be set aside for it.
+    #[error("schema registry {url}: {context}: {message}")]
+    Unavailable { url: String, context: String, message: String },
+}
+
+impl RegistryError {
+    /// Whether the error is about the record's schema id rather than the registry.
+    pub fn is_bad_record(&self) -> bool {
+        !matches!(self, RegistryError::Unavailable { .. })
+    }
+}
+
+/// What `GET /schemas/ids/{id}` returns.
+#[derive(Deserialize)]
+struct SchemaById {
+    schema: String,
+    /// Absent means Avro (the API predates other types).
+    #[serde(default, rename = "schemaType")]
+    schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<serde_json::Value>,
+}
+
+/// One subject version that holds a schema id.
+#[derive(Debug, Deserialize)]
+pub struct SubjectVersion {
+    pub subject: String,
+    pub version: i64,
+}
+
+enum Auth {
+    None,
+    Basic { username: String, password: Option<String> },
+    Bearer(String),
+}
+
+/// The registry connection and the schemas fetched through it.
+pub struct SchemaRegistry {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+    cache: moka::future::Cache<u32, Arc<RegisteredSchema>>,
+}
+
+impl SchemaRegistry {
+    pub fn new(config: &RegistryConfig) -> Result<Self, RegistryError> {
+        let base = config.url.trim().trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms.max(1)))
+            .build()
+            .map_err(|e| RegistryError::Unavailable {
+                url: base.clone(),
+                context: "building the http client".into(),
+                message: e.to_string(),
+            })?;
+        let auth = match (&config.username, &config.token) {
+            (Some(username), _) => Auth::Basic { username: username.clone(), password: config.password.clone() },
+            (None, Some(token)) => Auth::Bearer(token.clone()),
+            (None, None) => Auth::None,
+        };
+        let cache = moka::future::Cache::new(config.cache_schemas);
+        Ok(Self { http, base, auth, cache })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The schema registered under `id`, from the cache or the registry.
+    pub async fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
+        if let Some(hit) = self.cache.get(&id).await {
+            return Ok(hit);
+        }
+        let path = format!("/schemas/ids/{id}");
+        let Some(body) = self.get(&path, &format!("fetching schema id {id}")).await? else {
+            return Err(RegistryError::NotFound { url: self.base.clone(), id });
+        };
+        let unusable = |message: String| RegistryError::Unusable { url: self.base.clone(), id, message };
+        let answer: SchemaById =
+            serde_json::from_str(&body).map_err(|e| unusable(format!("unexpected answer ({e}): {body}")))?;
+        if let Some(ty) = answer.schema_type.as_deref().filter(|t| !t.eq_ignore_ascii_case("AVRO")) {
+            return Err(unusable(format!("is a {ty} schema; k2-ingest decodes Avro")));
+        }
+        if !answer.references.is_empty() {
+            return Err(unusable("has schema references, which k2-ingest does not resolve yet".into()));
+        }
+        let schema =
+            AvroSchema::parse_str(&answer.schema).map_err(|e| unusable(format!("not a valid avro schema: {e}")))?;
+        if !matches!(schema, AvroSchema::Record(_)) {
+            return Err(unusable("top-level type must be an avro record".into()));
+        }
+        let registered = Arc::new(RegisteredSchema { id, schema });
+        self.cache.insert(id, registered.clone()).await;
+        Ok(registered)
+    }
+
+    /// The subject versions that hold `id`, for messages an operator reads; empty when the
+    /// registry cannot say.
+    pub async fn versions_of(&self, id: u32) -> Vec<SubjectVersion> {
+        let path = format!("/schemas/ids/{id}/versions");
+        match self.get(&path, "").await {
+            Ok(Some(body)) => serde_json::from_str(&body).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// GETs `path` below the base URL: the body on 200, `None` on 404, an error otherwise.
+    async fn get(&self, path: &str, context: &str) -> Result<Option<String>, RegistryError> {
+        let unavailable = |message: String| RegistryError::Unavailable {
+            url: self.base.clone(),
+            context: context.to_string(),
+            message,
+        };
+        let mut request = self.http.get(format!("{}{path}", self.base)).header(reqwest::header::ACCEPT, ACCEPT);
+        request = match &self.auth {
+            Auth::None => request,
+            Auth::Basic { username, password } => request.basic_auth(username, password.as_ref()),
+            Auth::Bearer(token) => request.bearer_auth(token),
+        };
+        let response = request.send().await.map_err(|e| unavailable(error_chain(&e)))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| unavailable(error_chain(&e)))?;
+        match status.as_u16() {
+            200 => Ok(Some(body)),
+            // Confluent says 40403 in the body for a missing schema; a 404 for the whole API
+            // (a wrong base URL) has no such code and is the operator's to fix.
+            404 if is_missing_schema(&body) => Ok(None),
+            401 | 403 => Err(unavailable(format!("http {status}: check registry.username/password or token"))),
+            _ => Err(unavailable(format!("http {status}: {}", body.chars().take(300).collect::<String>()))),
+        }
+    }
+}
+
+/// Whether a 404 body is the registry saying the schema is missing (Confluent error code
+/// 40403, which Apicurio and Karapace return too), not a path the server does not serve.
+fn is_missing_schema(body: &str) -> bool {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error_code: i64,
+    }
+    serde_json::from_str::<ErrorBody>(body).is_ok_and(|e| e.error_code == 40403)
+}
+
+/// An error with its causes, since reqwest's own message stops at "error sending request".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_confluent_missing_schema_codes_count_as_not_found() {
+        assert!(is_missing_schema(r#"{"error_code":40403,"message":"Schema 9 not found"}"#));
+        assert!(!is_missing_schema(r#"{"error_code":40401,"message":"Subject not found"}"#));
+        assert!(!is_missing_schema("<html>Not Found</html>"));
+    }
+}
