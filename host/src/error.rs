@@ -69,6 +69,8 @@ pub enum DecodeError {
     BadMagic { found: u8 },
     #[error("confluent framing: schema id {id} is not mapped in the topic's schema_ids")]
     UnknownSchemaId { id: u32 },
+    #[error("confluent framing: schema id {id}: {message}")]
+    SchemaId { id: u32, message: String },
     #[error("avro: {0}")]
     Avro(String),
     #[error("avro: {trailing} bytes left after the record")]

@@ -15,6 +15,8 @@ use crate::error::{DecodeError, Result};
 /// The Confluent wire format: magic byte 0, then a 4-byte big-endian schema id.
 const CONFLUENT_MAGIC: u8 = 0;
 const CONFLUENT_HEADER_LEN: usize = 5;
+/// Most schema ids remembered as unusable at once.
+const MAX_REJECTED_IDS: usize = 1024;
 
 /// A writer schema and whether records written with it need resolving to the table's schema.
 struct Writer {
@@ -27,6 +29,8 @@ pub struct TopicDecoder {
     table_schema: AvroSchema,
     framing: Framing,
     writers: HashMap<u32, Writer>,
+    /// Ids the registry has no usable schema for, with why: their records are undecodable.
+    rejected: HashMap<u32, String>,
     /// The table schema compiled for the direct reader, when it covers the schema's shape.
     plan: Option<RecordPlan>,
     /// The direct reader's fields of the record in hand, reused from record to record.
@@ -37,18 +41,55 @@ impl TopicDecoder {
     /// Loads the topic's table schema and, for Confluent framing, every mapped writer schema.
     pub fn new(topic: &TopicConfig) -> Result<Self> {
         let table_schema = load_avsc(&topic.schema)?;
-        let table_form = table_schema.canonical_form();
         let mut writers = HashMap::new();
         for (id, path) in &topic.schema_ids {
             // Config validation already checked that every key is a u32.
             let id: u32 = id.parse().unwrap_or_default();
             let schema = load_avsc(path)?;
-            // Resolution costs a second pass over every value: skip it when the schemas agree.
-            let needs_resolution = schema.canonical_form() != table_form;
+            let needs_resolution = needs_resolution(&schema, &table_schema);
             writers.insert(id, Writer { schema, needs_resolution });
         }
         let plan = RecordPlan::compile(&table_schema);
-        Ok(Self { table_schema, framing: topic.framing, writers, plan, raws: Vec::new() })
+        Ok(Self { table_schema, framing: topic.framing, writers, rejected: HashMap::new(), plan, raws: Vec::new() })
+    }
+
+    /// The writer schemas known so far, by id.
+    pub fn writer_schemas(&self) -> impl Iterator<Item = (u32, &AvroSchema)> {
+        self.writers.iter().map(|(id, w)| (*id, &w.schema))
+    }
+
+    /// The schema id of a Confluent-framed body when no writer schema is known for it yet.
+    /// Bodies too short or with the wrong magic byte are left to `decode_into` to report.
+    pub fn unknown_schema_id(&self, body: &[u8]) -> Option<u32> {
+        if self.framing != Framing::Confluent || body.len() < CONFLUENT_HEADER_LEN || body[0] != CONFLUENT_MAGIC {
+            return None;
+        }
+        let id = u32::from_be_bytes(body[1..CONFLUENT_HEADER_LEN].try_into().unwrap());
+        (!self.writers.contains_key(&id) && !self.rejected.contains_key(&id)).then_some(id)
+    }
+
+    /// Adds the writer schema of `id` (one the reader schema already reads).
+    pub fn learn(&mut self, id: u32, schema: AvroSchema) {
+        let needs_resolution = needs_resolution(&schema, &self.table_schema);
+        self.writers.insert(id, Writer { schema, needs_resolution });
+    }
+
+    /// Marks `id` as having no usable writer schema: its records are undecodable, for `why`.
+    pub fn reject(&mut self, id: u32, why: String) {
+        // Bounded: ids are 32-bit and a stream of garbage could name many.
+        if self.rejected.len() >= MAX_REJECTED_IDS {
+            self.rejected.clear();
+        }
+        self.rejected.insert(id, why);
+    }
+
+    /// Replaces the reader (table) schema, after it was merged with a new writer schema.
+    pub fn set_reader(&mut self, schema: AvroSchema) {
+        for w in self.writers.values_mut() {
+            w.needs_resolution = needs_resolution(&w.schema, &schema);
+        }
+        self.plan = RecordPlan::compile(&schema);
+        self.table_schema = schema;
     }
 
     /// The schema records are decoded to (the table's).
@@ -108,11 +149,23 @@ impl TopicDecoder {
                     return Err(DecodeError::BadMagic { found: body[0] });
                 }
                 let id = u32::from_be_bytes(body[1..CONFLUENT_HEADER_LEN].try_into().unwrap());
-                let writer = self.writers.get(&id).ok_or(DecodeError::UnknownSchemaId { id })?;
+                let Some(writer) = self.writers.get(&id) else {
+                    return Err(match self.rejected.get(&id) {
+                        Some(why) => DecodeError::SchemaId { id, message: why.clone() },
+                        None => DecodeError::UnknownSchemaId { id },
+                    });
+                };
                 Ok((&body[CONFLUENT_HEADER_LEN..], Some(writer)))
             }
         }
     }
+}
+
+/// Whether records written with `writer` must be resolved to `reader`. Resolution costs a
+/// second pass over every value, so it is skipped when the schemas agree; they are compared
+/// with their logical types (canonical forms drop them, and millis read as micros would be wrong).
+fn needs_resolution(writer: &AvroSchema, reader: &AvroSchema) -> bool {
+    writer != reader
 }
 
 /// Decodes one datum and insists it uses the whole body: leftover bytes mean the body

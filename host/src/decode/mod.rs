@@ -3,5 +3,7 @@
 pub mod avro;
 pub mod columns;
 pub mod direct;
+pub mod evolve;
 pub mod json;
+pub mod registry;
 pub mod schema;

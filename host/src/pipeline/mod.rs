@@ -26,6 +26,8 @@ use rdkafka::{Message, Offset};
 use crate::config::{Config, DuplicatePolicy, InvalidPolicy, TopicConfig};
 use crate::decode::avro::TopicDecoder;
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
+use crate::decode::evolve::merge;
+use crate::decode::registry::SchemaRegistry;
 use crate::decode::schema::{field_columns, iceberg_schema, record_fields};
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -37,6 +39,7 @@ use crate::metrics::TopicMetrics;
 use crate::sink::catalog::{TableCatalog, arrow_schema};
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::events::{EventRow, EventsTable};
+use crate::sink::evolve;
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};
 use crate::sink::state::{StateFiles, read_state, write_state};
 use crate::sink::writer::TableWriter;
@@ -83,6 +86,10 @@ pub struct Pipeline<'a> {
     topic: &'a TopicConfig,
     table_name: String,
     decoder: TopicDecoder,
+    /// Where writer schemas of ids the decoder does not know come from.
+    registry: Option<SchemaRegistry>,
+    /// Where the reader schema came from, for messages: the schema file and the ids merged in.
+    schema_origin: SchemaOrigin,
     arrow_schema: SchemaRef,
     avro_fields: Vec<String>,
     /// Positions of the Avro-field columns in the table schema (handed to validators).
@@ -126,12 +133,35 @@ impl<'a> Pipeline<'a> {
     /// Prepares the run: schemas, catalog and table (created if missing), validator module.
     pub async fn open(config: &'a Config, topic_name: &str) -> Result<Self> {
         let topic = config.topic(topic_name)?;
-        let decoder = TopicDecoder::new(topic)?;
+        let mut decoder = TopicDecoder::new(topic)?;
+        let mut schema_origin = SchemaOrigin { file: topic.schema.display().to_string(), ids: Vec::new() };
+        // The writer schemas the config maps are merged in from the start, as if met in a record.
+        let mut known: Vec<(u32, apache_avro::Schema)> =
+            decoder.writer_schemas().map(|(id, s)| (id, s.clone())).collect();
+        known.sort_by_key(|(id, _)| *id);
+        for (id, writer) in known {
+            match merge(decoder.table_schema(), &writer) {
+                Ok(None) => {}
+                Ok(Some(merged)) => decoder.set_reader(merged),
+                Err(e) => return Err(schema_origin.incompatible(&topic.name, &id.to_string(), &e)),
+            }
+            schema_origin.ids.push(id);
+        }
+        let registry = match (&config.registry, topic.framing) {
+            (Some(r), crate::config::Framing::Confluent) => Some(
+                SchemaRegistry::new(r)
+                    .map_err(|e| Error::Topic { topic: topic.name.clone(), message: e.to_string() })?,
+            ),
+            _ => None,
+        };
         let avro_fields: Vec<String> = record_fields(decoder.table_schema()).iter().map(|f| f.name.clone()).collect();
         let schema = iceberg_schema(decoder.table_schema(), &topic.schema, config.sink.metadata_columns)?;
         let catalog = Arc::new(TableCatalog::open(&config.catalog).await?);
         let table_name = topic.table_name();
-        let table = catalog.load_or_create(&table_name, schema).await?;
+        let table = catalog.load_or_create(&table_name, schema.clone()).await?;
+        // A table made by an earlier run (or another tool) may lack columns the schema has:
+        // without them those fields would be dropped, so the table evolves first.
+        let table = evolve_table(&catalog, table, &schema, &topic.name, &schema_origin.describe()).await?;
         let arrow_schema = arrow_schema(&table)?;
         let field_columns = field_columns(&arrow_schema, &avro_fields);
         let module = match &topic.validator {
@@ -165,6 +195,8 @@ impl<'a> Pipeline<'a> {
             topic,
             table_name,
             decoder,
+            registry,
+            schema_origin,
             arrow_schema,
             avro_fields,
             field_columns,
@@ -240,6 +272,9 @@ impl<'a> Pipeline<'a> {
             match received {
                 Ok(Ok(msg)) => {
                     idle_since = Some(now);
+                    if let Some(id) = self.decoder.unknown_schema_id(msg.payload().unwrap_or_default()) {
+                        self.learn_schema(id, &consumer).await?;
+                    }
                     self.accept_message(&msg).await?;
                 }
                 Ok(Err(e)) => {
@@ -299,6 +334,78 @@ impl<'a> Pipeline<'a> {
         self.summary.snapshot_id = self.table.metadata().current_snapshot().map(|s| s.snapshot_id());
         self.summary.duration_secs = started.elapsed().as_secs_f64();
         Ok(self.summary)
+    }
+
+    /// Fetches the writer schema of `id` from the registry. If the table's schema does not read
+    /// it as it is, evolves the table first, committing what was read before, so no record of
+    /// the new version is written with the old columns. An id the registry does not have is
+    /// left to decoding, which sets its records aside; an incompatible schema stops the topic.
+    async fn learn_schema(&mut self, id: u32, consumer: &GroupConsumer) -> Result<()> {
+        let Some(registry) = &self.registry else { return Ok(()) };
+        let writer = match registry.schema(id).await {
+            Ok(w) => w,
+            Err(e) if e.is_bad_record() => {
+                tracing::warn!(topic = %self.topic.name, schema_id = id, error = %e, "schema id unusable; its records are undecodable");
+                self.decoder.reject(id, e.to_string());
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Error::Topic {
+                    topic: self.topic.name.clone(),
+                    message: format!("{e}; stopping without committing what is not yet in the table"),
+                });
+            }
+        };
+        let merged = match merge(self.decoder.table_schema(), &writer.schema) {
+            Ok(m) => m,
+            Err(e) => {
+                let versions = registry.versions_of(id).await;
+                let named = match versions.as_slice() {
+                    [] => format!("{id}"),
+                    vs => format!(
+                        "{id} ({})",
+                        vs.iter()
+                            .map(|v| format!("{} version {}", v.subject, v.version))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                return Err(self.schema_origin.incompatible(&self.topic.name, &named, &e));
+            }
+        };
+        let merged_any = merged.is_some();
+        if let Some(merged) = merged {
+            // What was read with the old schema goes to the table with the old columns first.
+            self.flush_partitions().await?;
+            self.commit(consumer).await?;
+            self.evolve_to(merged, id).await?;
+        }
+        self.decoder.learn(id, writer.schema.clone());
+        self.schema_origin.ids.push(id);
+        tracing::info!(topic = %self.topic.name, schema_id = id, evolved = merged_any, "writer schema learned");
+        Ok(())
+    }
+
+    /// Makes `merged` the reader schema: evolves the table to it and rebuilds what depends on
+    /// the table's columns. Every partition batch is empty and the writer closed (just committed).
+    async fn evolve_to(&mut self, merged: apache_avro::Schema, id: u32) -> Result<()> {
+        let desired = iceberg_schema(&merged, &self.topic.schema, self.config.sink.metadata_columns)
+            .map_err(|e| Error::Topic { topic: self.topic.name.clone(), message: format!("schema id {id}: {e}") })?;
+        let origin = format!("{} and schema id {id}", self.schema_origin.describe());
+        let table = match self.catalog.load(&self.table_name).await? {
+            Some(t) => t,
+            None => self.table.clone(),
+        };
+        self.table = evolve_table(&self.catalog, table, &desired, &self.topic.name, &origin).await?;
+        self.arrow_schema = arrow_schema(&self.table)?;
+        self.avro_fields = record_fields(&merged).iter().map(|f| f.name.clone()).collect();
+        self.field_columns = field_columns(&self.arrow_schema, &self.avro_fields);
+        self.decoder.set_reader(merged);
+        for batch in self.partitions.values_mut() {
+            debug_assert!(batch.columns.is_empty(), "batches are flushed before the schema changes");
+            batch.columns = ColumnsBuilder::new(self.arrow_schema.clone(), &self.avro_fields, &self.table_name)?;
+        }
+        Ok(())
     }
 
     /// Decodes one message into its partition's batch; hands the batch on when full.
@@ -842,6 +949,76 @@ impl<'a> Pipeline<'a> {
             tracing::warn!(error = %e, "group offset commit failed; the table holds the offsets");
         }
     }
+}
+
+/// Where a topic's reader schema came from: its schema file and the writer schema ids merged in.
+struct SchemaOrigin {
+    file: String,
+    ids: Vec<u32>,
+}
+
+impl SchemaOrigin {
+    fn describe(&self) -> String {
+        match self.ids.as_slice() {
+            [] => self.file.clone(),
+            ids => format!(
+                "{} with schema ids {}",
+                self.file,
+                ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// The error that stops a topic whose new writer schema (`named`) the table cannot take.
+    fn incompatible(&self, topic: &str, named: &str, e: &crate::decode::evolve::Incompatible) -> Error {
+        let field = if e.field.is_empty() { String::new() } else { format!("field `{}` ", e.field) };
+        Error::Topic {
+            topic: topic.to_string(),
+            message: format!(
+                "schema id {named} is incompatible with the table's schema (from {}): {field}{}; \
+                 stopping before any record of it is written",
+                self.describe(),
+                e.message
+            ),
+        }
+    }
+}
+
+/// Evolves `table` so it has every column of `desired` with a type that holds its values.
+/// Another instance may evolve the same table at the same moment: a conflict re-plans on the
+/// table as it then is.
+async fn evolve_table(
+    catalog: &TableCatalog,
+    mut table: Table,
+    desired: &iceberg::spec::Schema,
+    topic: &str,
+    origin: &str,
+) -> Result<Table> {
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
+        let current = table.metadata().current_schema().clone();
+        let change = evolve::plan(&current, desired).map_err(|message| Error::Topic {
+            topic: topic.to_string(),
+            message: format!("the table cannot take the schema from {origin}: {message}"),
+        })?;
+        if change.is_empty() {
+            return Ok(table);
+        }
+        match evolve::apply(catalog, &table, &change).await {
+            Ok(evolved) => {
+                tracing::info!(topic, table = %evolved.identifier(), change = %change.describe(&current),
+                    schema_id = evolved.metadata().current_schema_id(), "table schema evolved");
+                return Ok(evolved);
+            }
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!(topic, error = %e, "evolving the table failed; reloading and trying again");
+                let ident = table.identifier().name().to_string();
+                table = catalog.load(&ident).await?.unwrap_or(table);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 fn now_micros() -> i64 {

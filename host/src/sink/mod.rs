@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod commit;
 pub mod events;
+pub mod evolve;
 pub mod offsets;
 pub mod pinned;
 pub mod rollback;

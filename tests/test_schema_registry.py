@@ -1,0 +1,163 @@
+"""Confluent-framed topics whose writer schemas live in a real registry (Apicurio, Confluent API):
+three versions on one topic evolve one table; an incompatible version stops the topic."""
+
+import io
+import json
+import os
+import struct
+import urllib.request
+
+import fastavro
+import pytest
+from confluent_kafka import Producer
+
+REGISTRY = os.environ.get("K2_REGISTRY_URL", "http://127.0.0.1:18081/apis/ccompat/v7")
+
+
+def trade_schema(qty="int", price="float", extra=()):
+    return {
+        "type": "record", "name": "Trade", "namespace": "e2e",
+        "fields": [
+            {"name": "symbol", "type": "string"},
+            {"name": "qty", "type": qty},
+            {"name": "price", "type": price},
+            {"name": "side", "type": {"type": "enum", "name": "Side", "symbols": ["BUY", "SELL"]}},
+            *extra,
+        ],
+    }
+
+
+V1 = trade_schema()
+V2 = trade_schema(qty="long", price="double")  # widening
+V3 = trade_schema(qty="long", price="double",  # an added optional field
+                  extra=[{"name": "venue", "type": ["null", "string"], "default": None}])
+BAD = trade_schema(qty="string")  # int → string: incompatible
+
+
+def register(subject: str, schema: dict) -> int:
+    """Registers `schema` under `subject` in the real registry; returns its id."""
+    body = json.dumps({"schema": json.dumps(schema)}).encode()
+    req = urllib.request.Request(f"{REGISTRY}/subjects/{subject}/versions", data=body, method="POST",
+                                 headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.load(resp)["id"]
+
+
+def framed(schema_id: int, schema: dict, record: dict) -> bytes:
+    """The Confluent wire format, encoded with fastavro (not with k2-ingest's own code)."""
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, schema_id))
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return out.getvalue()
+
+
+def produce(k2, topic: str, bodies: list[bytes]):
+    producer = Producer({"bootstrap.servers": k2.bootstrap, "enable.idempotence": True})
+    for i, body in enumerate(bodies):
+        producer.produce(topic, value=body, key=f"k{i}".encode(), partition=0)
+    assert producer.flush(30) == 0
+
+
+def config_for(k2, topic: str, start_schema: dict):
+    """The test config plus a Confluent-framed topic on the registry, whose table starts at
+    `start_schema` (written to a file, as the `schema` key wants)."""
+    path = k2.workdir / f"{topic}.avsc"
+    path.write_text(json.dumps(start_schema))
+    config = k2.workdir / "registry.toml"
+    config.write_text(k2.config.read_text() + f"""
+[[topics]]
+name = "{topic}"
+table = "evolving"
+schema = "{path}"
+framing = "confluent"
+
+[registry]
+url = "{REGISTRY}"
+""")
+    return config
+
+
+def create_topic(k2, topic: str):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": k2.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+
+
+@pytest.mark.parametrize("catalog", ["sql", "rest"])
+def test_three_schema_versions_evolve_one_table(k2):
+    topic = f"e2e.evolving.{k2.run_id}"
+    subject = f"{topic}-value"
+    ids = [register(subject, s) for s in (V1, V2, V3)]
+    assert len(set(ids)) == 3
+    v1 = [{"symbol": f"A{i}", "qty": i, "price": 1.5 + i, "side": "BUY"} for i in range(5)]
+    v2 = [{"symbol": f"B{i}", "qty": 2**40 + i, "price": 1e300 * (i + 1), "side": "SELL"} for i in range(5)]
+    v3 = [{"symbol": f"C{i}", "qty": 3 * 2**33 + i, "price": 0.125 * i, "side": "BUY",
+           "venue": None if i % 2 else f"X{i}"} for i in range(5)]
+    late_v1 = [{"symbol": "D0", "qty": 7, "price": 2.25, "side": "SELL"}]  # an old producer still running
+    unknown_id = 2**31 - 7
+    bodies = ([framed(ids[0], V1, r) for r in v1] + [framed(ids[1], V2, r) for r in v2]
+              + [framed(ids[2], V3, r) for r in v3] + [framed(ids[0], V1, r) for r in late_v1]
+              + [framed(unknown_id, V1, v1[0])])
+    create_topic(k2, topic)
+    produce(k2, topic, bodies)
+
+    config = config_for(k2, topic, V1)
+    proc = k2.run("consume", "--config", str(config), "--topic", topic, "--output", "json")
+    summary = json.loads(proc.stdout)
+    assert summary["written"] == 16, proc.stderr[-3000:]
+    assert summary["undecodable"] == 1 and summary["dead_lettered"] == 1
+    # Evolved before the first record of each version: one commit per schema change, at least.
+    assert summary["commits"] >= 3
+
+    table = k2.table("evolving")
+    fields = {f.name: f for f in table.schema().fields}
+    assert str(fields["qty"].field_type) == "long"
+    assert str(fields["price"].field_type) == "double"
+    assert str(fields["venue"].field_type) == "string" and not fields["venue"].required
+    rows = table.scan().to_arrow().sort_by("_kafka_offset").to_pylist()
+    expected = [dict(r, venue=r.get("venue")) for r in v1 + v2 + v3 + late_v1]
+    got = [{k: row[k] for k in ("symbol", "qty", "price", "side", "venue")} for row in rows]
+    # float32 values written by version 1 come back exactly as float32 rounds them (1.5 + i is exact).
+    assert got == expected
+
+    # The record naming an id the registry does not have went to the dead-letter topic, whole.
+    letters = k2.read_topic(f"{topic}.dlq")
+    assert len(letters) == 1
+    assert letters[0]["value"] == bodies[-1]
+    assert f"schema id {unknown_id}" in json.dumps(letters[0]["headers"], default=str)
+
+
+def test_an_incompatible_version_stops_the_topic_naming_field_and_version(k2):
+    topic = f"e2e.incompatible.{k2.run_id}"
+    subject = f"{topic}-value"
+    v1_id = register(subject, V1)
+    bad_id = register(subject, BAD)
+    good = [{"symbol": f"A{i}", "qty": i, "price": 1.0, "side": "BUY"} for i in range(3)]
+    bad = {"symbol": "Z", "qty": "lots", "price": 1.0, "side": "SELL"}
+    create_topic(k2, topic)
+    produce(k2, topic, [framed(v1_id, V1, r) for r in good] + [framed(bad_id, BAD, bad)])
+
+    config = config_for(k2, topic, V1)
+    proc = k2.run("consume", "--config", str(config), "--topic", topic, check=False)
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert f"schema id {bad_id} ({subject} version 2) is incompatible" in err, err[-3000:]
+    assert "field `qty` type changed from int to string" in err, err[-3000:]
+    # Nothing of the incompatible version (offset 3) is in the table, and nothing was skipped
+    # for it: the group's offset has not passed it.
+    rows = k2.table("evolving").scan().to_arrow().to_pylist()
+    assert all(r["symbol"] != "Z" for r in rows)
+    assert committed_offset(k2, topic) in (None, 0, 1, 2, 3), "the group moved past the incompatible record"
+
+
+def committed_offset(k2, topic: str):
+    """The consumer group's committed offset of partition 0, read with confluent-kafka."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": k2.bootstrap, "group.id": k2.group, "enable.auto.commit": False})
+    try:
+        [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        return tp.offset if tp.offset >= 0 else None
+    finally:
+        consumer.close()
