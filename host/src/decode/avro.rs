@@ -281,6 +281,68 @@ mod tests {
     }
 
     #[test]
+    fn nested_records_arrays_maps_and_uuids_become_nested_columns() {
+        use crate::decode::schema::{iceberg_schema, record_fields};
+        use arrow_array::{Array, FixedSizeBinaryArray, ListArray, MapArray, StructArray};
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_schema(
+            &dir,
+            "n.avsc",
+            r#"{"name":"id","type":{"type":"string","logicalType":"uuid"}},
+               {"name":"legs","type":{"type":"array","items":{"type":"record","name":"Leg","fields":[
+                   {"name":"venue","type":"string"},{"name":"qty","type":["null","long"]}]}}},
+               {"name":"tags","type":{"type":"map","values":"int"}},
+               {"name":"first","type":["null","Leg"]}"#,
+        );
+        let mut d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[])).unwrap();
+        assert!(d.plan.is_none(), "nested shapes take apache-avro's path");
+        let arrow =
+            iceberg::arrow::schema_to_arrow_schema(&iceberg_schema(d.table_schema(), &path, true).unwrap()).unwrap();
+        let names: Vec<String> = record_fields(d.table_schema()).iter().map(|f| f.name.clone()).collect();
+        let mut columns = ColumnsBuilder::new(arrow.into(), &names, "t").unwrap();
+        let leg = |venue: &str, qty: Option<i64>| {
+            Value::Record(vec![
+                ("venue".into(), Value::String(venue.into())),
+                ("qty".into(), Value::Union(qty.is_some() as u32, Box::new(qty.map_or(Value::Null, Value::Long)))),
+            ])
+        };
+        let uuid = apache_avro::types::Value::Uuid("67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap());
+        let schema = d.table_schema().clone();
+        let body = |legs: Vec<Value>, first: Option<Value>| {
+            encode(
+                &schema,
+                vec![
+                    ("id", uuid.clone()),
+                    ("legs", Value::Array(legs)),
+                    ("tags", Value::Map([("b".to_string(), Value::Int(2)), ("a".to_string(), Value::Int(1))].into())),
+                    ("first", Value::Union(first.is_some() as u32, Box::new(first.unwrap_or(Value::Null)))),
+                ],
+            )
+        };
+        let meta = KafkaMeta { partition: 0, offset: 0, timestamp_ms: None };
+        d.decode_into(
+            &body(vec![leg("XNAS", Some(5)), leg("XNYS", None)], Some(leg("XNAS", Some(5)))),
+            &mut columns,
+            meta,
+        )
+        .unwrap();
+        d.decode_into(&body(vec![], None), &mut columns, KafkaMeta { offset: 1, ..meta }).unwrap();
+        let batch = columns.finish().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let id = batch.column(0).as_any().downcast_ref::<FixedSizeBinaryArray>().unwrap();
+        assert_eq!(id.value(0), uuid::Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap().as_bytes());
+        let legs = batch.column(1).as_any().downcast_ref::<ListArray>().unwrap();
+        assert_eq!((legs.value_length(0), legs.value_length(1)), (2, 0));
+        let leg_rows = legs.values().as_any().downcast_ref::<StructArray>().unwrap();
+        assert!(leg_rows.column(1).is_null(1), "the second leg has no qty");
+        let tags = batch.column(2).as_any().downcast_ref::<MapArray>().unwrap();
+        let keys = tags.keys().as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+        assert_eq!((keys.value(0), keys.value(1)), ("a", "b"), "map entries in key order");
+        let first = batch.column(3).as_any().downcast_ref::<StructArray>().unwrap();
+        assert!(first.is_valid(0) && first.is_null(1));
+    }
+
+    #[test]
     fn confluent_body_resolves_writer_schema_to_table_schema() {
         let dir = tempfile::tempdir().unwrap();
         let table = write_schema(

@@ -8,8 +8,9 @@ use arrow_array::builder::{
     Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder, Time64MicrosecondBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, SchemaRef, TimeUnit};
+use arrow_array::{ArrayRef, ListArray, MapArray, RecordBatch, StructArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{ArrowError, DataType, FieldRef, Fields, SchemaRef, TimeUnit};
 
 use crate::decode::direct::{Raw, RecordPlan, i128_from_be};
 use crate::decode::schema::{META_OFFSET, META_PARTITION, META_TIMESTAMP};
@@ -45,6 +46,10 @@ enum Cell {
     Str(String),
     Bytes(Vec<u8>),
     Decimal(i128),
+    Struct(Vec<Cell>),
+    List(Vec<Cell>),
+    /// Entries in key order, so equal maps are stored alike.
+    Map(Vec<(String, Cell)>),
 }
 
 enum Column {
@@ -60,6 +65,26 @@ enum Column {
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder),
+    Struct {
+        fields: Fields,
+        children: Vec<Column>,
+        valid: Vec<bool>,
+    },
+    List {
+        field: FieldRef,
+        child: Box<Column>,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+    },
+    Map {
+        /// The `key_value` entries field, and its value field (for nullability checks).
+        entries: FieldRef,
+        value_field: FieldRef,
+        keys: StringBuilder,
+        values: Box<Column>,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+    },
 }
 
 /// Accumulates records of one topic-partition as Arrow columns in the table's schema.
@@ -190,10 +215,11 @@ impl ColumnsBuilder {
 
     /// Takes the accumulated rows as a record batch and starts empty again.
     pub fn finish(&mut self) -> Result<RecordBatch> {
-        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+        let err = |source| Error::Arrow { context: "building a record batch".into(), source };
+        let arrays: Vec<ArrayRef> =
+            self.columns.iter_mut().map(Column::finish).collect::<Result<_, _>>().map_err(err)?;
         self.rows = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|source| Error::Arrow { context: "building a record batch".into(), source })
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(err)
     }
 }
 
@@ -203,6 +229,53 @@ fn to_cell(value: Value, column: &Column) -> std::result::Result<Cell, String> {
         Value::Union(_, inner) => *inner,
         v => v,
     };
+    Ok(match (value, column) {
+        (Value::Null, _) => Cell::Null,
+        (Value::Record(mut values), Column::Struct { fields, children, .. }) => {
+            let mut cells = Vec::with_capacity(children.len());
+            for (field, child) in fields.iter().zip(children) {
+                let value = values
+                    .iter_mut()
+                    .find(|(name, _)| name == field.name())
+                    .map_or(Value::Null, |(_, v)| std::mem::replace(v, Value::Null));
+                let cell = to_cell(value, child).map_err(|m| format!("`{}`: {m}", field.name()))?;
+                cells.push(non_null(cell, field).map_err(|m| format!("`{}`: {m}", field.name()))?);
+            }
+            Cell::Struct(cells)
+        }
+        (Value::Array(items), Column::List { field, child, .. }) => Cell::List(
+            items
+                .into_iter()
+                .map(|v| to_cell(v, child).and_then(|c| non_null(c, field)))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|m| format!("array item: {m}"))?,
+        ),
+        (Value::Map(map), Column::Map { value_field, values, .. }) => {
+            let mut entries = map
+                .into_iter()
+                .map(|(k, v)| {
+                    let cell = to_cell(v, values).and_then(|c| non_null(c, value_field));
+                    cell.map(|c| (k.clone(), c)).map_err(|m| format!("map value `{k}`: {m}"))
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Cell::Map(entries)
+        }
+        (Value::Uuid(u), _) => Cell::Bytes(u.as_bytes().to_vec()),
+        (value, column) => scalar_cell(value, column)?,
+    })
+}
+
+/// A nested value's cell, refused when null in a field that may not be.
+fn non_null(cell: Cell, field: &arrow_schema::Field) -> std::result::Result<Cell, String> {
+    if matches!(cell, Cell::Null) && !field.is_nullable() {
+        return Err("null in a required field".into());
+    }
+    Ok(cell)
+}
+
+/// The cell of a primitive Avro value.
+fn scalar_cell(value: Value, column: &Column) -> std::result::Result<Cell, String> {
     Ok(match value {
         Value::Null => Cell::Null,
         Value::Boolean(b) => Cell::Bool(b),
@@ -222,7 +295,7 @@ fn to_cell(value: Value, column: &Column) -> std::result::Result<Cell, String> {
             check_precision(unscaled, column)?;
             Cell::Decimal(unscaled)
         }
-        other => return Err(format!("avro value {other:?} has no column type")),
+        other => return Err(format!("avro value {other:?} does not fit the column's type")),
     })
 }
 
@@ -282,6 +355,28 @@ impl Column {
             DataType::Timestamp(TimeUnit::Microsecond, tz) => {
                 Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
             }
+            DataType::Struct(fields) => Column::Struct {
+                fields: fields.clone(),
+                children: fields.iter().map(|f| Column::for_type(f.data_type())).collect::<Option<_>>()?,
+                valid: Vec::new(),
+            },
+            DataType::List(field) => Column::List {
+                field: field.clone(),
+                child: Box::new(Column::for_type(field.data_type())?),
+                offsets: vec![0],
+                valid: Vec::new(),
+            },
+            DataType::Map(entries, _) => match entries.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 && kv[0].data_type() == &DataType::Utf8 => Column::Map {
+                    entries: entries.clone(),
+                    value_field: kv[1].clone(),
+                    keys: StringBuilder::new(),
+                    values: Box::new(Column::for_type(kv[1].data_type())?),
+                    offsets: vec![0],
+                    valid: Vec::new(),
+                },
+                _ => return None,
+            },
             _ => return None,
         })
     }
@@ -302,6 +397,29 @@ impl Column {
             (Column::Date(b), Cell::Int(v)) => b.append_value(v as i32),
             (Column::Time(b), Cell::Int(v)) => b.append_value(v),
             (Column::Timestamp(b), Cell::Int(v)) => b.append_value(v),
+            (Column::Struct { children, valid, .. }, Cell::Struct(cells)) => {
+                for (child, cell) in children.iter_mut().zip(cells) {
+                    child.push(cell);
+                }
+                valid.push(true);
+            }
+            (Column::List { child, offsets, valid, .. }, Cell::List(items)) => {
+                let end = offsets.last().copied().unwrap_or(0) + items.len() as i32;
+                for cell in items {
+                    child.push(cell);
+                }
+                offsets.push(end);
+                valid.push(true);
+            }
+            (Column::Map { keys, values, offsets, valid, .. }, Cell::Map(entries)) => {
+                let end = offsets.last().copied().unwrap_or(0) + entries.len() as i32;
+                for (key, cell) in entries {
+                    keys.append_value(key);
+                    values.push(cell);
+                }
+                offsets.push(end);
+                valid.push(true);
+            }
             (column, _) => column.push_null(),
         }
     }
@@ -342,11 +460,22 @@ impl Column {
             Column::Date(b) => b.append_null(),
             Column::Time(b) => b.append_null(),
             Column::Timestamp(b) => b.append_null(),
+            Column::Struct { children, valid, .. } => {
+                // A null struct still has a slot in each child; the struct's own null masks it.
+                for child in children {
+                    child.push_null();
+                }
+                valid.push(false);
+            }
+            Column::List { offsets, valid, .. } | Column::Map { offsets, valid, .. } => {
+                offsets.push(offsets.last().copied().unwrap_or(0));
+                valid.push(false);
+            }
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
-        match self {
+    fn finish(&mut self) -> std::result::Result<ArrayRef, ArrowError> {
+        Ok(match self {
             Column::Bool(b) => Arc::new(b.finish()),
             Column::Int32(b) => Arc::new(b.finish()),
             Column::Int64(b) => Arc::new(b.finish()),
@@ -359,8 +488,33 @@ impl Column {
             Column::Date(b) => Arc::new(b.finish()),
             Column::Time(b) => Arc::new(b.finish()),
             Column::Timestamp(b) => Arc::new(b.finish()),
-        }
+            Column::Struct { fields, children, valid } => {
+                let arrays = children.iter_mut().map(Column::finish).collect::<std::result::Result<_, _>>()?;
+                Arc::new(StructArray::try_new(fields.clone(), arrays, take_nulls(valid))?)
+            }
+            Column::List { field, child, offsets, valid } => {
+                let offsets = take_offsets(offsets);
+                Arc::new(ListArray::try_new(field.clone(), offsets, child.finish()?, take_nulls(valid))?)
+            }
+            Column::Map { entries, keys, values, offsets, valid, .. } => {
+                let DataType::Struct(kv) = entries.data_type() else { unreachable!("checked in for_type") };
+                let pairs = StructArray::try_new(kv.clone(), vec![Arc::new(keys.finish()), values.finish()?], None)?;
+                let offsets = take_offsets(offsets);
+                Arc::new(MapArray::try_new(entries.clone(), offsets, pairs, take_nulls(valid), false)?)
+            }
+        })
     }
+}
+
+/// The validity of the rows so far, leaving the column empty; `None` when none is null.
+fn take_nulls(valid: &mut Vec<bool>) -> Option<NullBuffer> {
+    let valid = std::mem::take(valid);
+    (!valid.iter().all(|v| *v)).then(|| NullBuffer::from(valid))
+}
+
+/// The offsets of the rows so far, leaving the column empty.
+fn take_offsets(offsets: &mut Vec<i32>) -> OffsetBuffer<i32> {
+    OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])))
 }
 
 #[cfg(test)]

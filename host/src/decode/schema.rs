@@ -2,9 +2,11 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use apache_avro::Schema as AvroSchema;
-use apache_avro::schema::{RecordField, UnionSchema};
-use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
+use apache_avro::schema::{NamesRef, RecordField, ResolvedSchema, UnionSchema};
+use iceberg::spec::{ListType, MapType, NestedField, PrimitiveType, Schema as IcebergSchema, StructType, Type};
 
 use crate::error::{Error, Result};
 
@@ -41,22 +43,18 @@ pub fn field_columns(table: &arrow_schema::Schema, avro_fields: &[String]) -> Ve
 /// The Iceberg schema for a topic's Avro record schema, plus Kafka metadata columns.
 /// Field ids are provisional: the catalog assigns the table's own on creation.
 pub fn iceberg_schema(avro: &AvroSchema, path: &Path, metadata_columns: bool) -> Result<IcebergSchema> {
+    let names = ResolvedSchema::try_from(avro)
+        .map_err(|e| Error::Schema { path: path.to_path_buf(), message: format!("cannot resolve named types: {e}") })?;
+    let mut mapper = Mapper { names: names.get_names(), next_id: 0 };
     let mut fields = Vec::new();
-    let mut id = 0;
-    let mut next_id = || {
-        id += 1;
-        id
-    };
-    for field in record_fields(avro) {
-        let (ty, optional) = field_type(&field.schema).map_err(|message| Error::Schema {
+    // Top-level fields take the first ids, as Iceberg numbers them; nested ones follow.
+    mapper.next_id = record_fields(avro).len() as i32;
+    for (i, field) in record_fields(avro).iter().enumerate() {
+        let (ty, optional) = mapper.field_type(&field.schema).map_err(|message| Error::Schema {
             path: path.to_path_buf(),
             message: format!("field `{}`: {message}", field.name),
         })?;
-        let mut f = if optional {
-            NestedField::optional(next_id(), &field.name, Type::Primitive(ty))
-        } else {
-            NestedField::required(next_id(), &field.name, Type::Primitive(ty))
-        };
+        let mut f = NestedField::new(i as i32 + 1, &field.name, ty, !optional);
         if let Some(doc) = &field.doc {
             f = f.with_doc(doc);
         }
@@ -76,12 +74,7 @@ pub fn iceberg_schema(avro: &AvroSchema, path: &Path, metadata_columns: bool) ->
                     ),
                 });
             }
-            let f = if optional {
-                NestedField::optional(next_id(), name, Type::Primitive(ty))
-            } else {
-                NestedField::required(next_id(), name, Type::Primitive(ty))
-            };
-            fields.push(f.into());
+            fields.push(NestedField::new(mapper.id(), name, Type::Primitive(ty), !optional).into());
         }
     }
     IcebergSchema::builder().with_fields(fields).build().map_err(|e| Error::Schema {
@@ -90,12 +83,65 @@ pub fn iceberg_schema(avro: &AvroSchema, path: &Path, metadata_columns: bool) ->
     })
 }
 
-/// Maps one Avro field type to an Iceberg primitive and whether it is optional.
-fn field_type(schema: &AvroSchema) -> std::result::Result<(PrimitiveType, bool), String> {
-    if let AvroSchema::Union(union) = schema {
-        return Ok((primitive(nullable_branch(union)?)?, true));
+/// Maps Avro types to Iceberg types, numbering nested fields as it goes.
+struct Mapper<'s> {
+    /// Named types (records, enums, fixed) by full name, for references to them.
+    names: &'s NamesRef<'s>,
+    next_id: i32,
+}
+
+impl Mapper<'_> {
+    fn id(&mut self) -> i32 {
+        self.next_id += 1;
+        self.next_id
     }
-    Ok((primitive(schema)?, false))
+
+    /// One Avro type as an Iceberg type, and whether it is optional (a union with null).
+    fn field_type(&mut self, schema: &AvroSchema) -> std::result::Result<(Type, bool), String> {
+        if let AvroSchema::Union(union) = schema {
+            return Ok((self.value_type(nullable_branch(union)?)?, true));
+        }
+        Ok((self.value_type(schema)?, false))
+    }
+
+    fn value_type(&mut self, schema: &AvroSchema) -> std::result::Result<Type, String> {
+        use AvroSchema as A;
+        Ok(match schema {
+            A::Ref { name } => {
+                let target = self.names.get(name).ok_or_else(|| format!("unknown named type {name}"))?;
+                self.value_type(target)?
+            }
+            A::Record(r) => {
+                // Ids first, so the struct's fields get consecutive ones and their children follow.
+                let ids: Vec<i32> = r.fields.iter().map(|_| self.id()).collect();
+                let mut fields = Vec::new();
+                for (field, id) in r.fields.iter().zip(ids) {
+                    let (ty, optional) =
+                        self.field_type(&field.schema).map_err(|m| format!("`{}`: {m}", field.name))?;
+                    let mut f = NestedField::new(id, &field.name, ty, !optional);
+                    if let Some(doc) = &field.doc {
+                        f = f.with_doc(doc);
+                    }
+                    fields.push(Arc::new(f));
+                }
+                Type::Struct(StructType::new(fields))
+            }
+            A::Array(a) => {
+                let id = self.id();
+                let (ty, optional) = self.field_type(&a.items).map_err(|m| format!("array items: {m}"))?;
+                Type::List(ListType::new(Arc::new(NestedField::list_element(id, ty, !optional))))
+            }
+            A::Map(m) => {
+                let (key_id, value_id) = (self.id(), self.id());
+                let (ty, optional) = self.field_type(&m.types).map_err(|m| format!("map values: {m}"))?;
+                Type::Map(MapType::new(
+                    Arc::new(NestedField::map_key_element(key_id, Type::Primitive(PrimitiveType::String))),
+                    Arc::new(NestedField::map_value_element(value_id, ty, !optional)),
+                ))
+            }
+            other => Type::Primitive(primitive(other)?),
+        })
+    }
 }
 
 /// The non-null branch of a `["null", T]` union.
@@ -117,6 +163,7 @@ fn primitive(schema: &AvroSchema) -> std::result::Result<PrimitiveType, String> 
         A::Float => PrimitiveType::Float,
         A::Double => PrimitiveType::Double,
         A::String | A::Enum(_) => PrimitiveType::String,
+        A::Uuid => PrimitiveType::Uuid,
         A::Bytes => PrimitiveType::Binary,
         A::Fixed(f) => PrimitiveType::Fixed(f.size as u64),
         A::Decimal(d) => {
@@ -134,21 +181,18 @@ fn primitive(schema: &AvroSchema) -> std::result::Result<PrimitiveType, String> 
         A::LocalTimestampMillis | A::LocalTimestampMicros => PrimitiveType::Timestamp,
         A::Null => return Err("a field of type null has no column type".into()),
         A::Union(_) => return Err("nested unions are not supported".into()),
-        other => return Err(format!("avro type {} is not supported yet", type_name(other))),
+        A::TimestampNanos | A::LocalTimestampNanos => {
+            return Err("timestamp-nanos needs Iceberg format v3, which k2-ingest does not write yet".into());
+        }
+        other => return Err(format!("avro type {} is not supported", type_name(other))),
     })
 }
 
 fn type_name(schema: &AvroSchema) -> &'static str {
     use AvroSchema as A;
     match schema {
-        A::Array(_) => "array",
-        A::Map(_) => "map",
-        A::Record(_) => "record",
-        A::Uuid => "uuid",
         A::BigDecimal => "big-decimal",
         A::Duration => "duration",
-        A::TimestampNanos | A::LocalTimestampNanos => "timestamp-nanos",
-        A::Ref { .. } => "named reference",
         _ => "this",
     }
 }
@@ -177,9 +221,39 @@ mod tests {
 
     #[test]
     fn unsupported_type_names_the_field() {
-        let avro = schema_of(r#"{"name":"tags","type":{"type":"array","items":"string"}}"#);
+        let avro =
+            schema_of(r#"{"name":"held","type":{"type":"fixed","name":"D","size":12,"logicalType":"duration"}}"#);
         let msg = iceberg_schema(&avro, Path::new("t.avsc"), false).unwrap_err().to_string();
-        assert_eq!(msg, "schema t.avsc: field `tags`: avro type array is not supported yet");
+        assert_eq!(msg, "schema t.avsc: field `held`: avro type duration is not supported");
+        let nested = schema_of(
+            r#"{"name":"legs","type":{"type":"array","items":{"type":"record","name":"Leg","fields":[
+                {"name":"at","type":{"type":"long","logicalType":"timestamp-nanos"}}]}}}"#,
+        );
+        let msg = iceberg_schema(&nested, Path::new("t.avsc"), false).unwrap_err().to_string();
+        assert!(msg.starts_with("schema t.avsc: field `legs`: array items: `at`: timestamp-nanos needs"), "{msg}");
+    }
+
+    #[test]
+    fn maps_nested_types_with_unique_ids() {
+        let avro = schema_of(
+            r#"{"name":"id","type":{"type":"string","logicalType":"uuid"}},
+               {"name":"legs","type":{"type":"array","items":{"type":"record","name":"Leg","fields":[
+                   {"name":"venue","type":"string"},{"name":"qty","type":["null","long"]}]}}},
+               {"name":"tags","type":{"type":"map","values":["null","string"]}},
+               {"name":"first","type":["null","Leg"]}"#,
+        );
+        let s = iceberg_schema(&avro, Path::new("t.avsc"), true).unwrap();
+        let ty = |n: &str| s.field_by_name(n).unwrap().field_type.to_string();
+        assert_eq!(ty("id"), "uuid");
+        let field = |n: &str| (*s.field_by_name(n).unwrap().field_type).clone();
+        assert!(matches!(field("legs"), Type::List(l) if matches!(*l.element_field.field_type, Type::Struct(_))));
+        assert!(matches!(field("tags"), Type::Map(m) if !m.value_field.required));
+        assert!(!s.field_by_name("first").unwrap().required);
+        assert!(!s.field_by_name("legs.element.qty").unwrap().required);
+        assert!(s.field_by_name("legs.element.venue").unwrap().required);
+        // Building the schema checked that ids are unique; top-level fields come first.
+        assert_eq!(s.field_by_name("legs").unwrap().id, 2);
+        assert!(iceberg::arrow::schema_to_arrow_schema(&s).is_ok());
     }
 
     #[test]

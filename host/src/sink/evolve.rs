@@ -53,7 +53,7 @@ pub fn plan(table: &IcebergSchema, desired: &IcebergSchema) -> std::result::Resu
             ));
         }
         let (Type::Primitive(from), Type::Primitive(to)) = (&*have.field_type, &*want.field_type) else {
-            if have.field_type != want.field_type {
+            if !holds(&have.field_type, &want.field_type) {
                 return Err(format!(
                     "field `{}`: type {} in the table, {} in the new schema",
                     want.name, have.field_type, want.field_type
@@ -74,6 +74,30 @@ pub fn plan(table: &IcebergSchema, desired: &IcebergSchema) -> std::result::Resu
         }
     }
     Ok(change)
+}
+
+/// Whether a nested column of type `have` holds values of type `want` as it is (field ids
+/// aside: the table's are its own). Nested types do not evolve: their fields must match.
+fn holds(have: &Type, want: &Type) -> bool {
+    let field_holds = |h: &iceberg::spec::NestedField, w: &iceberg::spec::NestedField| {
+        h.name == w.name && (!h.required || w.required) && holds(&h.field_type, &w.field_type)
+    };
+    match (have, want) {
+        (Type::Primitive(h), Type::Primitive(w)) => matches!(widening(h, w), Widening::Same | Widening::Narrower),
+        (Type::Struct(h), Type::Struct(w)) => {
+            h.fields().len() == w.fields().len() && h.fields().iter().zip(w.fields()).all(|(h, w)| field_holds(h, w))
+        }
+        (Type::List(h), Type::List(w)) => {
+            (!h.element_field.required || w.element_field.required)
+                && holds(&h.element_field.field_type, &w.element_field.field_type)
+        }
+        (Type::Map(h), Type::Map(w)) => {
+            holds(&h.key_field.field_type, &w.key_field.field_type)
+                && (!h.value_field.required || w.value_field.required)
+                && holds(&h.value_field.field_type, &w.value_field.field_type)
+        }
+        _ => false,
+    }
 }
 
 enum Widening {
