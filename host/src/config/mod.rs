@@ -8,8 +8,10 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 mod catalog;
+mod partition;
 mod registry;
 pub use catalog::*;
+pub use partition::PartitionField;
 pub use registry::*;
 
 /// Environment variables that override the config file, for CI and containers.
@@ -126,6 +128,11 @@ pub struct SinkConfig {
     /// Add `_kafka_partition`, `_kafka_offset` and `_kafka_timestamp` columns to new tables. Default true.
     #[serde(default = "default_true")]
     pub metadata_columns: bool,
+    /// Data files open at once per topic in a partitioned table; past it the least recently
+    /// written is closed (its file is committed with the rest) and reopened if needed. Each
+    /// open file buffers up to a row group in memory. Default 32.
+    #[serde(default = "default_max_open_writers")]
+    pub max_open_writers: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -215,6 +222,12 @@ pub struct TopicConfig {
     /// namespace (created if missing). Default `<table>_events`.
     #[serde(default)]
     pub events_table: Option<String>,
+    /// How the table is partitioned when k2-ingest creates it, e.g.
+    /// `["day(exchange_ts)", "symbol", "bucket(16, trade_id)", "truncate(4, symbol)"]`
+    /// (also `year`, `month`, `hour`, `identity(column)`). An existing table must already be
+    /// partitioned this way. Default: not partitioned.
+    #[serde(default)]
+    pub partition_by: Vec<PartitionField>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -351,12 +364,17 @@ impl Default for CommitConfig {
         }
     }
 }
+fn default_max_open_writers() -> usize {
+    32
+}
+
 impl Default for SinkConfig {
     fn default() -> Self {
         Self {
             target_file_size_bytes: default_target_file_size(),
             compression: Compression::default(),
             metadata_columns: true,
+            max_open_writers: default_max_open_writers(),
         }
     }
 }
@@ -454,6 +472,9 @@ impl Config {
         }
         if self.pipeline.batch_records == 0 {
             return Err("pipeline.batch_records must be at least 1".into());
+        }
+        if self.sink.max_open_writers == 0 {
+            return Err("sink.max_open_writers must be at least 1".into());
         }
         if self.commit.max_records == 0 || self.commit.max_bytes == 0 {
             return Err("commit.max_records and commit.max_bytes must be at least 1".into());

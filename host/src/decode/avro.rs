@@ -215,6 +215,7 @@ mod tests {
             on_gap: Default::default(),
             dlq_topic: None,
             events_table: None,
+            partition_by: Vec::new(),
         }
     }
 

@@ -39,10 +39,10 @@ use crate::metrics::TopicMetrics;
 use crate::sink::catalog::{TableCatalog, arrow_schema};
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::events::{EventRow, EventsTable};
-use crate::sink::evolve;
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};
 use crate::sink::state::{StateFiles, read_state, write_state};
 use crate::sink::writer::TableWriter;
+use crate::sink::{evolve, partition};
 
 /// How long a bounded run waits for its first partition assignment beyond the idle timeout.
 /// Longer than librdkafka's default session timeout (45 s): after a crash, the group holds
@@ -158,7 +158,9 @@ impl<'a> Pipeline<'a> {
         let schema = iceberg_schema(decoder.table_schema(), &topic.schema, config.sink.metadata_columns)?;
         let catalog = Arc::new(TableCatalog::open(&config.catalog).await?);
         let table_name = topic.table_name();
-        let table = catalog.load_or_create(&table_name, schema.clone()).await?;
+        let spec = partition::bind(&schema, &topic.partition_by, &topic.name)?;
+        let table = catalog.load_or_create(&table_name, schema.clone(), spec).await?;
+        partition::check_table(&table, &topic.partition_by, &topic.name)?;
         // A table made by an earlier run (or another tool) may lack columns the schema has:
         // without them those fields would be dropped, so the table evolves first.
         let table = evolve_table(&catalog, table, &schema, &topic.name, &schema_origin.describe()).await?;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use iceberg::io::LocalFsStorageFactory;
-use iceberg::spec::Schema as IcebergSchema;
+use iceberg::spec::{Schema as IcebergSchema, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_rest::RestCatalogBuilder;
@@ -86,8 +86,13 @@ impl TableCatalog {
         Ok(Some(t))
     }
 
-    /// Loads `table`, creating it (and the namespace) with `schema` if missing.
-    pub async fn load_or_create(&self, table: &str, schema: IcebergSchema) -> Result<Table> {
+    /// Loads `table`, creating it (and the namespace) with `schema`, partitioned by `spec`, if missing.
+    pub async fn load_or_create(
+        &self,
+        table: &str,
+        schema: IcebergSchema,
+        spec: Option<UnboundPartitionSpec>,
+    ) -> Result<Table> {
         if let Some(t) = self.load(table).await? {
             return Ok(t);
         }
@@ -107,6 +112,7 @@ impl TableCatalog {
         let creation = TableCreation::builder()
             .name(table.to_string())
             .schema(schema)
+            .partition_spec_opt(spec)
             .properties(TABLE_PROPERTIES.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .build();
         match self.catalog.create_table(&self.namespace, creation).await {

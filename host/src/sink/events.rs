@@ -72,7 +72,7 @@ fn schema() -> Result<IcebergSchema> {
 impl EventsTable {
     /// Loads the events table `name`, creating it if missing.
     pub async fn open(catalog: &TableCatalog, name: &str) -> Result<Self> {
-        let table = catalog.load_or_create(name, schema()?).await?;
+        let table = catalog.load_or_create(name, schema()?, None).await?;
         let arrow_schema = arrow_schema(&table)?;
         Ok(Self { name: name.to_string(), table, arrow_schema })
     }

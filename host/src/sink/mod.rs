@@ -5,6 +5,7 @@ pub mod commit;
 pub mod events;
 pub mod evolve;
 pub mod offsets;
+pub mod partition;
 pub mod pinned;
 pub mod rollback;
 pub mod state;

@@ -1,7 +1,8 @@
 //! An open Parquet data-file writer for one table, kept across batches until a commit.
 
 use arrow_array::RecordBatch;
-use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::arrow::RecordBatchPartitionSplitter;
+use iceberg::spec::{DataFile, DataFileFormat, Struct};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
@@ -17,6 +18,7 @@ use crate::decode::schema::{META_OFFSET, META_TIMESTAMP};
 use crate::error::{Error, Result};
 
 type Writer = DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+type Builder = DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
 /// Batches queued for the encoding thread before `write` waits: enough to ride out a row-group
 /// flush, small enough that memory stays bounded (a batch is one validator batch of rows).
@@ -64,8 +66,24 @@ impl TableWriter {
             locations,
             names,
         );
-        let inner =
-            DataFileWriterBuilder::new(rolling).build(None).await.map_err(|e| err("opening a data file writer", e))?;
+        let builder = DataFileWriterBuilder::new(rolling);
+        let spec = table.metadata().default_partition_spec();
+        let inner = if spec.is_unpartitioned() {
+            Files::Single(builder.build(None).await.map_err(|e| err("opening a data file writer", e))?)
+        } else {
+            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
+                table.metadata().current_schema().clone(),
+                spec.clone(),
+            )
+            .map_err(|e| err("preparing the partition splitter", e))?;
+            Files::Partitioned(Fanout {
+                builder,
+                splitter,
+                open: Vec::new(),
+                cap: sink.max_open_writers.max(1),
+                closed: Vec::new(),
+            })
+        };
         let (jobs, queue) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
         let (finished, done) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Handle::current();
@@ -136,9 +154,73 @@ impl TableWriter {
     }
 }
 
+/// Where the encoding thread writes: one writer, or one per partition of a partitioned table.
+enum Files {
+    Single(Writer),
+    Partitioned(Fanout),
+}
+
+/// Writers of a partitioned table, one per partition value met, at most `cap` open at once:
+/// past it the least recently written one is closed, and its files wait for the commit with
+/// the others. A batch spanning many partitions (a backfill of a day-partitioned table) would
+/// otherwise hold a row group's worth of memory per partition.
+struct Fanout {
+    builder: Builder,
+    splitter: RecordBatchPartitionSplitter,
+    /// Open writers by partition value, least recently written first.
+    open: Vec<(Struct, Writer)>,
+    cap: usize,
+    closed: Vec<DataFile>,
+}
+
+impl Files {
+    async fn write(&mut self, batch: RecordBatch) -> iceberg::Result<()> {
+        match self {
+            Files::Single(w) => w.write(batch).await,
+            Files::Partitioned(f) => f.write(batch).await,
+        }
+    }
+
+    async fn close(self) -> iceberg::Result<Vec<DataFile>> {
+        match self {
+            Files::Single(mut w) => w.close().await,
+            Files::Partitioned(mut f) => {
+                for (_, mut w) in f.open.drain(..) {
+                    f.closed.extend(w.close().await?);
+                }
+                Ok(f.closed)
+            }
+        }
+    }
+}
+
+impl Fanout {
+    async fn write(&mut self, batch: RecordBatch) -> iceberg::Result<()> {
+        for (key, rows) in self.splitter.split(&batch)? {
+            let at = match self.open.iter().position(|(k, _)| k == key.data()) {
+                Some(at) => at,
+                None => {
+                    if self.open.len() >= self.cap {
+                        let (_, mut oldest) = self.open.remove(0);
+                        self.closed.extend(oldest.close().await?);
+                    }
+                    let data = key.data().clone();
+                    self.open.push((data, self.builder.build(Some(key)).await?));
+                    self.open.len() - 1
+                }
+            };
+            // Most recently written last: a linear scan is fine for the few dozen writers the cap allows.
+            let entry = self.open.remove(at);
+            self.open.push(entry);
+            self.open.last_mut().expect("pushed above").1.write(rows).await?;
+        }
+        Ok(())
+    }
+}
+
 /// The encoding thread's loop: writes every queued batch, then closes the files if asked to.
 fn encode(
-    mut writer: Writer,
+    mut writer: Files,
     mut queue: tokio::sync::mpsc::Receiver<Job>,
     runtime: &tokio::runtime::Handle,
     table: &str,
