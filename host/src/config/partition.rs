@@ -117,7 +117,7 @@ mod tests {
         for (text, why) in [
             ("weekday(ts)", "unknown transform `weekday`"),
             ("bucket(ts)", "takes a width and a column"),
-            ("bucket(0, ts)", "above 0"),
+            ("bucket(0, ts)", "the width must be a whole number above 0"),
             ("day(ts", "no closing parenthesis"),
             ("day(a, b)", "takes one column"),
             ("sym bol", "not a column name"),
