@@ -132,24 +132,28 @@ pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let config = Config::load(&args.config)?;
     let topic = config.topic(&args.topic)?;
-    let schema = load_avsc(&topic.schema)?;
+    let Some(schema_path) = &topic.schema else {
+        bail!("topic {}: produce-sample needs topics[].schema (the Trade or Quote schema file)", topic.name);
+    };
+    let schema = load_avsc(schema_path)?;
     let Some(kind) = SampleKind::of_schema(&schema) else {
         bail!("topic {}: produce-sample generates only the Trade and Quote schemas of schemas/", topic.name);
     };
     // Confluent-framed topics get the id that maps to the table's own schema file.
-    let schema_id = match topic.framing {
-        Framing::Plain => None,
-        Framing::Confluent => Some(
-            topic
-                .schema_ids
-                .iter()
-                .find(|(_, path)| **path == topic.schema)
-                .and_then(|(id, _)| id.parse::<u32>().ok())
-                .with_context(|| {
-                    format!("topic {}: no schema_ids entry maps to {}", topic.name, topic.schema.display())
-                })?,
-        ),
-    };
+    let schema_id =
+        match topic.framing {
+            Framing::Plain => None,
+            Framing::Confluent => Some(
+                topic
+                    .schema_ids
+                    .iter()
+                    .find(|(_, path)| *path == schema_path)
+                    .and_then(|(id, _)| id.parse::<u32>().ok())
+                    .with_context(|| {
+                        format!("topic {}: no schema_ids entry maps to {}", topic.name, schema_path.display())
+                    })?,
+            ),
+        };
     let now_us = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64;
     let plan = SamplePlan {
         count: args.count,

@@ -186,8 +186,15 @@ pub struct TopicConfig {
     pub table: Option<String>,
     /// Avro schema file (.avsc) of the table, and of plain bodies. Relative to the config file.
     /// With `confluent` framing it is the table's starting shape: writer schemas that add
-    /// optional fields or widen int → long and float → double evolve the table.
-    pub schema: PathBuf,
+    /// optional fields or widen int → long and float → double evolve the table. Required,
+    /// except for `confluent` topics with a `[registry]`, which start from the latest version
+    /// of `subject`.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+    /// Registry subject whose latest version is the table's starting schema when `schema` is
+    /// not set. Default `<name>-value` (Confluent's topic name strategy).
+    #[serde(default)]
+    pub subject: Option<String>,
     /// How message bodies are framed: `plain` (bare Avro datum) or `confluent`
     /// (`0x00`, 4-byte big-endian schema id, datum). Default `plain`.
     #[serde(default)]
@@ -408,6 +415,11 @@ impl TopicConfig {
         self.on_invalid == InvalidPolicy::Dlq || self.on_duplicate == DuplicatePolicy::Dlq
     }
 
+    /// The registry subject of the topic's starting schema.
+    pub fn subject(&self) -> String {
+        self.subject.clone().unwrap_or_else(|| format!("{}-value", self.name))
+    }
+
     /// The Iceberg table name for this topic.
     pub fn table_name(&self) -> String {
         self.table.clone().unwrap_or_else(|| self.name.replace('.', "_"))
@@ -441,7 +453,9 @@ impl Config {
             registry.resolve(&env);
         }
         for topic in &mut config.topics {
-            topic.schema = base.join(&topic.schema);
+            if let Some(schema) = &mut topic.schema {
+                *schema = base.join(&*schema);
+            }
             for file in topic.schema_ids.values_mut() {
                 *file = base.join(&*file);
             }
@@ -486,6 +500,13 @@ impl Config {
             }
             if topic.dlq_topic() == topic.name {
                 return Err(format!("topic `{}`: dlq_topic must differ from the topic itself", topic.name));
+            }
+            let registry = topic.framing == Framing::Confluent && self.registry.is_some();
+            if topic.schema.is_none() && !registry {
+                return Err(format!(
+                    "topic `{}`: schema is required (only confluent-framed topics with a [registry] can do without)",
+                    topic.name
+                ));
             }
             if topic.framing == Framing::Confluent && topic.schema_ids.is_empty() && self.registry.is_none() {
                 return Err(format!(
@@ -547,7 +568,7 @@ mod tests {
         assert_eq!(c.kafka.auto_offset_reset, OffsetReset::Earliest);
         let CatalogConfig::Sql(sql) = &c.catalog else { panic!("not sql") };
         assert_eq!(sql.database, Path::new("/etc/k2/wh/catalog.db"));
-        assert_eq!(c.topics[0].schema, Path::new("/etc/k2/schemas/trade.avsc"));
+        assert_eq!(c.topics[0].schema.as_deref(), Some(Path::new("/etc/k2/schemas/trade.avsc")));
         assert_eq!(c.topics[0].table_name(), "market_trades_raw");
     }
 
@@ -644,6 +665,11 @@ mod tests {
         let text = MINIMAL.replace("schema = \"schemas/trade.avsc\"", "schema = \"s.avsc\"\nframing = \"confluent\"")
             + "[registry]\nurl = \"http://r:8081\"\nusername = \"k\"\npassword = \"secret\"\n";
         let c = parse(&text).unwrap();
+        assert_eq!(c.topics[0].subject(), "market.trades.raw-value");
+        let without = text.replace("schema = \"s.avsc\"\n", "");
+        assert!(parse(&without).unwrap().topics[0].schema.is_none(), "a registry topic needs no schema file");
+        let msg = parse(&MINIMAL.replace("schema = \"schemas/trade.avsc\"\n", "")).unwrap_err().to_string();
+        assert!(msg.contains("topic `market.trades.raw`: schema is required"), "{msg}");
         let r = c.registry.as_ref().unwrap();
         assert_eq!((r.timeout_ms, r.cache_schemas), (10_000, 1000));
         assert!(!format!("{r:?}").contains("secret"), "the password stays out of debug output");

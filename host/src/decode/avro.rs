@@ -38,9 +38,9 @@ pub struct TopicDecoder {
 }
 
 impl TopicDecoder {
-    /// Loads the topic's table schema and, for Confluent framing, every mapped writer schema.
-    pub fn new(topic: &TopicConfig) -> Result<Self> {
-        let table_schema = load_avsc(&topic.schema)?;
+    /// Starts from `table_schema` (the topic's schema file, or its registry subject's latest
+    /// version) and loads, for Confluent framing, every writer schema file the config maps.
+    pub fn new(topic: &TopicConfig, table_schema: AvroSchema) -> Result<Self> {
         let mut writers = HashMap::new();
         for (id, path) in &topic.schema_ids {
             // Config validation already checked that every key is a u32.
@@ -206,7 +206,8 @@ mod tests {
         TopicConfig {
             name: "t".into(),
             table: None,
-            schema,
+            schema: Some(schema),
+            subject: None,
             framing,
             schema_ids: ids.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
             validator: None,
@@ -228,7 +229,7 @@ mod tests {
     fn plain_body_decodes_and_truncated_or_padded_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_schema(&dir, "a.avsc", r#"{"name":"s","type":"string"},{"name":"n","type":"long"}"#);
-        let d = TopicDecoder::new(&topic(path, Framing::Plain, &[])).unwrap();
+        let d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[]), load_avsc(&path).unwrap()).unwrap();
         let body = encode(d.table_schema(), vec![("s", Value::String("AAPL".into())), ("n", Value::Long(42))]);
         let fields = d.decode(&body).unwrap();
         assert_eq!(fields[1], ("n".to_string(), Value::Long(42)));
@@ -243,7 +244,7 @@ mod tests {
     fn direct_reader_builds_the_same_columns_as_apache_avro() {
         use crate::decode::schema::{iceberg_schema, record_fields};
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/trade.avsc");
-        let mut d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[])).unwrap();
+        let mut d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[]), load_avsc(&path).unwrap()).unwrap();
         assert!(d.plan.is_some(), "the trade schema takes the direct reader");
         let arrow =
             iceberg::arrow::schema_to_arrow_schema(&iceberg_schema(d.table_schema(), &path, true).unwrap()).unwrap();
@@ -295,7 +296,7 @@ mod tests {
                {"name":"tags","type":{"type":"map","values":"int"}},
                {"name":"first","type":["null","Leg"]}"#,
         );
-        let mut d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[])).unwrap();
+        let mut d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[]), load_avsc(&path).unwrap()).unwrap();
         assert!(d.plan.is_none(), "nested shapes take apache-avro's path");
         let arrow =
             iceberg::arrow::schema_to_arrow_schema(&iceberg_schema(d.table_schema(), &path, true).unwrap()).unwrap();
@@ -352,7 +353,11 @@ mod tests {
             r#"{"name":"n","type":"long"},{"name":"note","type":["null","string"],"default":null}"#,
         );
         let v1 = write_schema(&dir, "v1.avsc", r#"{"name":"n","type":"int"}"#);
-        let d = TopicDecoder::new(&topic(table, Framing::Confluent, &[("7", v1.clone())])).unwrap();
+        let d = TopicDecoder::new(
+            &topic(table.clone(), Framing::Confluent, &[("7", v1.clone())]),
+            load_avsc(&table).unwrap(),
+        )
+        .unwrap();
         let v1_schema = load_avsc(&v1).unwrap();
         let body = confluent_frame(7, &encode(&v1_schema, vec![("n", Value::Int(5))]));
         let fields = d.decode(&body).unwrap();

@@ -40,9 +40,14 @@ impl RegistryError {
     }
 }
 
-/// What `GET /schemas/ids/{id}` returns.
+/// What `GET /schemas/ids/{id}` and `GET /subjects/{subject}/versions/latest` return (the
+/// latter with the id and version too).
 #[derive(Deserialize)]
-struct SchemaById {
+struct SchemaAnswer {
+    #[serde(default)]
+    id: Option<u32>,
+    #[serde(default)]
+    version: Option<i64>,
     schema: String,
     /// Absent means Avro (the API predates other types).
     #[serde(default, rename = "schemaType")]
@@ -105,9 +110,39 @@ impl SchemaRegistry {
         let Some(body) = self.get(&path, &format!("fetching schema id {id}")).await? else {
             return Err(RegistryError::NotFound { url: self.base.clone(), id });
         };
+        let (_, schema) = self.parse(&body, id)?;
+        let registered = Arc::new(RegisteredSchema { id, schema });
+        self.cache.insert(id, registered.clone()).await;
+        Ok(registered)
+    }
+
+    /// The latest version of `subject`: its schema id, version number and schema.
+    pub async fn latest(&self, subject: &str) -> Result<(u32, i64, AvroSchema), RegistryError> {
+        let context = format!("fetching the latest version of subject {subject}");
+        let missing = || RegistryError::Unavailable {
+            url: self.base.clone(),
+            context: context.clone(),
+            message: "the subject has no versions; register the topic's schema, or set topics[].schema".into(),
+        };
+        let path = format!("/subjects/{}/versions/latest", subject.replace('/', "%2F"));
+        let body = self.get(&path, &context).await?.ok_or_else(missing)?;
+        let answer: SchemaAnswer = serde_json::from_str(&body).map_err(|e| RegistryError::Unavailable {
+            url: self.base.clone(),
+            context: context.clone(),
+            message: format!("unexpected answer ({e}): {body}"),
+        })?;
+        let id = answer.id.ok_or_else(missing)?;
+        let (version, schema) = self.parse(&body, id)?;
+        let registered = Arc::new(RegisteredSchema { id, schema: schema.clone() });
+        self.cache.insert(id, registered).await;
+        Ok((id, version.unwrap_or_default(), schema))
+    }
+
+    /// The schema in an answer about `id`, refused unless it is an Avro record.
+    fn parse(&self, body: &str, id: u32) -> Result<(Option<i64>, AvroSchema), RegistryError> {
         let unusable = |message: String| RegistryError::Unusable { url: self.base.clone(), id, message };
-        let answer: SchemaById =
-            serde_json::from_str(&body).map_err(|e| unusable(format!("unexpected answer ({e}): {body}")))?;
+        let answer: SchemaAnswer =
+            serde_json::from_str(body).map_err(|e| unusable(format!("unexpected answer ({e}): {body}")))?;
         if let Some(ty) = answer.schema_type.as_deref().filter(|t| !t.eq_ignore_ascii_case("AVRO")) {
             return Err(unusable(format!("is a {ty} schema; k2-ingest decodes Avro")));
         }
@@ -119,9 +154,7 @@ impl SchemaRegistry {
         if !matches!(schema, AvroSchema::Record(_)) {
             return Err(unusable("top-level type must be an avro record".into()));
         }
-        let registered = Arc::new(RegisteredSchema { id, schema });
-        self.cache.insert(id, registered.clone()).await;
-        Ok(registered)
+        Ok((answer.version, schema))
     }
 
     /// The subject versions that hold `id`, for messages an operator reads; empty when the
@@ -154,21 +187,22 @@ impl SchemaRegistry {
             200 => Ok(Some(body)),
             // Confluent says 40403 in the body for a missing schema; a 404 for the whole API
             // (a wrong base URL) has no such code and is the operator's to fix.
-            404 if is_missing_schema(&body) => Ok(None),
+            404 if is_missing(&body) => Ok(None),
             401 | 403 => Err(unavailable(format!("http {status}: check registry.username/password or token"))),
             _ => Err(unavailable(format!("http {status}: {}", body.chars().take(300).collect::<String>()))),
         }
     }
 }
 
-/// Whether a 404 body is the registry saying the schema is missing (Confluent error code
-/// 40403, which Apicurio and Karapace return too), not a path the server does not serve.
-fn is_missing_schema(body: &str) -> bool {
+/// Whether a 404 body is the registry saying the schema or subject is missing (Confluent
+/// error codes 40403 and 40401, which Apicurio and Karapace return too), not a path the
+/// server does not serve.
+fn is_missing(body: &str) -> bool {
     #[derive(Deserialize)]
     struct ErrorBody {
         error_code: i64,
     }
-    serde_json::from_str::<ErrorBody>(body).is_ok_and(|e| e.error_code == 40403)
+    serde_json::from_str::<ErrorBody>(body).is_ok_and(|e| matches!(e.error_code, 40401 | 40402 | 40403))
 }
 
 /// An error with its causes, since reqwest's own message stops at "error sending request".
@@ -186,11 +220,103 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// A one-connection-per-answer HTTP server on loopback that records each request's
+    /// Authorization header and answers with the given status and body, in order.
+    fn serve(answers: Vec<(u16, &'static str)>) -> (String, std::thread::JoinHandle<Vec<Option<String>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (status, body) in answers {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut auth = None;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.strip_prefix("authorization: ").or(line.strip_prefix("Authorization: ")) {
+                        auth = Some(v.trim().to_string());
+                    }
+                }
+                seen.push(auth);
+                let mut stream = stream;
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+            seen
+        });
+        (url, handle)
+    }
+
+    fn config(url: &str, username: Option<&str>, password: Option<&str>, token: Option<&str>) -> RegistryConfig {
+        RegistryConfig {
+            url: url.to_string(),
+            username: username.map(String::from),
+            password: password.map(String::from),
+            token: token.map(String::from),
+            timeout_ms: 5000,
+            cache_schemas: 10,
+        }
+    }
+
+    const SCHEMA: &str =
+        r#"{"schema":"{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"}]}"}"#;
+
+    #[tokio::test]
+    async fn sends_basic_or_bearer_auth_and_caches_by_id() {
+        let (url, server) = serve(vec![(200, SCHEMA), (200, SCHEMA)]);
+        let basic = SchemaRegistry::new(&config(&url, Some("key"), Some("secret"), None)).unwrap();
+        assert_eq!(basic.schema(7).await.unwrap().id, 7);
+        assert_eq!(basic.schema(7).await.unwrap().id, 7, "the second lookup is served from the cache");
+        let bearer = SchemaRegistry::new(&config(&url, None, None, Some("tok"))).unwrap();
+        bearer.schema(7).await.unwrap();
+        let seen = server.join().unwrap();
+        assert_eq!(seen, [Some("Basic a2V5OnNlY3JldA==".to_string()), Some("Bearer tok".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn tells_a_missing_id_from_a_registry_that_refuses() {
+        let (url, server) = serve(vec![
+            (404, r#"{"error_code":40403,"message":"Schema not found"}"#),
+            (401, r#"{"error_code":40101,"message":"Unauthorized"}"#),
+            (200, r#"{"schema":"{}","schemaType":"PROTOBUF"}"#),
+        ]);
+        let registry = SchemaRegistry::new(&config(&url, None, None, None)).unwrap();
+        let missing = registry.schema(1).await.unwrap_err();
+        assert!(missing.is_bad_record() && missing.to_string().ends_with("schema id 1 is not registered"), "{missing}");
+        let refused = registry.schema(2).await.unwrap_err();
+        assert!(!refused.is_bad_record(), "{refused}");
+        assert!(
+            refused.to_string().contains("http 401 Unauthorized: check registry.username/password or token"),
+            "{refused}"
+        );
+        let protobuf = registry.schema(3).await.unwrap_err();
+        assert!(protobuf.is_bad_record() && protobuf.to_string().contains("is a PROTOBUF schema"), "{protobuf}");
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_not_the_records_fault() {
+        let registry = SchemaRegistry::new(&config("http://127.0.0.1:9", None, None, None)).unwrap();
+        let e = registry.schema(1).await.unwrap_err();
+        assert!(!e.is_bad_record(), "{e}");
+        assert!(e.to_string().starts_with("schema registry http://127.0.0.1:9: fetching schema id 1: "), "{e}");
+    }
 
     #[test]
-    fn only_confluent_missing_schema_codes_count_as_not_found() {
-        assert!(is_missing_schema(r#"{"error_code":40403,"message":"Schema 9 not found"}"#));
-        assert!(!is_missing_schema(r#"{"error_code":40401,"message":"Subject not found"}"#));
-        assert!(!is_missing_schema("<html>Not Found</html>"));
+    fn only_confluent_missing_codes_count_as_not_found() {
+        assert!(is_missing(r#"{"error_code":40403,"message":"Schema 9 not found"}"#));
+        assert!(is_missing(r#"{"error_code":40401,"message":"Subject not found"}"#));
+        assert!(!is_missing(r#"{"error_code":40101,"message":"Unauthorized"}"#));
+        assert!(!is_missing("<html>Not Found</html>"));
     }
 }

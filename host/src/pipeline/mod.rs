@@ -28,7 +28,7 @@ use crate::decode::avro::TopicDecoder;
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::evolve::merge;
 use crate::decode::registry::SchemaRegistry;
-use crate::decode::schema::{field_columns, iceberg_schema, record_fields};
+use crate::decode::schema::{field_columns, iceberg_schema, load_avsc, record_fields};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::guest::{BatchInput, GuestEngine, RecoveryStats, SupervisedValidator, ValidatorModule, Verdict};
@@ -133,8 +133,28 @@ impl<'a> Pipeline<'a> {
     /// Prepares the run: schemas, catalog and table (created if missing), validator module.
     pub async fn open(config: &'a Config, topic_name: &str) -> Result<Self> {
         let topic = config.topic(topic_name)?;
-        let mut decoder = TopicDecoder::new(topic)?;
-        let mut schema_origin = SchemaOrigin { file: topic.schema.display().to_string(), ids: Vec::new() };
+        let registry = match (&config.registry, topic.framing) {
+            (Some(r), crate::config::Framing::Confluent) => Some(
+                SchemaRegistry::new(r)
+                    .map_err(|e| Error::Topic { topic: topic.name.clone(), message: e.to_string() })?,
+            ),
+            _ => None,
+        };
+        // The table's starting schema: the topic's file, or its subject's latest version.
+        let (start, mut schema_origin) = match (&topic.schema, &registry) {
+            (Some(path), _) => (load_avsc(path)?, SchemaOrigin { file: path.display().to_string(), ids: Vec::new() }),
+            (None, Some(registry)) => {
+                let subject = topic.subject();
+                let (id, version, schema) = registry
+                    .latest(&subject)
+                    .await
+                    .map_err(|e| Error::Topic { topic: topic.name.clone(), message: e.to_string() })?;
+                tracing::info!(topic = %topic.name, subject, version, schema_id = id, "starting schema from the registry");
+                (schema, SchemaOrigin { file: format!("subject {subject} version {version}"), ids: vec![id] })
+            }
+            (None, None) => unreachable!("config validation requires a schema file without a registry"),
+        };
+        let mut decoder = TopicDecoder::new(topic, start)?;
         // The writer schemas the config maps are merged in from the start, as if met in a record.
         let mut known: Vec<(u32, apache_avro::Schema)> =
             decoder.writer_schemas().map(|(id, s)| (id, s.clone())).collect();
@@ -147,15 +167,9 @@ impl<'a> Pipeline<'a> {
             }
             schema_origin.ids.push(id);
         }
-        let registry = match (&config.registry, topic.framing) {
-            (Some(r), crate::config::Framing::Confluent) => Some(
-                SchemaRegistry::new(r)
-                    .map_err(|e| Error::Topic { topic: topic.name.clone(), message: e.to_string() })?,
-            ),
-            _ => None,
-        };
+        let origin_path = std::path::PathBuf::from(&schema_origin.file);
         let avro_fields: Vec<String> = record_fields(decoder.table_schema()).iter().map(|f| f.name.clone()).collect();
-        let schema = iceberg_schema(decoder.table_schema(), &topic.schema, config.sink.metadata_columns)?;
+        let schema = iceberg_schema(decoder.table_schema(), &origin_path, config.sink.metadata_columns)?;
         let catalog = Arc::new(TableCatalog::open(&config.catalog).await?);
         let table_name = topic.table_name();
         let spec = partition::bind(&schema, &topic.partition_by, &topic.name)?;
@@ -391,8 +405,10 @@ impl<'a> Pipeline<'a> {
     /// Makes `merged` the reader schema: evolves the table to it and rebuilds what depends on
     /// the table's columns. Every partition batch is empty and the writer closed (just committed).
     async fn evolve_to(&mut self, merged: apache_avro::Schema, id: u32) -> Result<()> {
-        let desired = iceberg_schema(&merged, &self.topic.schema, self.config.sink.metadata_columns)
-            .map_err(|e| Error::Topic { topic: self.topic.name.clone(), message: format!("schema id {id}: {e}") })?;
+        // Mapping errors read "schema id N: field `x`: …".
+        let desired =
+            iceberg_schema(&merged, std::path::Path::new(&format!("id {id}")), self.config.sink.metadata_columns)
+                .map_err(|e| Error::Topic { topic: self.topic.name.clone(), message: e.to_string() })?;
         let origin = format!("{} and schema id {id}", self.schema_origin.describe());
         let table = match self.catalog.load(&self.table_name).await? {
             Some(t) => t,
