@@ -150,6 +150,23 @@ secret_access_key = "{S3_SECRET}"
     def consume(self, topic: str, *extra: str) -> dict:
         return self.run_json("consume", "--config", str(self.config), "--topic", topic, *extra)
 
+    def config_with_topic(self, name: str, topic: dict, schema: dict | None = None,
+                          registry: str | None = None) -> pathlib.Path:
+        """The test config plus one more topic, written to `name`: `topic`'s keys as given, the
+        Avro `schema` (a dict) written to a file of its own, and a `[registry]` at `registry`."""
+        lines = dict(topic)
+        if schema is not None:
+            path = self.workdir / f"{pathlib.Path(name).stem}.avsc"
+            path.write_text(json.dumps(schema))
+            lines["schema"] = str(path)
+        text = self.config.read_text() + "\n[[topics]]\n"
+        text += "".join(f"{k} = {json.dumps(v)}\n" for k, v in lines.items())
+        if registry:
+            text += f"\n[registry]\nurl = {json.dumps(registry)}\n"
+        config = self.workdir / name
+        config.write_text(text)
+        return config
+
     def config_for_trades(self, name: str, lines: str) -> pathlib.Path:
         """The test config with `lines` added to the trades topic's section."""
         text = self.config.read_text()

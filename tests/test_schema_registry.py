@@ -61,20 +61,8 @@ def produce(k2, topic: str, bodies: list[bytes]):
 def config_for(k2, topic: str, start_schema: dict):
     """The test config plus a Confluent-framed topic on the registry, whose table starts at
     `start_schema` (written to a file, as the `schema` key wants)."""
-    path = k2.workdir / f"{topic}.avsc"
-    path.write_text(json.dumps(start_schema))
-    config = k2.workdir / "registry.toml"
-    config.write_text(k2.config.read_text() + f"""
-[[topics]]
-name = "{topic}"
-table = "evolving"
-schema = "{path}"
-framing = "confluent"
-
-[registry]
-url = "{REGISTRY}"
-""")
-    return config
+    return k2.config_with_topic("registry.toml", {"name": topic, "table": "evolving", "framing": "confluent"},
+                                schema=start_schema, registry=REGISTRY)
 
 
 def create_topic(k2, topic: str):
@@ -173,17 +161,9 @@ def test_a_registry_topic_without_a_schema_file_starts_from_the_latest_version(k
     produce(k2, topic, [framed(v1_id, V1, {"symbol": "A", "qty": 1, "price": 0.5, "side": "BUY"}),
                         framed(v3_id, V3, {"symbol": "B", "qty": 2**35, "price": 0.25, "side": "SELL",
                                            "venue": "XNAS"})])
-    config = k2.workdir / "latest.toml"
-    config.write_text(k2.config.read_text() + f"""
-[[topics]]
-name = "{topic}"
-table = "from_registry"
-framing = "confluent"
-subject = "{subject}"
-
-[registry]
-url = "{REGISTRY}"
-""")
+    config = k2.config_with_topic(
+        "latest.toml", {"name": topic, "table": "from_registry", "framing": "confluent", "subject": subject},
+        registry=REGISTRY)
     proc = k2.run("consume", "--config", str(config), "--topic", topic, "--output", "json")
     assert json.loads(proc.stdout)["written"] == 2
     assert f"subject={subject} version=2" in proc.stderr.replace('"', "")

@@ -97,16 +97,8 @@ def normalise(column: str, value):
 @pytest.mark.parametrize("catalog", ["sql", "rest"])
 def test_every_mapped_type_round_trips_through_the_table(k2):
     topic = f"e2e.alltypes.{k2.run_id}"
-    schema_path = k2.workdir / "alltypes.avsc"
-    schema_path.write_text(json.dumps(SCHEMA))
-    config = k2.workdir / "alltypes.toml"
-    config.write_text(k2.config.read_text() + f"""
-[[topics]]
-name = "{topic}"
-table = "alltypes"
-schema = "{schema_path}"
-on_invalid = "fail"
-""")
+    config = k2.config_with_topic("alltypes.toml", {"name": topic, "table": "alltypes", "on_invalid": "fail"},
+                                  schema=SCHEMA)
     records = [record(n) for n in range(4)]
     producer = Producer({"bootstrap.servers": k2.bootstrap})
     for rec in records:
@@ -136,16 +128,9 @@ on_invalid = "fail"
 def test_an_unsupported_type_is_refused_before_consuming(k2):
     bad = dict(SCHEMA, fields=SCHEMA["fields"] + [
         {"name": "held", "type": {"type": "fixed", "name": "Held", "size": 12, "logicalType": "duration"}}])
-    schema_path = k2.workdir / "bad.avsc"
-    schema_path.write_text(json.dumps(bad))
-    config = k2.workdir / "bad.toml"
-    config.write_text(k2.config.read_text() + f"""
-[[topics]]
-name = "e2e.unsupported.{k2.run_id}"
-table = "unsupported"
-schema = "{schema_path}"
-""")
-    proc = k2.run("consume", "--config", str(config), "--topic", f"e2e.unsupported.{k2.run_id}", check=False)
+    topic = f"e2e.unsupported.{k2.run_id}"
+    config = k2.config_with_topic("bad.toml", {"name": topic, "table": "unsupported"}, schema=bad)
+    proc = k2.run("consume", "--config", str(config), "--topic", topic, check=False)
     assert proc.returncode != 0
-    assert f"schema {schema_path}: field `held`: avro type duration is not supported" in proc.stderr
+    assert f"schema {k2.workdir / 'bad.avsc'}: field `held`: avro type duration is not supported" in proc.stderr
     assert "panicked" not in proc.stderr
