@@ -288,10 +288,14 @@ impl<'a> Pipeline<'a> {
             match received {
                 Ok(Ok(msg)) => {
                     idle_since = Some(now);
-                    if let Some(id) = self.decoder.unknown_schema_id(msg.payload().unwrap_or_default()) {
-                        self.learn_schema(id, &consumer).await?;
+                    let unknown = self.decoder.unknown_schema_id(msg.payload().unwrap_or_default());
+                    let reread = match unknown {
+                        Some(id) => self.learn_schema(id, msg.partition(), &consumer).await?,
+                        None => false,
+                    };
+                    if !reread {
+                        self.accept_message(&msg).await?;
                     }
-                    self.accept_message(&msg).await?;
                 }
                 Ok(Err(e)) => {
                     return Err(Error::Kafka { context: format!("consuming {}", self.topic.name), source: e });
@@ -356,14 +360,18 @@ impl<'a> Pipeline<'a> {
     /// it as it is, evolves the table first, committing what was read before, so no record of
     /// the new version is written with the old columns. An id the registry does not have is
     /// left to decoding, which sets its records aside; an incompatible schema stops the topic.
-    async fn learn_schema(&mut self, id: u32, consumer: &GroupConsumer) -> Result<()> {
-        let Some(registry) = &self.registry else { return Ok(()) };
+    ///
+    /// Returns true when the message in hand (of `partition`) must not be accepted: the commit
+    /// found another writer had committed this partition's records and rewound it, so the
+    /// message comes again from the table's offset.
+    async fn learn_schema(&mut self, id: u32, partition: i32, consumer: &GroupConsumer) -> Result<bool> {
+        let Some(registry) = &self.registry else { return Ok(false) };
         let writer = match registry.schema(id).await {
             Ok(w) => w,
             Err(e) if e.is_bad_record() => {
                 tracing::warn!(topic = %self.topic.name, schema_id = id, error = %e, "schema id unusable; its records are undecodable");
                 self.decoder.reject(id, e.to_string());
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => {
                 return Err(Error::Topic {
@@ -390,16 +398,20 @@ impl<'a> Pipeline<'a> {
             }
         };
         let merged_any = merged.is_some();
+        let mut rewound = false;
         if let Some(merged) = merged {
             // What was read with the old schema goes to the table with the old columns first.
+            let had_batch = self.partitions.contains_key(&partition);
             self.flush_partitions().await?;
             self.commit(consumer).await?;
+            // A commit conflict that rewinds a partition drops its batch (see `resolve_conflict`).
+            rewound = had_batch && !self.partitions.contains_key(&partition);
             self.evolve_to(merged, id).await?;
         }
         self.decoder.learn(id, writer.schema.clone());
         self.schema_origin.ids.push(id);
         tracing::info!(topic = %self.topic.name, schema_id = id, evolved = merged_any, "writer schema learned");
-        Ok(())
+        Ok(rewound)
     }
 
     /// Makes `merged` the reader schema: evolves the table to it and rebuilds what depends on
