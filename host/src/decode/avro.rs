@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::Cursor;
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema as AvroSchema;
 use apache_avro::types::Value;
@@ -17,6 +18,9 @@ const CONFLUENT_MAGIC: u8 = 0;
 const CONFLUENT_HEADER_LEN: usize = 5;
 /// Most schema ids remembered as unusable at once.
 const MAX_REJECTED_IDS: usize = 1024;
+/// How long an id the registry had no schema for stays refused before it is asked again: a
+/// registry follower may not have caught up with a schema registered a moment ago.
+const REJECTED_FOR: Duration = Duration::from_secs(60);
 
 /// A writer schema and whether records written with it need resolving to the table's schema.
 struct Writer {
@@ -29,8 +33,9 @@ pub struct TopicDecoder {
     table_schema: AvroSchema,
     framing: Framing,
     writers: HashMap<u32, Writer>,
-    /// Ids the registry has no usable schema for, with why: their records are undecodable.
-    rejected: HashMap<u32, String>,
+    /// Ids the registry had no usable schema for, with why and when: their records are
+    /// undecodable until the registry is asked again, `REJECTED_FOR` later.
+    rejected: HashMap<u32, (String, Instant)>,
     /// The table schema compiled for the direct reader, when it covers the schema's shape.
     plan: Option<RecordPlan>,
     /// The direct reader's fields of the record in hand, reused from record to record.
@@ -65,7 +70,8 @@ impl TopicDecoder {
             return None;
         }
         let id = u32::from_be_bytes(body[1..CONFLUENT_HEADER_LEN].try_into().unwrap());
-        (!self.writers.contains_key(&id) && !self.rejected.contains_key(&id)).then_some(id)
+        let rejected = self.rejected.get(&id).is_some_and(|(_, at)| at.elapsed() < REJECTED_FOR);
+        (!self.writers.contains_key(&id) && !rejected).then_some(id)
     }
 
     /// Adds the writer schema of `id` (one the reader schema already reads).
@@ -80,7 +86,7 @@ impl TopicDecoder {
         if self.rejected.len() >= MAX_REJECTED_IDS {
             self.rejected.clear();
         }
-        self.rejected.insert(id, why);
+        self.rejected.insert(id, (why, Instant::now()));
     }
 
     /// Replaces the reader (table) schema, after it was merged with a new writer schema.
@@ -151,7 +157,7 @@ impl TopicDecoder {
                 let id = u32::from_be_bytes(body[1..CONFLUENT_HEADER_LEN].try_into().unwrap());
                 let Some(writer) = self.writers.get(&id) else {
                     return Err(match self.rejected.get(&id) {
-                        Some(why) => DecodeError::SchemaId { id, message: why.clone() },
+                        Some((why, _)) => DecodeError::SchemaId { id, message: why.clone() },
                         None => DecodeError::UnknownSchemaId { id },
                     });
                 };
@@ -162,10 +168,12 @@ impl TopicDecoder {
 }
 
 /// Whether records written with `writer` must be resolved to `reader`. Resolution costs a
-/// second pass over every value, so it is skipped when the schemas agree; they are compared
-/// with their logical types (canonical forms drop them, and millis read as micros would be wrong).
-fn needs_resolution(writer: &AvroSchema, reader: &AvroSchema) -> bool {
-    writer != reader
+/// second pass over every value, so it is skipped when the schemas agree, by both of
+/// apache-avro's comparisons: canonical forms drop logical types (millis read as micros would
+/// be wrong), and its structural `==` ignores field names (a reordered writer would put values
+/// in each other's columns).
+pub fn needs_resolution(writer: &AvroSchema, reader: &AvroSchema) -> bool {
+    writer.canonical_form() != reader.canonical_form() || writer != reader
 }
 
 /// Decodes one datum and insists it uses the whole body: leftover bytes mean the body
@@ -342,6 +350,33 @@ mod tests {
         assert_eq!((keys.value(0), keys.value(1)), ("a", "b"), "map entries in key order");
         let first = batch.column(3).as_any().downcast_ref::<StructArray>().unwrap();
         assert!(first.is_valid(0) && first.is_null(1));
+    }
+
+    #[test]
+    fn a_writer_with_reordered_fields_is_resolved_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let table =
+            write_schema(&dir, "t.avsc", r#"{"name":"symbol","type":"string"},{"name":"exchange","type":"string"}"#);
+        let mut d =
+            TopicDecoder::new(&topic(table.clone(), Framing::Confluent, &[]), load_avsc(&table).unwrap()).unwrap();
+        let swapped = AvroSchema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"exchange","type":"string"},{"name":"symbol","type":"string"}]}"#,
+        )
+        .unwrap();
+        assert!(needs_resolution(&swapped, d.table_schema()), "same types in the same order, other names");
+        d.learn(9, swapped.clone());
+        let body = confluent_frame(
+            9,
+            &encode(
+                &swapped,
+                vec![("exchange", Value::String("XNAS".into())), ("symbol", Value::String("AAPL".into()))],
+            ),
+        );
+        let fields = d.decode(&body).unwrap();
+        assert_eq!(fields[0], ("symbol".to_string(), Value::String("AAPL".into())));
+        let millis = AvroSchema::parse_str(r#"{"type":"long","logicalType":"timestamp-millis"}"#).unwrap();
+        let micros = AvroSchema::parse_str(r#"{"type":"long","logicalType":"timestamp-micros"}"#).unwrap();
+        assert!(needs_resolution(&millis, &micros), "logical types differ");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Merges a new writer schema into a topic's reader schema: what a version may change, and what not.
-//!
-//! The reader schema is what records are decoded to (Avro schema resolution), and what the
-//! table's columns are mapped from. Merging keeps it able to read every version met so far:
-//! a field a writer adds joins it as optional, an int or float a writer widens is widened,
-//! an enum a writer extends gains the symbols. Anything else is refused, naming the field.
+
+// The reader schema is what records are decoded to (Avro schema resolution), and what the
+// table's columns are mapped from. Merging keeps it able to read every version met so far:
+// a field a writer adds joins it as optional, an int or float a writer widens is widened,
+// an enum a writer extends gains the symbols. Anything else is refused, naming the field.
 
 use apache_avro::Schema as AvroSchema;
+use apache_avro::schema_compatibility::SchemaCompatibility;
 use serde_json::{Value as Json, json};
 
 /// Why a writer schema cannot be read into the topic's table.
@@ -43,7 +44,7 @@ pub fn merge(reader: &AvroSchema, writer: &AvroSchema) -> Result<Option<AvroSche
         if w_nullable && !r_nullable {
             return Err(incompatible("is required in the table but nullable in the new schema".into()));
         }
-        if r_inner == w_inner {
+        if !crate::decode::avro::needs_resolution(w_inner, r_inner) {
             continue;
         }
         let wider = match (r_inner, w_inner) {
@@ -62,6 +63,20 @@ pub fn merge(reader: &AvroSchema, writer: &AvroSchema) -> Result<Option<AvroSche
                 changed = true;
                 continue;
             }
+            // Records, arrays and maps do not evolve, but an older or newer writer may still be
+            // read as they are (a nested field with a default it lacks): Avro's own check decides.
+            (AvroSchema::Record(_), AvroSchema::Record(_))
+            | (AvroSchema::Array(_), AvroSchema::Array(_))
+            | (AvroSchema::Map(_), AvroSchema::Map(_)) => match SchemaCompatibility::can_read(w_inner, r_inner) {
+                Ok(()) => continue,
+                Err(e) => {
+                    return Err(incompatible(format!(
+                        "{} cannot be read as the table's {}: {e} (nested types do not evolve)",
+                        type_label(w_inner),
+                        type_label(r_inner)
+                    )));
+                }
+            },
             _ => {
                 return Err(incompatible(format!(
                     "type changed from {} to {}; only int → long and float → double widen a column",
@@ -76,6 +91,12 @@ pub fn merge(reader: &AvroSchema, writer: &AvroSchema) -> Result<Option<AvroSche
         }
     }
     for wf in w.fields.iter().filter(|wf| !r.fields.iter().any(|rf| rf.name == wf.name)) {
+        if matches!(&wf.schema, AvroSchema::Union(_)) && nullable(&wf.schema).is_none() {
+            return Err(Incompatible {
+                field: wf.name.clone(),
+                message: "is a union of several types; only [\"null\", T] unions are supported".into(),
+            });
+        }
         let (inner, _) = split(&wf.schema);
         let ty = serde_json::to_value(inner).map_err(|e| internal(&e))?;
         fields.push(optional_field(&wf.name, &ty, wf.doc.as_deref()));
@@ -130,6 +151,14 @@ fn split(schema: &AvroSchema) -> (&AvroSchema, bool) {
 }
 
 fn type_label(schema: &AvroSchema) -> String {
+    match schema {
+        AvroSchema::Record(r) => return format!("record `{}`", r.name.name),
+        AvroSchema::Enum(e) => return format!("enum `{}`", e.name.name),
+        AvroSchema::Array(_) => return "array".into(),
+        AvroSchema::Map(_) => return "map".into(),
+        AvroSchema::Union(_) => return "union".into(),
+        _ => {}
+    }
     match serde_json::to_value(schema) {
         Ok(Json::String(s)) => s,
         Ok(Json::Object(o)) => match (o.get("logicalType"), o.get("type")) {
@@ -189,6 +218,28 @@ mod tests {
         let merged = merge(&reader, &record(V1)).unwrap().unwrap();
         let AvroSchema::Record(m) = &merged else { panic!() };
         assert_eq!(m.fields[3].default, Some(Json::Null));
+    }
+
+    #[test]
+    fn an_older_nested_record_is_read_as_it_is_and_a_renamed_field_is_refused() {
+        let leg = |extra: &str| {
+            format!(
+                r#"{{"name":"leg","type":{{"type":"record","name":"Leg","fields":[{{"name":"venue","type":"string"}}{extra}]}}}}"#
+            )
+        };
+        let newer = record(&leg(r#",{"name":"desk","type":["null","string"],"default":null}"#));
+        assert_eq!(merge(&newer, &record(&leg(""))), Ok(None), "the newer reader reads the older writer");
+        let renamed = record(&leg("").replace(r#""venue""#, r#""mic""#));
+        let e = merge(&record(&leg("")), &renamed).unwrap_err();
+        assert_eq!(e.field, "leg");
+        assert!(e.message.starts_with("record `Leg` cannot be read as the table's record `Leg`"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_wide_union_added_by_a_writer_is_refused() {
+        let wide = record(&format!(r#"{V1},{{"name":"v","type":["null","string","long"]}}"#));
+        let e = merge(&record(V1), &wide).unwrap_err();
+        assert_eq!(e.field, "v");
     }
 
     #[test]

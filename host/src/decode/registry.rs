@@ -11,6 +11,9 @@ use crate::config::RegistryConfig;
 /// The media types the Confluent API answers with; Apicurio and Karapace accept them too.
 const ACCEPT: &str = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json";
 
+/// The wait before asking once more for an id the registry said it does not have.
+const NOT_FOUND_RETRY: Duration = Duration::from_millis(250);
+
 /// A writer schema as the registry holds it.
 #[derive(Debug)]
 pub struct RegisteredSchema {
@@ -107,7 +110,14 @@ impl SchemaRegistry {
             return Ok(hit);
         }
         let path = format!("/schemas/ids/{id}");
-        let Some(body) = self.get(&path, &format!("fetching schema id {id}")).await? else {
+        let context = format!("fetching schema id {id}");
+        let mut body = self.get(&path, &context).await?;
+        if body.is_none() {
+            // Once more a moment later: a registry follower may lag a schema just registered.
+            tokio::time::sleep(NOT_FOUND_RETRY).await;
+            body = self.get(&path, &context).await?;
+        }
+        let Some(body) = body else {
             return Err(RegistryError::NotFound { url: self.base.clone(), id });
         };
         let (_, schema) = self.parse(&body, id)?;
@@ -138,19 +148,27 @@ impl SchemaRegistry {
         Ok((id, version.unwrap_or_default(), schema))
     }
 
-    /// The schema in an answer about `id`, refused unless it is an Avro record.
+    /// The schema in an answer about `id`. A schema of another kind than Avro is the record's
+    /// fault (a producer wrote to the wrong topic); an answer that is not a schema answer at
+    /// all (a proxy's page) is the registry's, and so is an Avro schema k2-ingest cannot use
+    /// yet: an operator must act, and its records must not be set aside meanwhile.
     fn parse(&self, body: &str, id: u32) -> Result<(Option<i64>, AvroSchema), RegistryError> {
         let unusable = |message: String| RegistryError::Unusable { url: self.base.clone(), id, message };
-        let answer: SchemaAnswer =
-            serde_json::from_str(body).map_err(|e| unusable(format!("unexpected answer ({e}): {body}")))?;
+        let unsupported = |message: String| RegistryError::Unavailable {
+            url: self.base.clone(),
+            context: format!("schema id {id}"),
+            message,
+        };
+        let answer: SchemaAnswer = serde_json::from_str(body).map_err(|e| {
+            unsupported(format!("not a schema registry answer ({e}): {}", body.chars().take(200).collect::<String>()))
+        })?;
         if let Some(ty) = answer.schema_type.as_deref().filter(|t| !t.eq_ignore_ascii_case("AVRO")) {
             return Err(unusable(format!("is a {ty} schema; k2-ingest decodes Avro")));
         }
         if !answer.references.is_empty() {
-            return Err(unusable("has schema references, which k2-ingest does not resolve yet".into()));
+            return Err(unsupported("has schema references, which k2-ingest does not resolve yet".into()));
         }
-        let schema =
-            AvroSchema::parse_str(&answer.schema).map_err(|e| unusable(format!("not a valid avro schema: {e}")))?;
+        let schema = parse_schema(&answer.schema).map_err(|e| unusable(e))?;
         if !matches!(schema, AvroSchema::Record(_)) {
             return Err(unusable("top-level type must be an avro record".into()));
         }
@@ -191,6 +209,34 @@ impl SchemaRegistry {
             401 | 403 => Err(unavailable(format!("http {status}: check registry.username/password or token"))),
             _ => Err(unavailable(format!("http {status}: {}", body.chars().take(300).collect::<String>()))),
         }
+    }
+}
+
+/// Parses an Avro schema's text, refusing what apache-avro would parse but decode wrongly.
+pub fn parse_schema(text: &str) -> Result<AvroSchema, String> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a valid avro schema: {e}"))?;
+    if let Some(path) = fixed_uuid(&json) {
+        // apache-avro 0.21 parses it as a uuid and then reads 16 bytes as a length-prefixed string.
+        return Err(format!(
+            "`{path}` is a uuid on fixed(16), which k2-ingest cannot decode yet; use {{\"type\": \"string\", \"logicalType\": \"uuid\"}}"
+        ));
+    }
+    AvroSchema::parse(&json).map_err(|e| format!("not a valid avro schema: {e}"))
+}
+
+/// Where in a schema's JSON a `fixed` with logical type `uuid` is, if anywhere.
+fn fixed_uuid(json: &serde_json::Value) -> Option<String> {
+    match json {
+        serde_json::Value::Object(o) => {
+            if o.get("type").and_then(|t| t.as_str()) == Some("fixed")
+                && o.get("logicalType").and_then(|t| t.as_str()) == Some("uuid")
+            {
+                return Some(o.get("name").and_then(|n| n.as_str()).unwrap_or("fixed").to_string());
+            }
+            o.values().find_map(fixed_uuid)
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(fixed_uuid),
+        _ => None,
     }
 }
 
@@ -286,9 +332,12 @@ mod tests {
     #[tokio::test]
     async fn tells_a_missing_id_from_a_registry_that_refuses() {
         let (url, server) = serve(vec![
+            // Asked twice: the registry may lag a schema registered a moment ago.
+            (404, r#"{"error_code":40403,"message":"Schema not found"}"#),
             (404, r#"{"error_code":40403,"message":"Schema not found"}"#),
             (401, r#"{"error_code":40101,"message":"Unauthorized"}"#),
             (200, r#"{"schema":"{}","schemaType":"PROTOBUF"}"#),
+            (200, "<html>log in</html>"),
         ]);
         let registry = SchemaRegistry::new(&config(&url, None, None, None)).unwrap();
         let missing = registry.schema(1).await.unwrap_err();
@@ -301,7 +350,17 @@ mod tests {
         );
         let protobuf = registry.schema(3).await.unwrap_err();
         assert!(protobuf.is_bad_record() && protobuf.to_string().contains("is a PROTOBUF schema"), "{protobuf}");
+        let page = registry.schema(4).await.unwrap_err();
+        assert!(!page.is_bad_record() && page.to_string().contains("not a schema registry answer"), "{page}");
         server.join().unwrap();
+    }
+
+    #[test]
+    fn a_uuid_on_fixed_is_refused_with_its_name() {
+        let text = r#"{"type":"record","name":"R","fields":[{"name":"id","type":{"type":"fixed","name":"Id","size":16,"logicalType":"uuid"}}]}"#;
+        let msg = parse_schema(text).unwrap_err();
+        assert!(msg.starts_with("`Id` is a uuid on fixed(16)"), "{msg}");
+        assert!(parse_schema(&text.replace(r#""type":"fixed","name":"Id","size":16,"#, r#""type":"string","#)).is_ok());
     }
 
     #[tokio::test]

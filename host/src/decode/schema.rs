@@ -19,7 +19,7 @@ pub const META_TIMESTAMP: &str = "_kafka_timestamp";
 pub fn load_avsc(path: &Path) -> Result<AvroSchema> {
     let err = |message: String| Error::Schema { path: path.to_path_buf(), message };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let schema = AvroSchema::parse_str(&text).map_err(|e| err(format!("not a valid avro schema: {e}")))?;
+    let schema = crate::decode::registry::parse_schema(&text).map_err(err)?;
     match schema {
         AvroSchema::Record(_) => Ok(schema),
         _ => Err(err("top-level type must be an avro record".into())),
@@ -45,7 +45,11 @@ pub fn field_columns(table: &arrow_schema::Schema, avro_fields: &[String]) -> Ve
 pub fn iceberg_schema(avro: &AvroSchema, path: &Path, metadata_columns: bool) -> Result<IcebergSchema> {
     let names = ResolvedSchema::try_from(avro)
         .map_err(|e| Error::Schema { path: path.to_path_buf(), message: format!("cannot resolve named types: {e}") })?;
-    let mut mapper = Mapper { names: names.get_names(), next_id: 0 };
+    let top = match avro {
+        AvroSchema::Record(r) => vec![r.name.fullname(None)],
+        _ => Vec::new(),
+    };
+    let mut mapper = Mapper { names: names.get_names(), next_id: 0, open: top };
     let mut fields = Vec::new();
     // Top-level fields take the first ids, as Iceberg numbers them; nested ones follow.
     mapper.next_id = record_fields(avro).len() as i32;
@@ -88,6 +92,8 @@ struct Mapper<'s> {
     /// Named types (records, enums, fixed) by full name, for references to them.
     names: &'s NamesRef<'s>,
     next_id: i32,
+    /// Records being mapped, outermost first: a reference back to one is a recursive type.
+    open: Vec<String>,
 }
 
 impl Mapper<'_> {
@@ -112,6 +118,12 @@ impl Mapper<'_> {
                 self.value_type(target)?
             }
             A::Record(r) => {
+                let name = r.name.fullname(None);
+                if self.open.contains(&name) {
+                    // An Iceberg schema is a finite tree; following the reference would not end.
+                    return Err(format!("recursive type `{name}` is not supported"));
+                }
+                self.open.push(name);
                 // Ids first, so the struct's fields get consecutive ones and their children follow.
                 let ids: Vec<i32> = r.fields.iter().map(|_| self.id()).collect();
                 let mut fields = Vec::new();
@@ -124,6 +136,7 @@ impl Mapper<'_> {
                     }
                     fields.push(Arc::new(f));
                 }
+                self.open.pop();
                 Type::Struct(StructType::new(fields))
             }
             A::Array(a) => {
@@ -231,6 +244,19 @@ mod tests {
         );
         let msg = iceberg_schema(&nested, Path::new("t.avsc"), false).unwrap_err().to_string();
         assert!(msg.starts_with("schema t.avsc: field `legs`: array items: `at`: timestamp-nanos needs"), "{msg}");
+    }
+
+    #[test]
+    fn a_recursive_type_is_refused_not_followed() {
+        let to_top = schema_of(r#"{"name":"parent","type":["null","R"]}"#);
+        let msg = iceberg_schema(&to_top, Path::new("t.avsc"), false).unwrap_err().to_string();
+        assert_eq!(msg, "schema t.avsc: field `parent`: recursive type `R` is not supported");
+        let avro = schema_of(
+            r#"{"name":"head","type":{"type":"record","name":"Node","fields":[
+                {"name":"v","type":"long"},{"name":"next","type":["null","Node"]}]}}"#,
+        );
+        let msg = iceberg_schema(&avro, Path::new("t.avsc"), false).unwrap_err().to_string();
+        assert_eq!(msg, "schema t.avsc: field `head`: `next`: recursive type `Node` is not supported");
     }
 
     #[test]

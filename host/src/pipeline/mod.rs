@@ -86,6 +86,8 @@ pub struct Pipeline<'a> {
     topic: &'a TopicConfig,
     table_name: String,
     decoder: TopicDecoder,
+    /// The table schema (by id) the partition batches' columns are built in.
+    columns_schema_id: i32,
     /// Where writer schemas of ids the decoder does not know come from.
     registry: Option<SchemaRegistry>,
     /// Where the reader schema came from, for messages: the schema file and the ids merged in.
@@ -118,6 +120,9 @@ pub struct Pipeline<'a> {
     /// Validator state of partitions revoked while their validated records wait in the
     /// writer: committed with those records, or resumed from if the partition comes back.
     revoked_states: BTreeMap<i32, Vec<u8>>,
+    /// Partitions a commit conflict sought back to the table's offsets since `learn_schema`
+    /// last cleared it: their messages in hand come again.
+    rewound: std::collections::BTreeSet<i32>,
     /// `pending` and `uncommitted_from` as the rebalance callback sees them.
     held: Arc<Mutex<HeldOffsets>>,
     /// The next offset stored in the table per partition held, as far as this instance
@@ -211,6 +216,7 @@ impl<'a> Pipeline<'a> {
             topic,
             table_name,
             decoder,
+            columns_schema_id: table.metadata().current_schema_id(),
             registry,
             schema_origin,
             arrow_schema,
@@ -230,6 +236,7 @@ impl<'a> Pipeline<'a> {
             group_catch_up: PartitionOffsets::new(),
             uncommitted_from: PartitionOffsets::new(),
             revoked_states: BTreeMap::new(),
+            rewound: Default::default(),
             held: Arc::new(Mutex::new(HeldOffsets::default())),
             table_offsets: PartitionOffsets::new(),
             last_commit: Instant::now(),
@@ -401,11 +408,10 @@ impl<'a> Pipeline<'a> {
         let mut rewound = false;
         if let Some(merged) = merged {
             // What was read with the old schema goes to the table with the old columns first.
-            let had_batch = self.partitions.contains_key(&partition);
+            self.rewound.clear();
             self.flush_partitions().await?;
             self.commit(consumer).await?;
-            // A commit conflict that rewinds a partition drops its batch (see `resolve_conflict`).
-            rewound = had_batch && !self.partitions.contains_key(&partition);
+            rewound = self.rewound.contains(&partition);
             self.evolve_to(merged, id).await?;
         }
         self.decoder.learn(id, writer.schema.clone());
@@ -427,6 +433,7 @@ impl<'a> Pipeline<'a> {
             None => self.table.clone(),
         };
         self.table = evolve_table(&self.catalog, table, &desired, &self.topic.name, &origin).await?;
+        self.columns_schema_id = self.table.metadata().current_schema_id();
         self.arrow_schema = arrow_schema(&self.table)?;
         self.avro_fields = record_fields(&merged).iter().map(|f| f.name.clone()).collect();
         self.field_columns = field_columns(&self.arrow_schema, &self.avro_fields);
@@ -666,7 +673,7 @@ impl<'a> Pipeline<'a> {
         self.record_verdict(partition, first_offset, &verdict);
         if accepted.num_rows() > 0 {
             if self.writer.is_none() {
-                let opened = TableWriter::open(&self.table, &self.config.sink).await;
+                let opened = TableWriter::open_with_schema(&self.table, self.columns_schema(), &self.config.sink).await;
                 self.writer = Some(opened.inspect_err(|_| self.metrics.write_error())?);
             }
             self.summary.written += accepted.num_rows() as u64;
@@ -679,6 +686,12 @@ impl<'a> Pipeline<'a> {
             self.advance(partition, o);
         }
         Ok(())
+    }
+
+    /// The table schema the batches' columns are built in (see `columns_schema_id`).
+    fn columns_schema(&self) -> iceberg::spec::SchemaRef {
+        let metadata = self.table.metadata();
+        metadata.schema_by_id(self.columns_schema_id).cloned().unwrap_or_else(|| metadata.current_schema().clone())
     }
 
     /// Sets the lag gauges from the cached high watermarks (no broker request) and publishes
@@ -954,6 +967,7 @@ impl<'a> Pipeline<'a> {
         self.summary.dropped_already_committed += records;
         self.summary.written -= records.min(self.summary.written);
         let rewind = std::mem::take(&mut self.uncommitted_from);
+        self.rewound.extend(rewind.keys().copied());
         self.pending.clear();
         self.revoked_states.clear();
         // Their records are read again and their events reported again; the events table
@@ -1034,7 +1048,7 @@ async fn evolve_table(
         if change.is_empty() {
             return Ok(table);
         }
-        match evolve::apply(catalog, &table, &change).await {
+        match evolve::apply(catalog, &table, &change, topic).await {
             Ok(evolved) => {
                 tracing::info!(topic, table = %evolved.identifier(), change = %change.describe(&current),
                     schema_id = evolved.metadata().current_schema_id(), "table schema evolved");

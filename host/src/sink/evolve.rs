@@ -128,7 +128,7 @@ fn widening(from: &PrimitiveType, to: &PrimitiveType) -> Widening {
 
 /// Commits `change` to `table` and returns the table as it then is. Columns are added with
 /// iceberg-rust's schema update; widening has no public API there, see [`PromotingCatalog`].
-pub async fn apply(catalog: &TableCatalog, table: &Table, change: &TableChange) -> Result<Table> {
+pub async fn apply(catalog: &TableCatalog, table: &Table, change: &TableChange, topic: &str) -> Result<Table> {
     let name = table.identifier().to_string();
     let err = |context: &str, source| Error::Iceberg { table: name.clone(), context: context.to_string(), source };
     let mut table = table.clone();
@@ -142,8 +142,8 @@ pub async fn apply(catalog: &TableCatalog, table: &Table, change: &TableChange) 
             let now = table.metadata().current_schema().field_by_id(*id).map(|f| (*f.field_type).clone());
             if now != Some(Type::Primitive(to.clone())) {
                 return Err(Error::Topic {
-                    topic: name.clone(),
-                    message: format!("column `{column}` was not widened to {to} by the catalog"),
+                    topic: topic.to_string(),
+                    message: format!("column `{column}` of {name} was not widened to {to} by the catalog"),
                 });
             }
         }

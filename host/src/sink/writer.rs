@@ -47,6 +47,14 @@ impl TableWriter {
     /// Opens a writer whose files get a fresh unique prefix, so a file name never repeats
     /// across commits, restarts or instances (the append skips its duplicate check).
     pub async fn open(table: &Table, sink: &SinkConfig) -> Result<Self> {
+        Self::open_with_schema(table, table.metadata().current_schema().clone(), sink).await
+    }
+
+    /// Opens a writer for batches built in `schema`, one of the table's schemas though maybe
+    /// not its current one: another instance may have evolved the table since this one built
+    /// its columns, and Parquet pairs a schema's fields with a batch's columns by position.
+    /// Data files of an older schema are valid Iceberg (readers project by field id).
+    pub async fn open_with_schema(table: &Table, schema: iceberg::spec::SchemaRef, sink: &SinkConfig) -> Result<Self> {
         let table_name = table.identifier().to_string();
         let err = |context: &str, source| Error::Iceberg { table: table_name.clone(), context: context.into(), source };
         let compression = match sink.compression {
@@ -55,7 +63,7 @@ impl TableWriter {
             Compression::None => ParquetCompression::UNCOMPRESSED,
         };
         let props = writer_properties(compression);
-        let parquet = ParquetWriterBuilder::new(props, table.metadata().current_schema().clone());
+        let parquet = ParquetWriterBuilder::new(props, schema.clone());
         let locations = DefaultLocationGenerator::new(table.metadata()).map_err(|e| err("locating data files", e))?;
         let names =
             DefaultFileNameGenerator::new(format!("k2-{}", uuid::Uuid::now_v7()), None, DataFileFormat::Parquet);
@@ -71,11 +79,8 @@ impl TableWriter {
         let inner = if spec.is_unpartitioned() {
             Files::Single(builder.build(None).await.map_err(|e| err("opening a data file writer", e))?)
         } else {
-            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
-                table.metadata().current_schema().clone(),
-                spec.clone(),
-            )
-            .map_err(|e| err("preparing the partition splitter", e))?;
+            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec.clone())
+                .map_err(|e| err("preparing the partition splitter", e))?;
             Files::Partitioned(Fanout {
                 builder,
                 splitter,
