@@ -4,7 +4,9 @@ three versions on one topic evolve one table; an incompatible version stops the 
 import io
 import json
 import os
+import signal
 import struct
+import time
 import urllib.request
 
 import fastavro
@@ -180,3 +182,59 @@ def test_a_registry_topic_without_a_schema_file_starts_from_the_latest_version(k
     assert len(table.metadata.schemas) == 1
     rows = table.scan().to_arrow().sort_by("_kafka_offset").to_pylist()
     assert [(r["symbol"], r["qty"], r["venue"]) for r in rows] == [("A", 1, None), ("B", 2**35, "XNAS")]
+
+
+def wait_for_rows(k2, table: str, want: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    rows = 0
+    while time.monotonic() < deadline and rows < want:
+        try:
+            rows = k2.table(table).scan().to_arrow().num_rows
+        except Exception:  # the table may not exist yet
+            rows = 0
+        time.sleep(0.5)
+    return rows
+
+
+def test_another_instance_evolving_the_shared_table_does_not_stop_this_one(k2):
+    """Two topics into one table: instance B keeps writing version 1 while instance A meets
+    version 3 and adds a column. B's batches keep their shape, and its files the schema they
+    were built in, so B goes on without a restart."""
+    old, new = f"e2e.old.{k2.run_id}", f"e2e.new.{k2.run_id}"
+    subject = f"shared-{k2.run_id}"
+    v1_id, v3_id = register(subject, V1), register(subject, V3)
+    for topic in (old, new):
+        create_topic(k2, topic)
+    config = k2.config_with_topic("shared.toml", {"name": old, "table": "shared", "framing": "confluent"},
+                                  schema=V1, registry=REGISTRY)
+    schema_file = k2.workdir / "shared.avsc"
+    config.write_text(config.read_text().replace("\n[registry]", f"""
+[[topics]]
+name = "{new}"
+table = "shared"
+framing = "confluent"
+schema = "{schema_file}"
+
+[commit]
+interval_ms = 500
+
+[registry]"""))
+    row = lambda n: {"symbol": f"B{n}", "qty": n, "price": 1.0, "side": "BUY"}  # noqa: E731
+    b = k2.spawn_consume(old, config, log=k2.workdir / "b.log")
+    try:
+        produce(k2, old, [framed(v1_id, V1, row(0))])
+        assert wait_for_rows(k2, "shared", 1) == 1
+        produce(k2, new, [framed(v3_id, V3, {"symbol": "A", "qty": 2**40, "price": 2.0, "side": "SELL",
+                                             "venue": "XNAS"})])
+        k2.run("consume", "--config", str(config), "--topic", new, env={"K2_KAFKA_GROUP_ID": f"{k2.group}-a"})
+        assert "venue" in {f.name for f in k2.table("shared").schema().fields}
+        for n in (1, 2):  # the first commit after the change meets it, the second writes after it
+            produce(k2, old, [framed(v1_id, V1, row(n))])
+            assert wait_for_rows(k2, "shared", 2 + n) == 2 + n, (k2.workdir / "b.log").read_text()[-3000:]
+    finally:
+        b.send_signal(signal.SIGTERM)
+        b.communicate(timeout=60)
+    assert b.returncode == 0, (k2.workdir / "b.log").read_text()[-3000:]
+    rows = k2.table("shared").scan().to_arrow().to_pylist()
+    assert sorted((r["symbol"], r["qty"], r["venue"]) for r in rows) == [
+        ("A", 2**40, "XNAS"), ("B0", 0, None), ("B1", 1, None), ("B2", 2, None)]
