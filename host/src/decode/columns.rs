@@ -9,7 +9,7 @@ use arrow_array::builder::{
     TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, ListArray, MapArray, RecordBatch, StructArray};
-use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{NullBufferBuilder, OffsetBufferBuilder};
 use arrow_schema::{ArrowError, DataType, FieldRef, Fields, SchemaRef, TimeUnit};
 
 use crate::decode::direct::{Raw, RecordPlan, i128_from_be};
@@ -68,13 +68,13 @@ enum Column {
     Struct {
         fields: Fields,
         children: Vec<Column>,
-        valid: Vec<bool>,
+        valid: NullBufferBuilder,
     },
     List {
         field: FieldRef,
         child: Box<Column>,
-        offsets: Vec<i32>,
-        valid: Vec<bool>,
+        offsets: OffsetBufferBuilder<i32>,
+        valid: NullBufferBuilder,
     },
     Map {
         /// The `key_value` entries field, and its value field (for nullability checks).
@@ -82,8 +82,8 @@ enum Column {
         value_field: FieldRef,
         keys: StringBuilder,
         values: Box<Column>,
-        offsets: Vec<i32>,
-        valid: Vec<bool>,
+        offsets: OffsetBufferBuilder<i32>,
+        valid: NullBufferBuilder,
     },
 }
 
@@ -358,13 +358,13 @@ impl Column {
             DataType::Struct(fields) => Column::Struct {
                 fields: fields.clone(),
                 children: fields.iter().map(|f| Column::for_type(f.data_type())).collect::<Option<_>>()?,
-                valid: Vec::new(),
+                valid: NullBufferBuilder::new(0),
             },
             DataType::List(field) => Column::List {
                 field: field.clone(),
                 child: Box::new(Column::for_type(field.data_type())?),
-                offsets: vec![0],
-                valid: Vec::new(),
+                offsets: OffsetBufferBuilder::new(0),
+                valid: NullBufferBuilder::new(0),
             },
             DataType::Map(entries, _) => match entries.data_type() {
                 DataType::Struct(kv) if kv.len() == 2 && kv[0].data_type() == &DataType::Utf8 => Column::Map {
@@ -372,8 +372,8 @@ impl Column {
                     value_field: kv[1].clone(),
                     keys: StringBuilder::new(),
                     values: Box::new(Column::for_type(kv[1].data_type())?),
-                    offsets: vec![0],
-                    valid: Vec::new(),
+                    offsets: OffsetBufferBuilder::new(0),
+                    valid: NullBufferBuilder::new(0),
                 },
                 _ => return None,
             },
@@ -401,24 +401,22 @@ impl Column {
                 for (child, cell) in children.iter_mut().zip(cells) {
                     child.push(cell);
                 }
-                valid.push(true);
+                valid.append_non_null();
             }
             (Column::List { child, offsets, valid, .. }, Cell::List(items)) => {
-                let end = offsets.last().copied().unwrap_or(0) + items.len() as i32;
+                offsets.push_length(items.len());
                 for cell in items {
                     child.push(cell);
                 }
-                offsets.push(end);
-                valid.push(true);
+                valid.append_non_null();
             }
             (Column::Map { keys, values, offsets, valid, .. }, Cell::Map(entries)) => {
-                let end = offsets.last().copied().unwrap_or(0) + entries.len() as i32;
+                offsets.push_length(entries.len());
                 for (key, cell) in entries {
                     keys.append_value(key);
                     values.push(cell);
                 }
-                offsets.push(end);
-                valid.push(true);
+                valid.append_non_null();
             }
             (column, _) => column.push_null(),
         }
@@ -465,11 +463,11 @@ impl Column {
                 for child in children {
                     child.push_null();
                 }
-                valid.push(false);
+                valid.append_null();
             }
             Column::List { offsets, valid, .. } | Column::Map { offsets, valid, .. } => {
-                offsets.push(offsets.last().copied().unwrap_or(0));
-                valid.push(false);
+                offsets.push_length(0);
+                valid.append_null();
             }
         }
     }
@@ -490,31 +488,25 @@ impl Column {
             Column::Timestamp(b) => Arc::new(b.finish()),
             Column::Struct { fields, children, valid } => {
                 let arrays = children.iter_mut().map(Column::finish).collect::<std::result::Result<_, _>>()?;
-                Arc::new(StructArray::try_new(fields.clone(), arrays, take_nulls(valid))?)
+                Arc::new(StructArray::try_new(fields.clone(), arrays, valid.finish())?)
             }
             Column::List { field, child, offsets, valid } => {
                 let offsets = take_offsets(offsets);
-                Arc::new(ListArray::try_new(field.clone(), offsets, child.finish()?, take_nulls(valid))?)
+                Arc::new(ListArray::try_new(field.clone(), offsets, child.finish()?, valid.finish())?)
             }
             Column::Map { entries, keys, values, offsets, valid, .. } => {
                 let DataType::Struct(kv) = entries.data_type() else { unreachable!("checked in for_type") };
                 let pairs = StructArray::try_new(kv.clone(), vec![Arc::new(keys.finish()), values.finish()?], None)?;
                 let offsets = take_offsets(offsets);
-                Arc::new(MapArray::try_new(entries.clone(), offsets, pairs, take_nulls(valid), false)?)
+                Arc::new(MapArray::try_new(entries.clone(), offsets, pairs, valid.finish(), false)?)
             }
         })
     }
 }
 
-/// The validity of the rows so far, leaving the column empty; `None` when none is null.
-fn take_nulls(valid: &mut Vec<bool>) -> Option<NullBuffer> {
-    let valid = std::mem::take(valid);
-    (!valid.iter().all(|v| *v)).then(|| NullBuffer::from(valid))
-}
-
-/// The offsets of the rows so far, leaving the column empty.
-fn take_offsets(offsets: &mut Vec<i32>) -> OffsetBuffer<i32> {
-    OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])))
+/// The offsets of the rows so far, leaving the column empty (arrow's builder finishes by value).
+fn take_offsets(offsets: &mut OffsetBufferBuilder<i32>) -> arrow_buffer::OffsetBuffer<i32> {
+    std::mem::replace(offsets, OffsetBufferBuilder::new(0)).finish()
 }
 
 #[cfg(test)]

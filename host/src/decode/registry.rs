@@ -100,10 +100,6 @@ impl SchemaRegistry {
         Ok(Self { http, base, auth, cache })
     }
 
-    pub fn url(&self) -> &str {
-        &self.base
-    }
-
     /// The schema registered under `id`, from the cache or the registry.
     pub async fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
         if let Some(hit) = self.cache.get(&id).await {
@@ -120,7 +116,7 @@ impl SchemaRegistry {
         let Some(body) = body else {
             return Err(RegistryError::NotFound { url: self.base.clone(), id });
         };
-        let (_, schema) = self.parse(&body, id)?;
+        let schema = self.schema_in(&self.answer(&body, &context)?, id)?;
         let registered = Arc::new(RegisteredSchema { id, schema });
         self.cache.insert(id, registered.clone()).await;
         Ok(registered)
@@ -136,43 +132,45 @@ impl SchemaRegistry {
         };
         let path = format!("/subjects/{}/versions/latest", subject.replace('/', "%2F"));
         let body = self.get(&path, &context).await?.ok_or_else(missing)?;
-        let answer: SchemaAnswer = serde_json::from_str(&body).map_err(|e| RegistryError::Unavailable {
-            url: self.base.clone(),
-            context: context.clone(),
-            message: format!("unexpected answer ({e}): {body}"),
-        })?;
+        let answer = self.answer(&body, &context)?;
         let id = answer.id.ok_or_else(missing)?;
-        let (version, schema) = self.parse(&body, id)?;
+        let schema = self.schema_in(&answer, id)?;
         let registered = Arc::new(RegisteredSchema { id, schema: schema.clone() });
         self.cache.insert(id, registered).await;
-        Ok((id, version.unwrap_or_default(), schema))
+        Ok((id, answer.version.unwrap_or_default(), schema))
+    }
+
+    /// A body read as a schema answer. One that is not (a proxy's page) is the registry's
+    /// fault, not the record's.
+    fn answer(&self, body: &str, context: &str) -> Result<SchemaAnswer, RegistryError> {
+        serde_json::from_str(body).map_err(|e| RegistryError::Unavailable {
+            url: self.base.clone(),
+            context: context.to_string(),
+            message: format!("not a schema registry answer ({e}): {}", body.chars().take(200).collect::<String>()),
+        })
     }
 
     /// The schema in an answer about `id`. A schema of another kind than Avro is the record's
-    /// fault (a producer wrote to the wrong topic); an answer that is not a schema answer at
-    /// all (a proxy's page) is the registry's, and so is an Avro schema k2-ingest cannot use
-    /// yet: an operator must act, and its records must not be set aside meanwhile.
-    fn parse(&self, body: &str, id: u32) -> Result<(Option<i64>, AvroSchema), RegistryError> {
+    /// fault (a producer wrote to the wrong topic); an Avro schema k2-ingest cannot use yet is
+    /// the registry's side: an operator must act, and its records must not be set aside meanwhile.
+    fn schema_in(&self, answer: &SchemaAnswer, id: u32) -> Result<AvroSchema, RegistryError> {
         let unusable = |message: String| RegistryError::Unusable { url: self.base.clone(), id, message };
         let unsupported = |message: String| RegistryError::Unavailable {
             url: self.base.clone(),
             context: format!("schema id {id}"),
             message,
         };
-        let answer: SchemaAnswer = serde_json::from_str(body).map_err(|e| {
-            unsupported(format!("not a schema registry answer ({e}): {}", body.chars().take(200).collect::<String>()))
-        })?;
         if let Some(ty) = answer.schema_type.as_deref().filter(|t| !t.eq_ignore_ascii_case("AVRO")) {
             return Err(unusable(format!("is a {ty} schema; k2-ingest decodes Avro")));
         }
         if !answer.references.is_empty() {
             return Err(unsupported("has schema references, which k2-ingest does not resolve yet".into()));
         }
-        let schema = parse_schema(&answer.schema).map_err(|e| unusable(e))?;
+        let schema = parse_schema(&answer.schema).map_err(unusable)?;
         if !matches!(schema, AvroSchema::Record(_)) {
             return Err(unusable("top-level type must be an avro record".into()));
         }
-        Ok((answer.version, schema))
+        Ok(schema)
     }
 
     /// The subject versions that hold `id`, for messages an operator reads; empty when the
