@@ -5,11 +5,14 @@ use crate::{Batch, ColumnData, Packed};
 /// Strings of one column (or the record keys), borrowed from the batch's packed buffer.
 pub struct Strings<'a> {
     packed: &'a Packed,
+    /// The whole buffer as text, checked once per column rather than once per value. It is
+    /// always valid from the host's utf8 columns; when it is not, values are checked one by one.
+    text: Option<&'a str>,
 }
 
 impl<'a> Strings<'a> {
     pub fn new(packed: &'a Packed) -> Self {
-        Self { packed }
+        Self { packed, text: std::str::from_utf8(&packed.data).ok() }
     }
 
     /// The bytes of value `i`. The host guarantees offsets are in range and ordered.
@@ -21,7 +24,14 @@ impl<'a> Strings<'a> {
 
     /// Value `i` as text; invalid UTF-8 (impossible from the host's utf8 columns) reads empty.
     pub fn get(&self, i: usize) -> &'a str {
-        std::str::from_utf8(self.bytes(i)).unwrap_or("")
+        let start = self.packed.offsets[i] as usize;
+        let end = self.packed.offsets[i + 1] as usize;
+        // A value of valid text is valid on its own exactly when it starts and ends on
+        // character boundaries, which `str::get` checks.
+        match self.text.and_then(|text| text.get(start..end)) {
+            Some(value) => value,
+            None => std::str::from_utf8(self.bytes(i)).unwrap_or(""),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -109,5 +119,41 @@ impl Batch {
     /// The Kafka record keys.
     pub fn keys(&self) -> Strings<'_> {
         Strings::new(&self.keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packed(values: &[&[u8]]) -> Packed {
+        let mut packed = Packed { data: Vec::new(), offsets: vec![0] };
+        for v in values {
+            packed.data.extend_from_slice(v);
+            packed.offsets.push(packed.data.len() as u32);
+        }
+        packed
+    }
+
+    #[test]
+    fn reads_values_of_a_valid_buffer() {
+        let p = packed(&[b"AAPL", b"", "BRK.\u{e9}".as_bytes(), b"X"]);
+        let s = Strings::new(&p);
+        assert_eq!((s.len(), s.get(0), s.get(1), s.get(2), s.get(3)), (4, "AAPL", "", "BRK.\u{e9}", "X"));
+    }
+
+    #[test]
+    fn an_invalid_value_reads_empty_and_the_others_still_read() {
+        let p = packed(&[b"AAPL", b"\xff\xfe", b"MSFT"]);
+        let s = Strings::new(&p);
+        assert_eq!((s.get(0), s.get(1), s.get(2)), ("AAPL", "", "MSFT"));
+    }
+
+    #[test]
+    fn a_value_splitting_a_character_reads_empty() {
+        // "é" is two bytes; offsets that cut it leave two invalid halves.
+        let p = Packed { data: "\u{e9}".as_bytes().to_vec(), offsets: vec![0, 1, 2] };
+        let s = Strings::new(&p);
+        assert_eq!((s.get(0), s.get(1)), ("", ""));
     }
 }

@@ -29,6 +29,7 @@
 //! [`Validate::restore`]; the host commits it with the data.
 
 mod batch;
+mod key;
 mod sequence;
 
 #[doc(hidden)]

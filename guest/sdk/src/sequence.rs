@@ -10,82 +10,126 @@
 
 use std::collections::HashMap;
 
+use crate::key::ShortKey;
 use crate::{EventKind, SequenceEvent};
 
 /// Snapshot format version; bump on any change to the encoding below.
 const SNAPSHOT_V1: u8 = 1;
 
+/// One key's text (for events and snapshots) and the highest sequence number seen.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    last: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct SequenceTracker {
-    last: HashMap<String, i64>,
+    entries: Vec<Entry>,
+    /// Where each key's entry is, by its fixed form; foldhash because SipHash of five words per
+    /// record was a large part of a guest's time (HashDoS resistance is not needed: keys are
+    /// market listings, and a pathological set only slows this topic down to its deadline).
+    short: HashMap<ShortKey, u32, foldhash::fast::RandomState>,
+    /// Keys with a part longer than [`ShortKey`] holds, by text.
+    long: HashMap<String, u32>,
     session_start: i64,
-    /// Reused to build `EXCHANGE:SYMBOL` keys without an allocation per record.
-    key: String,
 }
 
 impl SequenceTracker {
     /// A tracker whose sessions start at `session_start` (usually 1).
     pub fn new(session_start: i64) -> Self {
-        Self { last: HashMap::new(), session_start, key: String::new() }
+        Self { entries: Vec::new(), short: HashMap::default(), long: HashMap::new(), session_start }
     }
 
     /// Number of keys seen.
     pub fn len(&self) -> usize {
-        self.last.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
+        self.entries.is_empty()
     }
 
     /// Records sequence `seq` of `key` (record `index` of the batch); returns the anomaly, if any.
     pub fn observe(&mut self, index: usize, key: &str, seq: i64) -> Option<SequenceEvent> {
-        // Look up by &str first so the common case allocates nothing.
-        let Some(last) = self.last.get_mut(key) else {
-            self.last.insert(key.to_string(), seq);
-            return None;
-        };
-        let prev = *last;
-        let event = |kind, missing| SequenceEvent {
-            index: index as u32,
-            kind,
-            key: key.to_string(),
-            expected: prev.saturating_add(1),
-            received: seq,
-            missing,
-        };
-        if seq == prev.saturating_add(1) {
-            *last = seq;
-            None
-        } else if seq > prev {
-            *last = seq;
-            Some(event(EventKind::Gap, seq - prev - 1))
-        } else if seq == prev {
-            Some(event(EventKind::Duplicate, 0))
-        } else if seq <= self.session_start && prev > self.session_start {
-            *last = seq;
-            Some(event(EventKind::Reset, 0))
-        } else {
-            Some(event(EventKind::OutOfOrder, 0))
+        match self.slot_of_text(key) {
+            Some(slot) => self.step(slot, index, seq),
+            None => {
+                self.insert_text(key, seq);
+                None
+            }
         }
     }
 
     /// Records sequence `seq` of the market-data key `EXCHANGE:SYMBOL` (record `index`).
     pub fn observe_listing(&mut self, index: usize, exchange: &str, symbol: &str, seq: i64) -> Option<SequenceEvent> {
-        let mut key = std::mem::take(&mut self.key);
-        key.clear();
-        key.push_str(exchange);
-        key.push(':');
-        key.push_str(symbol);
-        let event = self.observe(index, &key, seq);
-        self.key = key;
-        event
+        let Some(short) = ShortKey::of_parts(exchange.as_bytes(), symbol.as_bytes()) else {
+            return self.observe(index, &format!("{exchange}:{symbol}"), seq);
+        };
+        match self.short.get(&short) {
+            Some(&slot) => self.step(slot, index, seq),
+            None => {
+                self.short.insert(short, self.entries.len() as u32);
+                self.entries.push(Entry { key: format!("{exchange}:{symbol}"), last: seq });
+                None
+            }
+        }
+    }
+
+    fn slot_of_text(&self, key: &str) -> Option<u32> {
+        match ShortKey::of_text(key) {
+            Some(short) => self.short.get(&short).copied(),
+            None => self.long.get(key).copied(),
+        }
+    }
+
+    /// Adds `key` with `last`, or sets `last` when the key is known.
+    fn insert_text(&mut self, key: &str, last: i64) {
+        if let Some(slot) = self.slot_of_text(key) {
+            self.entries[slot as usize].last = last;
+            return;
+        }
+        let slot = self.entries.len() as u32;
+        match ShortKey::of_text(key) {
+            Some(short) => self.short.insert(short, slot),
+            None => self.long.insert(key.to_string(), slot),
+        };
+        self.entries.push(Entry { key: key.to_string(), last });
+    }
+
+    /// The sequence rules for a known key.
+    fn step(&mut self, slot: u32, index: usize, seq: i64) -> Option<SequenceEvent> {
+        let entry = &mut self.entries[slot as usize];
+        let prev = entry.last;
+        let kind = if seq == prev.saturating_add(1) {
+            entry.last = seq;
+            return None;
+        } else if seq > prev {
+            entry.last = seq;
+            EventKind::Gap
+        } else if seq == prev {
+            EventKind::Duplicate
+        } else if seq <= self.session_start && prev > self.session_start {
+            entry.last = seq;
+            EventKind::Reset
+        } else {
+            EventKind::OutOfOrder
+        };
+        let missing = if kind == EventKind::Gap { seq - prev - 1 } else { 0 };
+        Some(SequenceEvent {
+            index: index as u32,
+            kind,
+            key: entry.key.clone(),
+            expected: prev.saturating_add(1),
+            received: seq,
+            missing,
+        })
     }
 
     /// The state as bytes: version, count, then (key length, key, last) sorted by key so
     /// equal states give equal bytes.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut entries: Vec<_> = self.last.iter().collect();
+        let mut entries: Vec<_> = self.entries.iter().map(|e| (e.key.as_str(), e.last)).collect();
         entries.sort();
         let mut out = Vec::with_capacity(5 + entries.len() * 24);
         out.push(SNAPSHOT_V1);
@@ -100,7 +144,9 @@ impl SequenceTracker {
 
     /// Replaces the state with one from [`SequenceTracker::snapshot`]; empty bytes mean no state.
     pub fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        self.last.clear();
+        self.entries.clear();
+        self.short.clear();
+        self.long.clear();
         if state.is_empty() {
             return Ok(());
         }
@@ -113,10 +159,9 @@ impl SequenceTracker {
         for _ in 0..count {
             let len = u32::from_le_bytes(r.take(4)?.try_into().unwrap()) as usize;
             let key = std::str::from_utf8(r.take(len)?)
-                .map_err(|_| "sequence state has a key that is not utf-8".to_string())?
-                .to_string();
+                .map_err(|_| "sequence state has a key that is not utf-8".to_string())?;
             let last = i64::from_le_bytes(r.take(8)?.try_into().unwrap());
-            self.last.insert(key, last);
+            self.insert_text(key, last);
         }
         if r.pos != state.len() {
             return Err("sequence state has trailing bytes".to_string());
@@ -212,6 +257,26 @@ mod tests {
             r.restore(&whole.snapshot()).unwrap();
             r.snapshot()
         });
+    }
+
+    #[test]
+    fn a_key_is_one_key_whether_given_whole_or_as_a_listing_and_after_restore() {
+        let long_symbol = "A_SYMBOL_LONGER_THAN_16";
+        let mut t = SequenceTracker::new(1);
+        assert!(t.observe_listing(0, "XNAS", "AAPL", 1).is_none());
+        assert_eq!(t.observe(1, "XNAS:AAPL", 3).unwrap().missing, 1);
+        assert!(t.observe_listing(2, "XN:AS", "X", 1).is_none(), "an exchange holding ':' takes the text path");
+        assert!(t.observe(3, "XN:AS:X", 2).is_none());
+        assert!(t.observe_listing(4, "XNAS", long_symbol, 7).is_none());
+        assert!(t.observe(5, "AAPL", 1).is_none(), "no separator is another key");
+        let mut r = SequenceTracker::new(1);
+        r.restore(&t.snapshot()).unwrap();
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.observe_listing(0, "XNAS", "AAPL", 5).unwrap().missing, 1);
+        let e = r.observe_listing(1, "XNAS", long_symbol, 7).unwrap();
+        assert_eq!((e.kind, e.key.as_str()), (EventKind::Duplicate, "XNAS:A_SYMBOL_LONGER_THAN_16"));
+        assert!(r.observe_listing(2, "XN:AS", "X", 3).is_none());
+        assert_eq!(r.observe(3, "AAPL", 1).unwrap().kind, EventKind::Duplicate);
     }
 
     #[test]
