@@ -31,6 +31,10 @@ impl GuestEngine {
         // Deadlines by epoch cost far less per call than fuel metering.
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // Lets `perf` name guest functions (it reads /tmp/perf-PID.map); for profiling validators.
+        if std::env::var_os("K2_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| Error::Guest {
             module: PathBuf::from("<engine>"),
             message: format!("cannot create the wasmtime engine: {e}"),
