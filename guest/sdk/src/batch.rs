@@ -5,14 +5,15 @@ use crate::{Batch, ColumnData, Packed};
 /// Strings of one column (or the record keys), borrowed from the batch's packed buffer.
 pub struct Strings<'a> {
     packed: &'a Packed,
-    /// The whole buffer as text, checked once per column rather than once per value. It is
-    /// always valid from the host's utf8 columns; when it is not, values are checked one by one.
-    text: Option<&'a str>,
+    /// The whole buffer as text, checked once per column (on the first `get`) rather than once
+    /// per value. It is always valid from the host's utf8 columns; when it is not, values are
+    /// checked one by one.
+    text: std::cell::OnceCell<Option<&'a str>>,
 }
 
 impl<'a> Strings<'a> {
     pub fn new(packed: &'a Packed) -> Self {
-        Self { packed, text: std::str::from_utf8(&packed.data).ok() }
+        Self { packed, text: std::cell::OnceCell::new() }
     }
 
     /// The bytes of value `i`. The host guarantees offsets are in range and ordered.
@@ -28,7 +29,8 @@ impl<'a> Strings<'a> {
         let end = self.packed.offsets[i + 1] as usize;
         // A value of valid text is valid on its own exactly when it starts and ends on
         // character boundaries, which `str::get` checks.
-        match self.text.and_then(|text| text.get(start..end)) {
+        let text = self.text.get_or_init(|| std::str::from_utf8(&self.packed.data).ok());
+        match text.and_then(|text| text.get(start..end)) {
             Some(value) => value,
             None => std::str::from_utf8(self.bytes(i)).unwrap_or(""),
         }

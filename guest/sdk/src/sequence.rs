@@ -52,13 +52,7 @@ impl SequenceTracker {
 
     /// Records sequence `seq` of `key` (record `index` of the batch); returns the anomaly, if any.
     pub fn observe(&mut self, index: usize, key: &str, seq: i64) -> Option<SequenceEvent> {
-        match self.slot_of_text(key) {
-            Some(slot) => self.step(slot, index, seq),
-            None => {
-                self.insert_text(key, seq);
-                None
-            }
-        }
+        self.find_or_add(key, seq).and_then(|slot| self.step(slot, index, seq))
     }
 
     /// Records sequence `seq` of the market-data key `EXCHANGE:SYMBOL` (record `index`).
@@ -76,25 +70,23 @@ impl SequenceTracker {
         }
     }
 
-    fn slot_of_text(&self, key: &str) -> Option<u32> {
-        match ShortKey::of_text(key) {
-            Some(short) => self.short.get(&short).copied(),
-            None => self.long.get(key).copied(),
-        }
-    }
-
-    /// Adds `key` with `last`, or sets `last` when the key is known.
-    fn insert_text(&mut self, key: &str, last: i64) {
-        if let Some(slot) = self.slot_of_text(key) {
-            self.entries[slot as usize].last = last;
-            return;
+    /// The slot of the key text `key`, or `None` after adding it with `last`.
+    fn find_or_add(&mut self, key: &str, last: i64) -> Option<u32> {
+        let short = ShortKey::of_text(key);
+        let found = match &short {
+            Some(short) => self.short.get(short),
+            None => self.long.get(key),
+        };
+        if found.is_some() {
+            return found.copied();
         }
         let slot = self.entries.len() as u32;
-        match ShortKey::of_text(key) {
+        match short {
             Some(short) => self.short.insert(short, slot),
             None => self.long.insert(key.to_string(), slot),
         };
         self.entries.push(Entry { key: key.to_string(), last });
+        None
     }
 
     /// The sequence rules for a known key.
@@ -161,7 +153,10 @@ impl SequenceTracker {
             let key = std::str::from_utf8(r.take(len)?)
                 .map_err(|_| "sequence state has a key that is not utf-8".to_string())?;
             let last = i64::from_le_bytes(r.take(8)?.try_into().unwrap());
-            self.insert_text(key, last);
+            // A key written twice keeps its later value, as the map the format came from did.
+            if let Some(slot) = self.find_or_add(key, last) {
+                self.entries[slot as usize].last = last;
+            }
         }
         if r.pos != state.len() {
             return Err("sequence state has trailing bytes".to_string());

@@ -166,7 +166,7 @@ impl SchemaRegistry {
         if !answer.references.is_empty() {
             return Err(unsupported("has schema references, which k2-ingest does not resolve yet".into()));
         }
-        let schema = parse_schema(&answer.schema).map_err(unusable)?;
+        let schema = crate::decode::schema::parse_schema(&answer.schema).map_err(unusable)?;
         if !matches!(schema, AvroSchema::Record(_)) {
             return Err(unusable("top-level type must be an avro record".into()));
         }
@@ -207,34 +207,6 @@ impl SchemaRegistry {
             401 | 403 => Err(unavailable(format!("http {status}: check registry.username/password or token"))),
             _ => Err(unavailable(format!("http {status}: {}", body.chars().take(300).collect::<String>()))),
         }
-    }
-}
-
-/// Parses an Avro schema's text, refusing what apache-avro would parse but decode wrongly.
-pub fn parse_schema(text: &str) -> Result<AvroSchema, String> {
-    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a valid avro schema: {e}"))?;
-    if let Some(path) = fixed_uuid(&json) {
-        // apache-avro 0.21 parses it as a uuid and then reads 16 bytes as a length-prefixed string.
-        return Err(format!(
-            "`{path}` is a uuid on fixed(16), which k2-ingest cannot decode yet; use {{\"type\": \"string\", \"logicalType\": \"uuid\"}}"
-        ));
-    }
-    AvroSchema::parse(&json).map_err(|e| format!("not a valid avro schema: {e}"))
-}
-
-/// Where in a schema's JSON a `fixed` with logical type `uuid` is, if anywhere.
-fn fixed_uuid(json: &serde_json::Value) -> Option<String> {
-    match json {
-        serde_json::Value::Object(o) => {
-            if o.get("type").and_then(|t| t.as_str()) == Some("fixed")
-                && o.get("logicalType").and_then(|t| t.as_str()) == Some("uuid")
-            {
-                return Some(o.get("name").and_then(|n| n.as_str()).unwrap_or("fixed").to_string());
-            }
-            o.values().find_map(fixed_uuid)
-        }
-        serde_json::Value::Array(a) => a.iter().find_map(fixed_uuid),
-        _ => None,
     }
 }
 
@@ -351,14 +323,6 @@ mod tests {
         let page = registry.schema(4).await.unwrap_err();
         assert!(!page.is_bad_record() && page.to_string().contains("not a schema registry answer"), "{page}");
         server.join().unwrap();
-    }
-
-    #[test]
-    fn a_uuid_on_fixed_is_refused_with_its_name() {
-        let text = r#"{"type":"record","name":"R","fields":[{"name":"id","type":{"type":"fixed","name":"Id","size":16,"logicalType":"uuid"}}]}"#;
-        let msg = parse_schema(text).unwrap_err();
-        assert!(msg.starts_with("`Id` is a uuid on fixed(16)"), "{msg}");
-        assert!(parse_schema(&text.replace(r#""type":"fixed","name":"Id","size":16,"#, r#""type":"string","#)).is_ok());
     }
 
     #[tokio::test]
