@@ -5,6 +5,11 @@ mod sample_stream;
 mod sdk_layout;
 mod validators;
 
+// The allocator of the k2-ingest binary: the validator benchmark times the host's side of a
+// call (laying a batch out, reading the verdict back), which allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -41,7 +41,7 @@ const CHUNK_RECORDS: usize = 10_000;
 /// the same rejections and sequence events, or the benchmark fails.
 ///
 /// For each batch size every round covers the same records (`--records`), so batch size 1 means
-/// that many calls. WebAssembly and native alternate within a round (order flipped every round);
+/// that many calls. WebAssembly and native take turns within a round, every 10,000 records;
 /// the table shows medians over the rounds of ns per record and of the per-round ratio. Time
 /// is the CPU time of the benchmark's thread (`--clock`), so other processes on a shared
 /// machine do not count; the ratio of two paths timed side by side is the figure to trust.
@@ -170,12 +170,13 @@ impl ValidatorKind {
         }
     }
 
-    /// One round of the native path on fresh validator state.
-    fn run_native(self, stream: &SampleStream, batch_size: usize, clock: Clock) -> anyhow::Result<Measured> {
-        match self {
-            ValidatorKind::Trades => run_native::<Trades>(stream, batch_size, clock),
-            ValidatorKind::Quotes => run_native::<Quotes>(stream, batch_size, clock),
-        }
+    /// The native twin with fresh state and default settings.
+    fn native(self) -> anyhow::Result<Box<dyn NativeValidator>> {
+        let settings = Settings::default();
+        Ok(match self {
+            ValidatorKind::Trades => Box::new(Trades::new(&settings).map_err(anyhow::Error::msg)?),
+            ValidatorKind::Quotes => Box::new(Quotes::new(&settings).map_err(anyhow::Error::msg)?),
+        })
     }
 }
 
@@ -196,49 +197,66 @@ fn chunks(records: usize, batch_size: usize) -> impl Iterator<Item = Vec<std::op
     })
 }
 
-/// One round of the component: a fresh instance, then one `validate` call per batch.
-fn run_wasm(
+/// The native twin of a validator, behind one call for both kinds.
+trait NativeValidator {
+    fn validate(&mut self, batch: &k2_validator_sdk::Batch, verdict: &mut Verdict) -> Result<(), String>;
+}
+
+impl<V: Validate> NativeValidator for V {
+    fn validate(&mut self, batch: &k2_validator_sdk::Batch, verdict: &mut Verdict) -> Result<(), String> {
+        Validate::validate(self, batch, verdict)
+    }
+}
+
+/// One round of both paths on fresh validator state: the component called the way the pipeline
+/// calls it, one `validate` per batch, and the native logic on the same batches with a fresh
+/// verdict per call as the SDK's component adapter gives it. The paths take turns chunk by
+/// chunk (who goes first flips each chunk), so both are timed under the same machine load even
+/// when that load changes within milliseconds, as it does on a shared machine.
+fn run_round(
+    kind: ValidatorKind,
     module: &ValidatorModule,
     stream: &SampleStream,
     batch_size: usize,
     clock: Clock,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<(Measured, Measured)> {
     let mut instance = module.instantiate(&[])?;
-    let mut measured = Measured::default();
-    for chunk in chunks(stream.len(), batch_size) {
+    let mut native = kind.native()?;
+    let (mut wasm_measured, mut native_measured) = (Measured::default(), Measured::default());
+    for (n, chunk) in chunks(stream.len(), batch_size).enumerate() {
         let batches: Vec<_> = chunk.into_iter().map(|range| stream.batch(range)).collect();
-        let started = clock.now();
-        for batch in &batches {
-            let verdict = instance.validate(&stream.input(batch))?;
-            measured.rejected += verdict.rejected.len();
-            measured.events += verdict.events.len();
+        let sdk_batches = batches.iter().map(|b| sdk_batch(stream, b)).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut run_wasm = || -> anyhow::Result<()> {
+            let started = clock.now();
+            for batch in &batches {
+                let verdict = instance.validate(&stream.input(batch))?;
+                wasm_measured.rejected += verdict.rejected.len();
+                wasm_measured.events += verdict.events.len();
+            }
+            wasm_measured.elapsed += clock.now() - started;
+            Ok(())
+        };
+        let mut run_native = || -> anyhow::Result<()> {
+            let started = clock.now();
+            for batch in &sdk_batches {
+                let mut verdict = Verdict::empty();
+                native.validate(black_box(batch), &mut verdict).map_err(anyhow::Error::msg)?;
+                native_measured.rejected += verdict.rejected.len();
+                native_measured.events += verdict.events.len();
+                black_box(verdict);
+            }
+            native_measured.elapsed += clock.now() - started;
+            Ok(())
+        };
+        if n % 2 == 0 {
+            run_wasm()?;
+            run_native()?;
+        } else {
+            run_native()?;
+            run_wasm()?;
         }
-        measured.elapsed += clock.now() - started;
     }
-    Ok(measured)
-}
-
-/// One round of the native logic: a fresh validator, then one `validate` per batch, each with
-/// a fresh verdict as the SDK's component adapter gives it.
-fn run_native<V: Validate>(stream: &SampleStream, batch_size: usize, clock: Clock) -> anyhow::Result<Measured> {
-    let mut validator = V::new(&Settings::default()).map_err(anyhow::Error::msg)?;
-    let mut measured = Measured::default();
-    for chunk in chunks(stream.len(), batch_size) {
-        let batches = chunk
-            .into_iter()
-            .map(|range| sdk_batch(stream, &stream.batch(range)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let started = clock.now();
-        for batch in &batches {
-            let mut verdict = Verdict::empty();
-            validator.validate(black_box(batch), &mut verdict).map_err(anyhow::Error::msg)?;
-            measured.rejected += verdict.rejected.len();
-            measured.events += verdict.events.len();
-            black_box(verdict);
-        }
-        measured.elapsed += clock.now() - started;
-    }
-    Ok(measured)
+    Ok((wasm_measured, native_measured))
 }
 
 /// Per-round figures of one validator at one batch size.
@@ -345,14 +363,7 @@ pub fn run(args: ValidatorsArgs) -> anyhow::Result<()> {
         let mut found: Option<(usize, usize)> = None;
         for round in 0..args.warmup + args.rounds {
             for (&batch_size, figures) in args.batch_sizes.iter().zip(&mut rounds) {
-                // Alternate which path goes first, so a drift in machine load does not favour one.
-                let (wasm, native) = if round % 2 == 0 {
-                    let wasm = run_wasm(&module, &stream, batch_size, args.clock)?;
-                    (wasm, kind.run_native(&stream, batch_size, args.clock)?)
-                } else {
-                    let native = kind.run_native(&stream, batch_size, args.clock)?;
-                    (run_wasm(&module, &stream, batch_size, args.clock)?, native)
-                };
+                let (wasm, native) = run_round(kind, &module, &stream, batch_size, args.clock)?;
                 // Same records, same logic: any difference means the paths did not do the same work.
                 let outcome = (wasm.rejected, wasm.events);
                 if outcome != (native.rejected, native.events) || found.is_some_and(|f| f != outcome) {
