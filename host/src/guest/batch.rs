@@ -37,88 +37,166 @@ impl BatchInput<'_> {
     }
 }
 
-pub(crate) fn to_wit_batch(input: &BatchInput<'_>) -> Result<wit::Batch, String> {
-    let schema = input.records.schema();
-    let mut columns = Vec::with_capacity(input.fields.len());
-    for &i in input.fields {
-        let field = schema.field(i);
-        let array = input.records.column(i);
-        let data = column_data(array.as_ref()).ok_or_else(|| {
-            format!("column `{}` of arrow type {} cannot be handed to a validator yet", field.name(), field.data_type())
-        })?;
-        columns.push(wit::Column { name: field.name().clone(), data, nulls: validity(array.as_ref()) });
+/// Conversion buffers for the columns whose Arrow layout differs from the WIT one (narrower
+/// numbers, 64-bit or offset-shifted string offsets, validity bitmaps). Kept across calls, so
+/// after the first batch laying one out allocates nothing; every other buffer (64-bit
+/// numbers, string bytes, offsets, timestamps, keys) goes to the guest straight from the
+/// Arrow arrays, copied once by the lowering into guest memory.
+#[derive(Debug, Default)]
+pub(crate) struct Layout {
+    slots: Vec<Slot>,
+}
+
+/// One column's conversion buffers.
+#[derive(Debug, Default)]
+struct Slot {
+    ints: Vec<i64>,
+    floats: Vec<f64>,
+    bools: Vec<bool>,
+    offsets: Vec<u32>,
+    nulls: Vec<u8>,
+    has_nulls: bool,
+}
+
+impl Layout {
+    /// Lays `input` out as the WIT batch, borrowing from `input` and these buffers.
+    pub(crate) fn lay_out<'a>(
+        &'a mut self,
+        input: &'a BatchInput<'a>,
+        columns: &'a mut Vec<wit::Column<'a>>,
+    ) -> Result<wit::Batch<'a>, String> {
+        let schema = input.records.schema_ref();
+        if self.slots.len() < input.fields.len() {
+            self.slots.resize_with(input.fields.len(), Slot::default);
+        }
+        // First every conversion (needs the buffers mutably), then the views (borrow them).
+        for (slot, &i) in self.slots.iter_mut().zip(input.fields) {
+            let array = input.records.column(i);
+            if !slot.convert(array.as_ref()) {
+                let field = schema.field(i);
+                return Err(format!(
+                    "column `{}` of arrow type {} cannot be handed to a validator yet",
+                    field.name(),
+                    field.data_type()
+                ));
+            }
+        }
+        columns.clear();
+        for (slot, &i) in self.slots.iter().zip(input.fields) {
+            let array = input.records.column(i);
+            columns.push(wit::Column {
+                name: schema.field(i).name(),
+                data: slot.view(array.as_ref()),
+                nulls: slot.has_nulls.then_some(slot.nulls.as_slice()),
+            });
+        }
+        Ok(wit::Batch {
+            topic: input.topic,
+            partition: input.partition,
+            offsets: input.offsets,
+            timestamps: input.timestamps_us,
+            keys: wit::Packed { data: input.key_data, offsets: input.key_offsets },
+            columns: columns.as_slice(),
+            now_micros: input.now_micros,
+        })
     }
-    Ok(wit::Batch {
-        topic: input.topic.to_string(),
-        partition: input.partition,
-        offsets: input.offsets.to_vec(),
-        timestamps: input.timestamps_us.to_vec(),
-        keys: wit::Packed { data: input.key_data.to_vec(), offsets: input.key_offsets.to_vec() },
-        columns,
-        now_micros: input.now_micros,
-    })
 }
 
-fn column_data(array: &dyn Array) -> Option<wit::ColumnData> {
-    use wit::ColumnData as C;
-    Some(match array.data_type() {
-        DataType::Boolean => C::Boolean(array.as_boolean().values().iter().collect()),
-        DataType::Int32 => C::Int64(array.as_primitive::<Int32Type>().values().iter().map(|&v| v as i64).collect()),
-        DataType::Date32 => C::Int64(array.as_primitive::<Date32Type>().values().iter().map(|&v| v as i64).collect()),
-        DataType::Int64 => C::Int64(array.as_primitive::<Int64Type>().values().to_vec()),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            C::Int64(array.as_primitive::<TimestampMicrosecondType>().values().to_vec())
+impl Slot {
+    /// Fills the buffers `array` needs; false if its type has no WIT layout.
+    fn convert(&mut self, array: &dyn Array) -> bool {
+        let (ints, floats, offsets) = (&mut self.ints, &mut self.floats, &mut self.offsets);
+        match array.data_type() {
+            DataType::Boolean => refill(&mut self.bools, array.as_boolean().values().iter()),
+            DataType::Int32 => refill(ints, array.as_primitive::<Int32Type>().values().iter().map(|&v| v as i64)),
+            DataType::Date32 => refill(ints, array.as_primitive::<Date32Type>().values().iter().map(|&v| v as i64)),
+            DataType::Float32 => refill(floats, array.as_primitive::<Float32Type>().values().iter().map(|&v| v as f64)),
+            DataType::Utf8 => rebase(offsets, array.as_string::<i32>().value_offsets().iter().map(|&o| o as usize)),
+            DataType::LargeBinary => {
+                rebase(offsets, array.as_binary::<i64>().value_offsets().iter().map(|&o| o as usize))
+            }
+            DataType::FixedSizeBinary(w) => {
+                let w = *w as usize;
+                refill(offsets, (0..=array.len()).map(|i| (i * w) as u32))
+            }
+            // Precision up to 18 always fits an i64 unscaled value.
+            DataType::Decimal128(p, s) if *p <= 18 && *s >= 0 => {
+                refill(ints, array.as_primitive::<Decimal128Type>().values().iter().map(|&v| v as i64))
+            }
+            DataType::Int64 | DataType::Float64 => {}
+            DataType::Timestamp(TimeUnit::Microsecond, _) | DataType::Time64(TimeUnit::Microsecond) => {}
+            _ => return false,
         }
-        DataType::Time64(TimeUnit::Microsecond) => {
-            C::Int64(array.as_primitive::<Time64MicrosecondType>().values().to_vec())
+        self.has_nulls = fill_validity(&mut self.nulls, array);
+        true
+    }
+
+    /// The column's values: straight from `array`, or from the buffers `convert` filled.
+    fn view<'a>(&'a self, array: &'a dyn Array) -> wit::ColumnData<'a> {
+        use wit::ColumnData as C;
+        match array.data_type() {
+            DataType::Boolean => C::Boolean(&self.bools),
+            DataType::Int32 | DataType::Date32 => C::Int64(&self.ints),
+            DataType::Int64 => C::Int64(array.as_primitive::<Int64Type>().values()),
+            DataType::Timestamp(..) => C::Int64(array.as_primitive::<TimestampMicrosecondType>().values()),
+            DataType::Time64(_) => C::Int64(array.as_primitive::<Time64MicrosecondType>().values()),
+            DataType::Float32 => C::Float64(&self.floats),
+            DataType::Float64 => C::Float64(array.as_primitive::<Float64Type>().values()),
+            DataType::Utf8 => {
+                let a = array.as_string::<i32>();
+                C::Utf8(wit::Packed {
+                    data: value_bytes(a.value_data(), a.value_offsets()[0] as usize, &self.offsets),
+                    offsets: &self.offsets,
+                })
+            }
+            DataType::LargeBinary => {
+                let a = array.as_binary::<i64>();
+                C::Binary(wit::Packed {
+                    data: value_bytes(a.value_data(), a.value_offsets()[0] as usize, &self.offsets),
+                    offsets: &self.offsets,
+                })
+            }
+            DataType::FixedSizeBinary(w) => {
+                let a = array.as_fixed_size_binary();
+                let start = a.value_offset(0).max(0) as usize;
+                C::Binary(wit::Packed {
+                    data: &a.value_data()[start..start + a.len() * *w as usize],
+                    offsets: &self.offsets,
+                })
+            }
+            DataType::Decimal128(_, s) => C::Decimal(wit::DecimalColumn { scale: *s as u8, unscaled: &self.ints }),
+            other => unreachable!("convert refused {other}"),
         }
-        DataType::Float32 => {
-            C::Float64(array.as_primitive::<Float32Type>().values().iter().map(|&v| v as f64).collect())
-        }
-        DataType::Float64 => C::Float64(array.as_primitive::<Float64Type>().values().to_vec()),
-        DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            C::Utf8(packed(a.value_data(), a.value_offsets().iter().map(|&o| o as usize)))
-        }
-        DataType::LargeBinary => {
-            let a = array.as_binary::<i64>();
-            C::Binary(packed(a.value_data(), a.value_offsets().iter().map(|&o| o as usize)))
-        }
-        DataType::FixedSizeBinary(w) => {
-            let a = array.as_fixed_size_binary();
-            let w = *w as usize;
-            let start = a.value_offset(0).max(0) as usize;
-            C::Binary(packed(a.value_data(), (0..=a.len()).map(|i| start + i * w)))
-        }
-        // Precision up to 18 always fits an i64 unscaled value.
-        DataType::Decimal128(p, s) if *p <= 18 && *s >= 0 => C::Decimal(wit::DecimalColumn {
-            scale: *s as u8,
-            unscaled: array.as_primitive::<Decimal128Type>().values().iter().map(|&v| v as i64).collect(),
-        }),
-        _ => return None,
-    })
+    }
 }
 
-/// Copies the bytes between the first and last offsets and rebases the offsets to 0.
-fn packed(data: &[u8], offsets: impl Iterator<Item = usize> + Clone) -> wit::Packed {
+fn refill<T>(buf: &mut Vec<T>, values: impl Iterator<Item = T>) {
+    buf.clear();
+    buf.extend(values);
+}
+
+/// Offsets rebased to start at 0, as the WIT `packed` has them (a sliced Arrow array's do not).
+fn rebase(buf: &mut Vec<u32>, offsets: impl Iterator<Item = usize> + Clone) {
     let first = offsets.clone().next().unwrap_or(0);
-    let last = offsets.clone().last().unwrap_or(0);
-    wit::Packed { data: data[first..last].to_vec(), offsets: offsets.map(|o| (o - first) as u32).collect() }
+    refill(buf, offsets.map(|o| (o - first) as u32));
 }
 
-/// The validity bitmap as LSB-first bytes, or `None` when nothing is null.
-fn validity(array: &dyn Array) -> Option<Vec<u8>> {
-    let nulls = array.logical_nulls()?;
-    if nulls.null_count() == 0 {
-        return None;
-    }
-    let mut bits = vec![0u8; array.len().div_ceil(8)];
+/// The bytes the rebased `offsets` index, starting at the array's first offset.
+fn value_bytes<'a>(data: &'a [u8], first: usize, offsets: &[u32]) -> &'a [u8] {
+    &data[first..first + offsets.last().copied().unwrap_or(0) as usize]
+}
+
+/// The validity bitmap as LSB-first bytes into `bits`; false when nothing is null.
+fn fill_validity(bits: &mut Vec<u8>, array: &dyn Array) -> bool {
+    let Some(nulls) = array.logical_nulls().filter(|n| n.null_count() > 0) else { return false };
+    bits.clear();
+    bits.resize(array.len().div_ceil(8), 0);
     for (i, valid) in nulls.iter().enumerate() {
         if valid {
             bits[i / 8] |= 1 << (i % 8);
         }
     }
-    Some(bits)
+    true
 }
 
 #[cfg(test)]
@@ -154,18 +232,19 @@ mod tests {
             key_offsets: &[0, 1, 1, 2],
             now_micros: 9,
         };
-        let batch = to_wit_batch(&input).unwrap();
+        let (mut layout, mut columns) = (Layout::default(), Vec::new());
+        let batch = layout.lay_out(&input, &mut columns).unwrap();
         assert_eq!(batch.columns.len(), 2);
         match &batch.columns[0].data {
             wit::ColumnData::Utf8(p) => {
                 assert_eq!(p.data, b"AAPLMSFT");
-                assert_eq!(p.offsets, vec![0, 4, 4, 8]);
+                assert_eq!(p.offsets, [0, 4, 4, 8]);
             }
             _ => panic!("symbol should be utf8"),
         }
-        assert_eq!(batch.columns[0].nulls, Some(vec![0b101]));
+        assert_eq!(batch.columns[0].nulls, Some(&[0b101u8][..]));
         match &batch.columns[1].data {
-            wit::ColumnData::Decimal(d) => assert_eq!((d.scale, d.unscaled.clone()), (8, vec![1, 2, 3])),
+            wit::ColumnData::Decimal(d) => assert_eq!((d.scale, d.unscaled), (8, &[1i64, 2, 3][..])),
             _ => panic!("price should be decimal"),
         }
         assert_eq!(batch.columns[1].nulls, None);

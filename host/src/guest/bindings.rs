@@ -3,6 +3,9 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "validator",
+    // Batches go to the guest as borrowed slices of our Arrow buffers: the lowering copies
+    // them into guest memory once, with no owned copy built first.
+    ownership: Borrowing { duplicate_if_necessary: false },
 });
 
 pub use k2::ingest::host::{Host, Level};

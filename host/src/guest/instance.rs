@@ -7,7 +7,7 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::{Error, Result};
-use crate::guest::batch::{BatchInput, to_wit_batch};
+use crate::guest::batch::{BatchInput, Layout};
 use crate::guest::bindings::{self, Host, Level, Validator as ValidatorWorld, ValidatorPre, wit};
 use crate::guest::engine::{EPOCH_TICK, GuestEngine};
 use crate::guest::{EventKind, ModuleInfo, Rejection, SequenceEvent, Verdict};
@@ -92,6 +92,8 @@ pub struct ValidatorInstance {
     resource: ResourceAny,
     path: PathBuf,
     info: ModuleInfo,
+    /// Conversion buffers reused by every call.
+    layout: Layout,
 }
 
 /// A fresh store with the engine's limits, the component instantiated in it, and its info
@@ -138,11 +140,12 @@ impl ValidatorInstance {
         let base_us = store.data().call_base_us;
         let err = |message: String| Error::Guest { module: path.to_path_buf(), message };
         store.set_epoch_deadline(ticks(base_us));
-        let resource = off_executor(|| world.k2_ingest_validation().validator().call_create(&mut store, settings))
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let resource = off_executor(|| world.k2_ingest_validation().validator().call_create(&mut store, &settings))
             .map_err(|e| err(format!("trapped in create: {}", describe_trap(&e, store.data(), base_us))))?
             .map_err(|e| err(format!("refused its settings: {}", truncate(e, MESSAGE_MAX_BYTES))))?;
         let info = ModuleInfo { name: info.name, version: info.version, wit_version: info.wit_version };
-        Ok(Self { store, world, resource, path: path.to_path_buf(), info })
+        Ok(Self { store, world, resource, path: path.to_path_buf(), info, layout: Layout::default() })
     }
 
     pub fn info(&self) -> &ModuleInfo {
@@ -162,13 +165,20 @@ impl ValidatorInstance {
     /// from a batch the guest refused on purpose.
     pub fn try_validate(&mut self, input: &BatchInput<'_>) -> std::result::Result<Verdict, CallFailure> {
         let len = input.len();
-        let batch = to_wit_batch(input).map_err(|m| CallFailure::new(FailureKind::Refused, self.err(m)))?;
         let budget_us = self.call_budget_us(len);
+        let mut columns = Vec::with_capacity(input.fields.len());
+        let batch = match self.layout.lay_out(input, &mut columns) {
+            Ok(batch) => batch,
+            Err(message) => {
+                let error = Error::Guest { module: self.path.clone(), message };
+                return Err(CallFailure::new(FailureKind::Refused, error));
+            }
+        };
         self.store.set_epoch_deadline(ticks(budget_us));
         self.store.data_mut().log_budget = LOG_LINES_PER_CALL;
         self.store.data_mut().log_suppressed = 0;
         let (world, store, resource) = (&self.world, &mut self.store, self.resource);
-        let result = off_executor(|| world.k2_ingest_validation().validator().call_validate(store, resource, &batch));
+        let result = off_executor(|| world.k2_ingest_validation().validator().call_validate(store, resource, batch));
         let suppressed = self.store.data().log_suppressed;
         if suppressed > 0 {
             tracing::warn!(module = %self.path.display(), suppressed, "guest log lines over the per-call budget were dropped");
