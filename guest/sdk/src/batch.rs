@@ -3,8 +3,12 @@
 use crate::{Batch, ColumnData, Packed};
 
 /// Strings of one column (or the record keys), borrowed from the batch's packed buffer.
+///
+/// `get` is forced inline with its rare path kept out of line: as a call, a WebAssembly guest
+/// pays an entry check and returns the slice through memory, which cost more than the lookup.
 pub struct Strings<'a> {
-    packed: &'a Packed,
+    data: &'a [u8],
+    offsets: &'a [u32],
     /// The whole buffer as text, checked once per column (on the first `get`) rather than once
     /// per value. It is always valid from the host's utf8 columns; when it is not, values are
     /// checked one by one.
@@ -13,31 +17,41 @@ pub struct Strings<'a> {
 
 impl<'a> Strings<'a> {
     pub fn new(packed: &'a Packed) -> Self {
-        Self { packed, text: std::cell::OnceCell::new() }
+        Self { data: &packed.data, offsets: &packed.offsets, text: std::cell::OnceCell::new() }
     }
 
     /// The bytes of value `i`. The host guarantees offsets are in range and ordered.
+    #[inline(always)]
     pub fn bytes(&self, i: usize) -> &'a [u8] {
-        let start = self.packed.offsets[i] as usize;
-        let end = self.packed.offsets[i + 1] as usize;
-        &self.packed.data[start..end]
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 
     /// Value `i` as text; invalid UTF-8 (impossible from the host's utf8 columns) reads empty.
+    #[inline(always)]
     pub fn get(&self, i: usize) -> &'a str {
-        let start = self.packed.offsets[i] as usize;
-        let end = self.packed.offsets[i + 1] as usize;
+        let (start, end) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
         // A value of valid text is valid on its own exactly when it starts and ends on
         // character boundaries, which `str::get` checks.
-        let text = self.text.get_or_init(|| std::str::from_utf8(&self.packed.data).ok());
-        match text.and_then(|text| text.get(start..end)) {
+        match self.text.get().copied().flatten().and_then(|text| text.get(start..end)) {
+            Some(value) => value,
+            None => self.get_slow(i),
+        }
+    }
+
+    /// `get` on the first call for the column, for a buffer that is not valid text, and for a
+    /// value that splits a character.
+    #[cold]
+    #[inline(never)]
+    fn get_slow(&self, i: usize) -> &'a str {
+        let (start, end) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+        match self.text.get_or_init(|| std::str::from_utf8(self.data).ok()).and_then(|text| text.get(start..end)) {
             Some(value) => value,
             None => std::str::from_utf8(self.bytes(i)).unwrap_or(""),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.packed.offsets.len().saturating_sub(1)
+        self.offsets.len().saturating_sub(1)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -7,26 +7,37 @@
 //! more than twice what the same code costs natively. Here a key is a few word loads, a
 //! hash of five words and an equality of five words.
 
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 
 /// Up to 16 bytes as two words that, together with the length, determine every byte: short
 /// values are read with overlapping loads (first and last 4 or 8 bytes), so no byte is missed
 /// and nothing is copied.
+#[inline(always)]
 fn words(b: &[u8]) -> Option<[u64; 2]> {
     let n = b.len();
-    let le4 = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64;
-    let le8 = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
     Some(match n {
         0 => [0, 0],
         // Positions 0, n/2 and n-1 cover every byte of a 1-, 2- or 3-byte value.
         1..=3 => [b[0] as u64 | (b[n / 2] as u64) << 8 | (b[n - 1] as u64) << 16, 0],
-        4..=8 => [le4(0) | le4(n - 4) << 32, 0],
-        9..=16 => [le8(0), le8(n - 8)],
+        4..=8 => [le4(b, 0) | le4(b, n - 4) << 32, 0],
+        9..=16 => [le8(b, 0), le8(b, n - 8)],
         _ => return None,
     })
 }
 
+// Forced inline: as calls (which LLVM leaves them for wasm32) they cost more than the loads.
+#[inline(always)]
+fn le4(b: &[u8], at: usize) -> u64 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64
+}
+
+#[inline(always)]
+fn le8(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
 /// Whether any byte of `words` is `c`; the padding of [`words`] is zero, so `c` must not be.
+#[inline(always)]
 fn has_byte(words: [u64; 2], c: u8) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -43,12 +54,27 @@ const NO_SEPARATOR: u16 = 0xff << 8;
 
 /// The fixed form of a key `A:B` (split at its first `:`) or `A` (no `:`), each part at most 16
 /// bytes. Every key text has exactly one form, so the same key is found however it was given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ShortKey {
     first: [u64; 2],
     second: [u64; 2],
     /// Length of the first part, and of the second part or [`NO_SEPARATOR`].
     lens: u16,
+}
+
+/// The five words go to the hasher as one 128-bit value: a single folded multiply in foldhash.
+/// The derived hash wrote each part as a length-prefixed slice, three multiplies, and on wasm32
+/// (no 64 x 64 -> 128 multiply) each is four. Words 1 of both parts are zero unless a part is
+/// longer than 8 bytes; they are folded in rotated, so keys that differ only there still
+/// differ (a rare coincidence of the XORs collides, which costs a probe, never correctness:
+/// equality compares every word).
+impl Hash for ShortKey {
+    #[inline(always)]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let lo = self.first[0] ^ self.second[1].rotate_left(29);
+        let hi = self.second[0] ^ self.first[1].rotate_left(37) ^ (self.lens as u64).rotate_right(16);
+        state.write_u128((hi as u128) << 64 | lo as u128);
+    }
 }
 
 impl ShortKey {
@@ -62,6 +88,7 @@ impl ShortKey {
 
     /// The form of the key text `first:second`, or `None` when a part is longer than 16 bytes
     /// or `first` holds a `:` (then the text splits elsewhere; the caller takes the text path).
+    #[inline(always)]
     pub(crate) fn of_parts(first: &[u8], second: &[u8]) -> Option<Self> {
         let a = words(first)?;
         if has_byte(a, b':') {

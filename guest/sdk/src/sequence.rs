@@ -56,6 +56,7 @@ impl SequenceTracker {
     }
 
     /// Records sequence `seq` of the market-data key `EXCHANGE:SYMBOL` (record `index`).
+    #[inline]
     pub fn observe_listing(&mut self, index: usize, exchange: &str, symbol: &str, seq: i64) -> Option<SequenceEvent> {
         let Some(short) = ShortKey::of_parts(exchange.as_bytes(), symbol.as_bytes()) else {
             return self.observe(index, &format!("{exchange}:{symbol}"), seq);
@@ -89,14 +90,24 @@ impl SequenceTracker {
         None
     }
 
-    /// The sequence rules for a known key.
+    /// The sequence rules for a known key; the in-order case, nearly every record, inline.
+    #[inline(always)]
     fn step(&mut self, slot: u32, index: usize, seq: i64) -> Option<SequenceEvent> {
         let entry = &mut self.entries[slot as usize];
-        let prev = entry.last;
-        let kind = if seq == prev.saturating_add(1) {
+        if seq == entry.last.saturating_add(1) {
             entry.last = seq;
             return None;
-        } else if seq > prev {
+        }
+        self.anomaly(slot, index, seq)
+    }
+
+    /// The event for a sequence number that is not the next one of its key.
+    #[cold]
+    #[inline(never)]
+    fn anomaly(&mut self, slot: u32, index: usize, seq: i64) -> Option<SequenceEvent> {
+        let entry = &mut self.entries[slot as usize];
+        let prev = entry.last;
+        let kind = if seq > prev {
             entry.last = seq;
             EventKind::Gap
         } else if seq == prev {
