@@ -31,9 +31,16 @@ impl GuestEngine {
         // Deadlines by epoch cost far less per call than fuel metering.
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        // Lets `perf` name guest functions (it reads /tmp/perf-PID.map); for profiling validators.
-        if std::env::var_os("K2_WASM_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        // Lets `perf` name guest functions (it reads /tmp/perf-PID.map); `jitdump` instead writes
+        // the machine code too, for `perf inject --jit` and `perf annotate`. For profiling validators.
+        match std::env::var("K2_WASM_PERFMAP").as_deref() {
+            Ok("jitdump") => {
+                config.profiler(wasmtime::ProfilingStrategy::JitDump);
+            }
+            Ok(_) => {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
+            Err(_) => {}
         }
         let engine = Engine::new(&config).map_err(|e| Error::Guest {
             module: PathBuf::from("<engine>"),
