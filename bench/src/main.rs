@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Benchmarks of k2-ingest. Speed targets are checked here, never by timed tests.
 ///
 /// The machine may be shared and noisy: every benchmark measures what it compares in the same
-/// run, interleaved round by round, and reports medians over the rounds.
+/// run, interleaved (round by round, or finer), and reports medians over the rounds.
 #[derive(Debug, Parser)]
 #[command(name = "k2-bench", version)]
 struct Cli {
