@@ -7,6 +7,7 @@ use apache_avro::Schema as AvroSchema;
 use serde::Deserialize;
 
 use crate::config::RegistryConfig;
+use crate::decode::schema::SchemaTextError;
 
 /// The media types the Confluent API answers with; Apicurio and Karapace accept them too.
 const ACCEPT: &str = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json";
@@ -166,7 +167,10 @@ impl SchemaRegistry {
         if !answer.references.is_empty() {
             return Err(unsupported("has schema references, which k2-ingest does not resolve yet".into()));
         }
-        let schema = crate::decode::schema::parse_schema(&answer.schema).map_err(unusable)?;
+        let schema = crate::decode::schema::parse_schema(&answer.schema).map_err(|e| match e {
+            SchemaTextError::Invalid(_) => unusable(e.to_string()),
+            SchemaTextError::Unsupported(_) => unsupported(e.to_string()),
+        })?;
         if !matches!(schema, AvroSchema::Record(_)) {
             return Err(unusable("top-level type must be an avro record".into()));
         }
@@ -308,6 +312,11 @@ mod tests {
             (401, r#"{"error_code":40101,"message":"Unauthorized"}"#),
             (200, r#"{"schema":"{}","schemaType":"PROTOBUF"}"#),
             (200, "<html>log in</html>"),
+            (200, r#"{"schema":"{\"type\":\"nope\"}"}"#),
+            (
+                200,
+                r#"{"schema":"{\"type\":\"record\",\"name\":\"R\",\"fields\":[{\"name\":\"id\",\"type\":{\"type\":\"fixed\",\"name\":\"Id\",\"size\":16,\"logicalType\":\"uuid\"}}]}"}"#,
+            ),
         ]);
         let registry = SchemaRegistry::new(&config(&url, None, None, None)).unwrap();
         let missing = registry.schema(1).await.unwrap_err();
@@ -322,6 +331,11 @@ mod tests {
         assert!(protobuf.is_bad_record() && protobuf.to_string().contains("is a PROTOBUF schema"), "{protobuf}");
         let page = registry.schema(4).await.unwrap_err();
         assert!(!page.is_bad_record() && page.to_string().contains("not a schema registry answer"), "{page}");
+        let invalid = registry.schema(5).await.unwrap_err();
+        assert!(invalid.is_bad_record() && invalid.to_string().contains("not a valid avro schema"), "{invalid}");
+        // A schema k2-ingest cannot use yet stops the topic, as the README says: no record is its fault.
+        let fixed_uuid = registry.schema(6).await.unwrap_err();
+        assert!(!fixed_uuid.is_bad_record() && fixed_uuid.to_string().contains("uuid on fixed(16)"), "{fixed_uuid}");
         server.join().unwrap();
     }
 

@@ -19,23 +19,34 @@ pub const META_TIMESTAMP: &str = "_kafka_timestamp";
 pub fn load_avsc(path: &Path) -> Result<AvroSchema> {
     let err = |message: String| Error::Schema { path: path.to_path_buf(), message };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let schema = parse_schema(&text).map_err(err)?;
+    let schema = parse_schema(&text).map_err(|e| err(e.to_string()))?;
     match schema {
         AvroSchema::Record(_) => Ok(schema),
         _ => Err(err("top-level type must be an avro record".into())),
     }
 }
 
+/// Why a schema's text cannot be used: a registry tells the record's fault from its own by it.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaTextError {
+    /// Not an Avro schema (bad JSON, unknown type, bad default).
+    #[error("not a valid avro schema: {0}")]
+    Invalid(String),
+    /// A valid Avro schema with a construct k2-ingest cannot decode yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
 /// Parses an Avro schema's text, refusing what apache-avro would parse but decode wrongly.
-pub fn parse_schema(text: &str) -> Result<AvroSchema, String> {
-    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a valid avro schema: {e}"))?;
+pub fn parse_schema(text: &str) -> std::result::Result<AvroSchema, SchemaTextError> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| SchemaTextError::Invalid(e.to_string()))?;
     if let Some(path) = fixed_uuid(&json) {
         // apache-avro 0.21 parses it as a uuid and then reads 16 bytes as a length-prefixed string.
-        return Err(format!(
+        return Err(SchemaTextError::Unsupported(format!(
             "`{path}` is a uuid on fixed(16), which k2-ingest cannot decode yet; use {{\"type\": \"string\", \"logicalType\": \"uuid\"}}"
-        ));
+        )));
     }
-    AvroSchema::parse(&json).map_err(|e| format!("not a valid avro schema: {e}"))
+    AvroSchema::parse(&json).map_err(|e| SchemaTextError::Invalid(e.to_string()))
 }
 
 /// Where in a schema's JSON a `fixed` with logical type `uuid` is, if anywhere.
@@ -249,8 +260,10 @@ mod tests {
     #[test]
     fn a_uuid_on_fixed_is_refused_with_its_name() {
         let text = r#"{"type":"record","name":"R","fields":[{"name":"id","type":{"type":"fixed","name":"Id","size":16,"logicalType":"uuid"}}]}"#;
-        let msg = parse_schema(text).unwrap_err();
-        assert!(msg.starts_with("`Id` is a uuid on fixed(16)"), "{msg}");
+        let e = parse_schema(text).unwrap_err();
+        assert!(matches!(e, SchemaTextError::Unsupported(_)), "{e:?}");
+        assert!(e.to_string().starts_with("`Id` is a uuid on fixed(16)"), "{e}");
+        assert!(matches!(parse_schema(r#"{"type":"nope"}"#), Err(SchemaTextError::Invalid(_))));
         assert!(parse_schema(&text.replace(r#""type":"fixed","name":"Id","size":16,"#, r#""type":"string","#)).is_ok());
     }
 
