@@ -170,13 +170,18 @@ impl ValidatorKind {
         }
     }
 
-    /// The native twin with fresh state and default settings.
-    fn native(self) -> anyhow::Result<Box<dyn NativeValidator>> {
-        let settings = Settings::default();
-        Ok(match self {
-            ValidatorKind::Trades => Box::new(Trades::new(&settings).map_err(anyhow::Error::msg)?),
-            ValidatorKind::Quotes => Box::new(Quotes::new(&settings).map_err(anyhow::Error::msg)?),
-        })
+    /// One round of both paths, with this validator's native twin.
+    fn run_round(
+        self,
+        module: &ValidatorModule,
+        stream: &SampleStream,
+        batch_size: usize,
+        clock: Clock,
+    ) -> anyhow::Result<(Measured, Measured)> {
+        match self {
+            ValidatorKind::Trades => run_round::<Trades>(module, stream, batch_size, clock),
+            ValidatorKind::Quotes => run_round::<Quotes>(module, stream, batch_size, clock),
+        }
     }
 }
 
@@ -197,31 +202,19 @@ fn chunks(records: usize, batch_size: usize) -> impl Iterator<Item = Vec<std::op
     })
 }
 
-/// The native twin of a validator, behind one call for both kinds.
-trait NativeValidator {
-    fn validate(&mut self, batch: &k2_validator_sdk::Batch, verdict: &mut Verdict) -> Result<(), String>;
-}
-
-impl<V: Validate> NativeValidator for V {
-    fn validate(&mut self, batch: &k2_validator_sdk::Batch, verdict: &mut Verdict) -> Result<(), String> {
-        Validate::validate(self, batch, verdict)
-    }
-}
-
 /// One round of both paths on fresh validator state: the component called the way the pipeline
 /// calls it, one `validate` per batch, and the native logic on the same batches with a fresh
 /// verdict per call as the SDK's component adapter gives it. The paths take turns chunk by
 /// chunk (who goes first flips each chunk), so both are timed under the same machine load even
 /// when that load changes within milliseconds, as it does on a shared machine.
-fn run_round(
-    kind: ValidatorKind,
+fn run_round<V: Validate>(
     module: &ValidatorModule,
     stream: &SampleStream,
     batch_size: usize,
     clock: Clock,
 ) -> anyhow::Result<(Measured, Measured)> {
     let mut instance = module.instantiate(&[])?;
-    let mut native = kind.native()?;
+    let mut native = V::new(&Settings::default()).map_err(anyhow::Error::msg)?;
     let (mut wasm_measured, mut native_measured) = (Measured::default(), Measured::default());
     for (n, chunk) in chunks(stream.len(), batch_size).enumerate() {
         let batches: Vec<_> = chunk.into_iter().map(|range| stream.batch(range)).collect();
@@ -363,7 +356,7 @@ pub fn run(args: ValidatorsArgs) -> anyhow::Result<()> {
         let mut found: Option<(usize, usize)> = None;
         for round in 0..args.warmup + args.rounds {
             for (&batch_size, figures) in args.batch_sizes.iter().zip(&mut rounds) {
-                let (wasm, native) = run_round(kind, &module, &stream, batch_size, args.clock)?;
+                let (wasm, native) = kind.run_round(&module, &stream, batch_size, args.clock)?;
                 // Same records, same logic: any difference means the paths did not do the same work.
                 let outcome = (wasm.rejected, wasm.events);
                 if outcome != (native.rejected, native.events) || found.is_some_and(|f| f != outcome) {

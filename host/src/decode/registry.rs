@@ -7,7 +7,7 @@ use apache_avro::Schema as AvroSchema;
 use serde::Deserialize;
 
 use crate::config::RegistryConfig;
-use crate::decode::schema::SchemaTextError;
+use crate::decode::schema::{SchemaTextError, parse_schema};
 
 /// The media types the Confluent API answers with; Apicurio and Karapace accept them too.
 const ACCEPT: &str = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json";
@@ -167,7 +167,7 @@ impl SchemaRegistry {
         if !answer.references.is_empty() {
             return Err(unsupported("has schema references, which k2-ingest does not resolve yet".into()));
         }
-        let schema = crate::decode::schema::parse_schema(&answer.schema).map_err(|e| match e {
+        let schema = parse_schema(&answer.schema).map_err(|e| match e {
             SchemaTextError::Invalid(_) => unusable(e.to_string()),
             SchemaTextError::Unsupported(_) => unsupported(e.to_string()),
         })?;
