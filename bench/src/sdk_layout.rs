@@ -20,6 +20,7 @@ pub fn sdk_batch(stream: &SampleStream, batch: &StreamBatch) -> anyhow::Result<B
     Ok(Batch {
         topic: stream.topic.clone(),
         partition: 0,
+        records: range.len() as u32,
         offsets: stream.offsets[range.clone()].to_vec(),
         timestamps: stream.timestamps_us[range.clone()].to_vec(),
         keys: Packed { data: stream.keys_of(range).to_vec(), offsets: batch.key_offsets.clone() },

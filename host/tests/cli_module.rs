@@ -120,11 +120,11 @@ fn check_prints_name_versions_and_imports() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "trades");
-    assert_eq!(v["wit_version"], "0.1.0");
+    assert_eq!(v["wit_version"], "0.2.0");
     let imports: Vec<&str> = v["imports"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
     // Unused imports are dropped by the toolchain: the trades validator never logs, so it
     // imports the contract's types and what std pulls in, but not k2:ingest/host.
-    assert!(imports.contains(&"k2:ingest/types@0.1.0"), "{imports:?}");
+    assert!(imports.contains(&"k2:ingest/types@0.2.0"), "{imports:?}");
     assert!(!imports.iter().any(|i| i.starts_with("wasi:filesystem") || i.starts_with("wasi:sockets")), "{imports:?}");
 }
 

@@ -10,7 +10,7 @@ use k2_ingest::guest::{EventKind, GuestEngine};
 fn reports_its_name_and_wit_version() {
     let v = module().instantiate(&[]).unwrap();
     assert_eq!(v.info().name, "trades");
-    assert_eq!(v.info().wit_version, "0.1.0");
+    assert_eq!(v.info().wit_version, "0.2.0");
 }
 
 #[test]
@@ -98,4 +98,41 @@ fn a_file_that_is_not_a_component_is_one_clear_error() {
     let err = engine.load(&path).err().unwrap().to_string();
     assert!(err.contains("not a webassembly component"), "{err}");
     assert!(err.contains("not.wasm"), "{err}");
+}
+
+/// What the `hostile` component in mode `show-batch` was handed, with these extra settings.
+fn batch_seen(settings: &[(&str, &str)]) -> String {
+    let engine = GuestEngine::new(&WasmConfig::default()).unwrap();
+    let mut all = vec![("mode".to_string(), "show-batch".to_string())];
+    all.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut v = common::load(&engine, "k2_hostile_validator").instantiate(&all).unwrap();
+    let verdict = common::validate(&mut v, &[ok("AAPL", 1), ok("MSFT", 1)]).unwrap();
+    assert_eq!(verdict.rejected.len(), 1);
+    verdict.rejected[0].message.clone()
+}
+
+#[test]
+fn a_validator_that_names_nothing_gets_every_column_and_the_kafka_metadata() {
+    assert_eq!(
+        batch_seen(&[]),
+        "records=2 columns=symbol,exchange,exchange_ts,price,size,side,sequence offsets=2 timestamps=2 keys=2"
+    );
+}
+
+#[test]
+fn a_validator_gets_only_the_columns_and_metadata_it_reads() {
+    // A named field the schema lacks is simply not there; the batch's column order is the schema's.
+    let seen = batch_seen(&[("reads", "sequence,symbol,no_such_field"), ("reads_kafka", "keys")]);
+    assert_eq!(seen, "records=2 columns=symbol,sequence offsets=0 timestamps=0 keys=2");
+    let seen = batch_seen(&[("reads", ""), ("reads_kafka", "offsets,timestamps")]);
+    assert_eq!(seen, "records=2 columns= offsets=2 timestamps=2 keys=none");
+}
+
+#[test]
+fn a_validator_naming_too_many_fields_is_refused_at_start() {
+    let engine = GuestEngine::new(&WasmConfig::default()).unwrap();
+    let names = vec!["f"; 10_001].join(",");
+    let settings = [("reads".to_string(), names)];
+    let err = common::load(&engine, "k2_hostile_validator").instantiate(&settings).err().unwrap().to_string();
+    assert!(err.contains("asked to read 10001 fields, more than the 10000"), "{err}");
 }

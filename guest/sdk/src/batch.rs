@@ -84,11 +84,11 @@ impl Column<'_> {
 impl Batch {
     /// Number of records in the batch.
     pub fn len(&self) -> usize {
-        self.offsets.len()
+        self.records as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
+        self.records == 0
     }
 
     /// The column named `name`; the error names it.
@@ -97,7 +97,9 @@ impl Batch {
             .iter()
             .find(|c| c.name == name)
             .map(|c| Column { data: &c.data, nulls: c.nulls.as_deref() })
-            .ok_or_else(|| format!("batch has no column `{name}`"))
+            .ok_or_else(|| {
+                format!("batch has no column `{name}` (the topic's schema lacks it, or `reads` leaves it out)")
+            })
     }
 
     /// A string (or enum) column.
@@ -132,10 +134,36 @@ impl Batch {
         }
     }
 
-    /// The Kafka record keys.
-    pub fn keys(&self) -> Strings<'_> {
-        Strings::new(&self.keys)
+    /// The Kafka offset of each record; an error unless [`crate::Validate::reads`] asks for them.
+    pub fn offsets(&self) -> Result<&[i64], String> {
+        match self.offsets.len() == self.len() {
+            true => Ok(&self.offsets),
+            false => Err(missing("offsets")),
+        }
     }
+
+    /// The Kafka timestamp of each record, microseconds since the epoch; an error unless
+    /// [`crate::Validate::reads`] asks for them.
+    pub fn timestamps(&self) -> Result<&[i64], String> {
+        match self.timestamps.len() == self.len() {
+            true => Ok(&self.timestamps),
+            false => Err(missing("timestamps")),
+        }
+    }
+
+    /// The Kafka record keys; an error unless [`crate::Validate::reads`] asks for them.
+    pub fn keys(&self) -> Result<Strings<'_>, String> {
+        // Packed values have one offset more than values; keys not asked for have none.
+        match self.keys.offsets.len() == self.len() + 1 {
+            true => Ok(Strings::new(&self.keys)),
+            false => Err(missing("keys")),
+        }
+    }
+}
+
+/// The error for Kafka metadata a batch was handed without.
+fn missing(what: &str) -> String {
+    format!("batch has no kafka {what}: ask for them in the validator's `reads`")
 }
 
 #[cfg(test)]
@@ -149,6 +177,37 @@ mod tests {
             packed.offsets.push(packed.data.len() as u32);
         }
         packed
+    }
+
+    fn batch(offsets: Vec<i64>, keys: Packed) -> Batch {
+        Batch {
+            topic: "t".into(),
+            partition: 0,
+            records: 2,
+            offsets,
+            timestamps: Vec::new(),
+            keys,
+            columns: Vec::new(),
+            now_micros: 0,
+        }
+    }
+
+    #[test]
+    fn kafka_metadata_not_asked_for_is_an_error_that_says_so() {
+        let b = batch(Vec::new(), Packed { data: Vec::new(), offsets: Vec::new() });
+        assert_eq!(b.len(), 2);
+        assert!(b.offsets().unwrap_err().contains("no kafka offsets: ask for them in the validator's `reads`"));
+        assert!(b.timestamps().unwrap_err().contains("no kafka timestamps"));
+        assert!(b.keys().err().unwrap().contains("no kafka keys"));
+        assert!(b.int64("price").unwrap_err().contains("no column `price`"));
+    }
+
+    #[test]
+    fn kafka_metadata_asked_for_reads_per_record() {
+        let b = batch(vec![7, 8], packed(&[b"k1", b""]));
+        assert_eq!(b.offsets().unwrap(), [7, 8]);
+        let keys = b.keys().unwrap();
+        assert_eq!((keys.get(0), keys.get(1)), ("k1", ""));
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //! ```
 //!
 //! State that must survive restarts (sequence numbers) goes in [`Validate::snapshot`] and
-//! [`Validate::restore`]; the host commits it with the data.
+//! [`Validate::restore`]; the host commits it with the data. Naming the fields a validator
+//! reads in [`Validate::reads`] spares the host copying the others into the guest.
 
 mod batch;
 mod key;
@@ -48,14 +49,14 @@ use std::cell::RefCell;
 pub use batch::{Column, DecimalColumn, Strings};
 pub use bindings::k2::ingest::host::Level;
 pub use bindings::k2::ingest::types::{
-    Batch, ColumnData, EventKind, ModuleInfo, Packed, Rejection, SequenceEvent, Verdict,
+    Batch, ColumnData, EventKind, KafkaMetadata, ModuleInfo, Packed, Reads, Rejection, SequenceEvent, Verdict,
 };
 pub use sequence::SequenceTracker;
 
 use bindings::exports::k2::ingest::validation::{GuestValidator, Validator};
 
 /// The version of the WIT package this SDK is built against.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// A validator's settings: string keys and values from the host's config.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +99,13 @@ pub trait Validate: Sized + 'static {
     /// Builds the validator from its settings; an error names the bad setting.
     fn new(settings: &Settings) -> Result<Self, String>;
 
+    /// What the validator reads of each batch, asked once after [`Validate::new`]. The host
+    /// copies only this into the guest; the default, everything, is always correct. A column
+    /// left out is absent from the batch, so reading it fails with an error naming it.
+    fn reads(&self) -> Reads {
+        Reads::everything()
+    }
+
     /// Checks one batch: reject records and report sequence events into `verdict`.
     /// An `Err` is a fault that stops the topic, not a bad record.
     fn validate(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String>;
@@ -116,6 +124,24 @@ pub trait Validate: Sized + 'static {
 /// Logs through the host (bounded by the host; use for rare events, not per record).
 pub fn log(level: Level, message: &str) {
     bindings::k2::ingest::host::log(level, message);
+}
+
+impl Reads {
+    /// Every field and all Kafka metadata.
+    pub fn everything() -> Self {
+        Reads { fields: None, kafka: KafkaMetadata::all() }
+    }
+
+    /// Only the fields `names`, and no Kafka metadata (add it with [`Reads::with_kafka`]).
+    pub fn fields(names: &[&str]) -> Self {
+        Reads { fields: Some(names.iter().map(|n| n.to_string()).collect()), kafka: KafkaMetadata::empty() }
+    }
+
+    /// These reads plus the Kafka metadata `kafka` (e.g. `KafkaMetadata::KEYS`).
+    pub fn with_kafka(mut self, kafka: KafkaMetadata) -> Self {
+        self.kafka |= kafka;
+        self
+    }
 }
 
 impl Verdict {
@@ -138,6 +164,10 @@ impl<T: Validate> GuestValidator for Adapter<T> {
     fn create(config: Vec<(String, String)>) -> Result<Validator, String> {
         let inner = T::new(&Settings::new(config))?;
         Ok(Validator::new(Adapter(RefCell::new(inner))))
+    }
+
+    fn reads(&self) -> Reads {
+        self.0.borrow().reads()
     }
 
     fn validate(&self, batch: Batch) -> Result<Verdict, String> {

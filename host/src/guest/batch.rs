@@ -1,12 +1,14 @@
 //! Lays an Arrow record batch out as the WIT `batch`: one buffer per column, not per value.
 
+use std::sync::Arc;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Float32Type, Float64Type, Int32Type, Int64Type, Time64MicrosecondType,
     TimestampMicrosecondType,
 };
 use arrow_array::{Array, RecordBatch};
-use arrow_schema::{DataType, TimeUnit};
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
 
 use crate::guest::bindings::wit;
 
@@ -41,10 +43,29 @@ impl BatchInput<'_> {
 /// numbers, 64-bit or offset-shifted string offsets, validity bitmaps). Kept across calls, so
 /// after the first batch laying one out allocates nothing; every other buffer (64-bit
 /// numbers, string bytes, offsets, timestamps, keys) goes to the guest straight from the
-/// Arrow arrays, copied once by the lowering into guest memory.
+/// Arrow arrays, copied once by the lowering into guest memory. Only what the validator
+/// reads is laid out at all.
 #[derive(Debug, Default)]
 pub(crate) struct Layout {
     slots: Vec<Slot>,
+    reads: Reads,
+    /// The input fields the validator reads, worked out again only when the schema changes.
+    chosen: Vec<usize>,
+    chosen_for: Option<(SchemaRef, Vec<usize>)>,
+}
+
+/// What the validator asked for (`reads` in the WIT).
+#[derive(Debug)]
+pub(crate) struct Reads {
+    /// Field names; `None` for every field.
+    pub fields: Option<Vec<String>>,
+    pub kafka: wit::KafkaMetadata,
+}
+
+impl Default for Reads {
+    fn default() -> Self {
+        Self { fields: None, kafka: wit::KafkaMetadata::all() }
+    }
 }
 
 /// One column's conversion buffers.
@@ -59,6 +80,11 @@ struct Slot {
 }
 
 impl Layout {
+    /// A layout of what a validator reads.
+    pub(crate) fn new(reads: Reads) -> Self {
+        Self { reads, ..Self::default() }
+    }
+
     /// Lays `input` out as the WIT batch, borrowing from `input` and these buffers.
     pub(crate) fn lay_out<'a>(
         &'a mut self,
@@ -66,11 +92,12 @@ impl Layout {
         columns: &'a mut Vec<wit::Column<'a>>,
     ) -> Result<wit::Batch<'a>, String> {
         let schema = input.records.schema_ref();
-        if self.slots.len() < input.fields.len() {
-            self.slots.resize_with(input.fields.len(), Slot::default);
+        self.choose(schema, input.fields);
+        if self.slots.len() < self.chosen.len() {
+            self.slots.resize_with(self.chosen.len(), Slot::default);
         }
         // First every conversion (needs the buffers mutably), then the views (borrow them).
-        for (slot, &i) in self.slots.iter_mut().zip(input.fields) {
+        for (slot, &i) in self.slots.iter_mut().zip(&self.chosen) {
             let array = input.records.column(i);
             if !slot.convert(array.as_ref()) {
                 let field = schema.field(i);
@@ -82,7 +109,7 @@ impl Layout {
             }
         }
         columns.clear();
-        for (slot, &i) in self.slots.iter().zip(input.fields) {
+        for (slot, &i) in self.slots.iter().zip(&self.chosen) {
             let array = input.records.column(i);
             columns.push(wit::Column {
                 name: schema.field(i).name(),
@@ -90,15 +117,35 @@ impl Layout {
                 nulls: slot.has_nulls.then_some(slot.nulls.as_slice()),
             });
         }
+        let kafka = self.reads.kafka;
+        let keys = match kafka.contains(wit::KafkaMetadata::KEYS) {
+            true => wit::Packed { data: input.key_data, offsets: input.key_offsets },
+            false => wit::Packed { data: &[], offsets: &[] },
+        };
         Ok(wit::Batch {
             topic: input.topic,
             partition: input.partition,
-            offsets: input.offsets,
-            timestamps: input.timestamps_us,
-            keys: wit::Packed { data: input.key_data, offsets: input.key_offsets },
+            records: u32::try_from(input.len())
+                .map_err(|_| format!("batch of {} records is too large", input.len()))?,
+            offsets: if kafka.contains(wit::KafkaMetadata::OFFSETS) { input.offsets } else { &[] },
+            timestamps: if kafka.contains(wit::KafkaMetadata::TIMESTAMPS) { input.timestamps_us } else { &[] },
+            keys,
             columns: columns.as_slice(),
             now_micros: input.now_micros,
         })
+    }
+
+    /// Picks the input fields the validator reads, unless `schema` and `fields` are the last ones seen.
+    fn choose(&mut self, schema: &SchemaRef, fields: &[usize]) {
+        if self.chosen_for.as_ref().is_some_and(|(s, f)| Arc::ptr_eq(s, schema) && f == fields) {
+            return;
+        }
+        let wanted = |i: usize| match &self.reads.fields {
+            None => true,
+            Some(names) => names.iter().any(|n| n == schema.field(i).name()),
+        };
+        self.chosen = fields.iter().copied().filter(|&i| wanted(i)).collect();
+        self.chosen_for = Some((schema.clone(), fields.to_vec()));
     }
 }
 

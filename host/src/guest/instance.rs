@@ -7,19 +7,21 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::{Error, Result};
-use crate::guest::batch::{BatchInput, Layout};
+use crate::guest::batch::{BatchInput, Layout, Reads};
 use crate::guest::bindings::{self, Host, Level, Validator as ValidatorWorld, ValidatorPre, wit};
 use crate::guest::engine::{EPOCH_TICK, GuestEngine};
 use crate::guest::{EventKind, ModuleInfo, Rejection, SequenceEvent, Verdict};
 
 /// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// Log lines a guest may emit per call, and the longest line kept, in bytes.
 const LOG_LINES_PER_CALL: u32 = 16;
 const LOG_LINE_MAX_BYTES: usize = 1024;
 /// A reason message longer than this is cut, so a guest cannot balloon the dead letters.
 const MESSAGE_MAX_BYTES: usize = 1024;
+/// Most fields a validator may name in its `reads`; far beyond any market-data schema.
+const READS_MAX_FIELDS: usize = 10_000;
 
 /// Store data of one instance: an empty WASI context (no files, env, args or sockets),
 /// the memory limiter and the log budget.
@@ -144,8 +146,17 @@ impl ValidatorInstance {
         let resource = off_executor(|| world.k2_ingest_validation().validator().call_create(&mut store, &settings))
             .map_err(|e| err(format!("trapped in create: {}", describe_trap(&e, store.data(), base_us))))?
             .map_err(|e| err(format!("refused its settings: {}", truncate(e, MESSAGE_MAX_BYTES))))?;
+        store.set_epoch_deadline(ticks(base_us));
+        let reads = off_executor(|| world.k2_ingest_validation().validator().call_reads(&mut store, resource))
+            .map_err(|e| err(format!("trapped in reads: {}", describe_trap(&e, store.data(), base_us))))?;
+        if let Some(n) = reads.fields.as_ref().map(Vec::len).filter(|&n| n > READS_MAX_FIELDS) {
+            return Err(err(format!(
+                "asked to read {n} fields, more than the {READS_MAX_FIELDS} a validator may name"
+            )));
+        }
+        let layout = Layout::new(Reads { fields: reads.fields, kafka: reads.kafka });
         let info = ModuleInfo { name: info.name, version: info.version, wit_version: info.wit_version };
-        Ok(Self { store, world, resource, path: path.to_path_buf(), info, layout: Layout::default() })
+        Ok(Self { store, world, resource, path: path.to_path_buf(), info, layout })
     }
 
     pub fn info(&self) -> &ModuleInfo {

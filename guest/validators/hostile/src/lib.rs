@@ -4,19 +4,29 @@
 //! recursion), `panic-create`, `panic-validate`, `bad-index` (rejects a record outside the
 //! batch), `oversized` (more rejections than records), `duplicate-index`, `read-file`,
 //! `read-env`, `socket`, `log-flood`, `refuse` (returns an error for the batch). The escape modes reject record 0 with code `escaped`
-//! if the attempt succeeded, so a test can tell containment from luck.
+//! if the attempt succeeded, so a test can tell containment from luck. Mode `show-batch`
+//! rejects record 0 with code `batch` and a message listing what the batch holds (its columns
+//! and how many Kafka offsets, timestamps and keys); mode `none` (the default) does nothing,
+//! which the benchmark uses as a floor.
+//!
+//! Settings `reads` (comma-separated fields) and `reads_kafka` (comma-separated of `offsets`,
+//! `timestamps`, `keys`) set what the validator asks the host for; unset, it asks for
+//! everything.
 //!
 //! Poison modes misbehave only on records whose symbol is the `poison` setting (default
 //! `POISON`): `poison-panic`, `poison-loop`, `poison-memory`. Every other record is tracked
 //! per (exchange, symbol) like a real validator, with snapshot and restore, so a test can see
 //! that the host's recovery keeps the sequence state exact.
 
-use k2_validator_sdk::{Batch, Level, SequenceTracker, Settings, Validate, Verdict, export_validator, log};
+use k2_validator_sdk::{
+    Batch, KafkaMetadata, Level, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator, log,
+};
 
 pub struct Hostile {
     mode: String,
     poison: String,
     sequences: SequenceTracker,
+    reads: Reads,
 }
 
 impl Validate for Hostile {
@@ -29,7 +39,26 @@ impl Validate for Hostile {
             panic!("hostile: panic in create");
         }
         let poison = settings.get("poison").unwrap_or("POISON").to_string();
-        Ok(Self { mode, poison, sequences: SequenceTracker::new(1) })
+        let mut reads = Reads::everything();
+        if let Some(fields) = settings.get("reads") {
+            reads.fields = Some(fields.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect());
+        }
+        if let Some(kafka) = settings.get("reads_kafka") {
+            reads.kafka = KafkaMetadata::empty();
+            for part in kafka.split(',').filter(|p| !p.is_empty()) {
+                reads.kafka |= match part {
+                    "offsets" => KafkaMetadata::OFFSETS,
+                    "timestamps" => KafkaMetadata::TIMESTAMPS,
+                    "keys" => KafkaMetadata::KEYS,
+                    other => return Err(format!("setting `reads_kafka`: unknown metadata `{other}`")),
+                };
+            }
+        }
+        Ok(Self { mode, poison, sequences: SequenceTracker::new(1), reads })
+    }
+
+    fn reads(&self) -> Reads {
+        self.reads.clone()
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -64,6 +93,17 @@ impl Validate for Hostile {
             }
             "panic-validate" => panic!("hostile: panic in validate"),
             "refuse" => return Err("hostile: refuses every batch".into()),
+            "show-batch" => {
+                let names: Vec<&str> = batch.columns.iter().map(|c| c.name.as_str()).collect();
+                let keys = batch.keys().map(|k| k.len().to_string()).unwrap_or_else(|_| "none".into());
+                let message = format!(
+                    "records={n} columns={} offsets={} timestamps={} keys={keys}",
+                    names.join(","),
+                    batch.offsets.len(),
+                    batch.timestamps.len()
+                );
+                verdict.reject(0, "batch", message);
+            }
             "bad-index" => verdict.reject(n + 7, "bad", "outside".into()),
             "duplicate-index" => {
                 verdict.reject(0, "twice", "first".into());

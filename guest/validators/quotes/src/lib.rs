@@ -5,7 +5,7 @@
 //! Output: rejections (`crossed-book` when bid > ask, `size-negative`) and sequence events per
 //! `EXCHANGE:SYMBOL`. Settings: `session_start` (default 1).
 
-use k2_validator_sdk::{Batch, SequenceTracker, Settings, Validate, Verdict, export_validator};
+use k2_validator_sdk::{Batch, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator};
 
 pub struct Quotes {
     sequences: SequenceTracker,
@@ -18,6 +18,10 @@ impl Validate for Quotes {
     fn new(settings: &Settings) -> Result<Self, String> {
         settings.only(&["session_start"])?;
         Ok(Self { sequences: SequenceTracker::new(settings.parse_or("session_start", 1)?) })
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::fields(&["symbol", "exchange", "bid_price", "ask_price", "bid_size", "ask_size", "sequence"])
     }
 
     fn validate(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String> {

@@ -6,7 +6,7 @@
 //! `symbol-format`, `timestamp-in-future`) and sequence events per `EXCHANGE:SYMBOL`.
 //! Settings: `session_start` (default 1), `future_tolerance_ms` (default 5000).
 
-use k2_validator_sdk::{Batch, SequenceTracker, Settings, Validate, Verdict, export_validator};
+use k2_validator_sdk::{Batch, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator};
 
 pub struct Trades {
     sequences: SequenceTracker,
@@ -33,6 +33,10 @@ impl Validate for Trades {
             sequences: SequenceTracker::new(settings.parse_or("session_start", 1)?),
             future_tolerance_micros: tolerance_ms.saturating_mul(1_000),
         })
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::fields(&["symbol", "exchange", "exchange_ts", "price", "size", "side", "sequence"])
     }
 
     fn validate(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String> {
