@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use k2_ingest::config::WasmConfig;
-use k2_ingest::guest::{GuestEngine, ValidatorModule};
+use k2_ingest::guest::{GuestEngine, ValidatorInstance, ValidatorModule};
 use k2_quotes_validator::Quotes;
 use k2_trades_validator::Trades;
-use k2_validator_sdk::{Settings, Validate, Verdict};
+use k2_validator_sdk::{KafkaMetadata, Reads, Settings, Validate, Verdict};
 use serde::Serialize;
 
 use crate::Output;
@@ -47,6 +47,12 @@ const CHUNK_RECORDS: usize = 10_000;
 /// machine do not count; the ratio of two paths timed side by side is the figure to trust.
 /// Target: WebAssembly ≤ 1.25 × native at batches of 1,000 and more. It is reported, not
 /// enforced: the exit code is 0 unless something fails.
+///
+/// A third path, timed in the same turns, splits the WebAssembly time: the `hostile`
+/// component in its do-nothing mode, asking for what the validator reads, costs just the
+/// host's part (layout, copy into the guest, call, verdict checks). The table shows it as
+/// `host floor`, and the rest of the WebAssembly time, the guest's own work, against native
+/// as `guest/native`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  make guest && cargo run --release -p k2-bench -- validators --rounds 9 --output json"
@@ -80,7 +86,7 @@ pub struct ValidatorsArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
 
-    /// Folder of the validator components (`make guest` builds them).
+    /// Folder of the validator components (`make guest` builds them), the `hostile` one too.
     #[arg(long, value_name = "DIR", default_value_os_t = repo_path("guest/target/wasm32-wasip2/release"))]
     wasm_dir: PathBuf,
 
@@ -170,19 +176,48 @@ impl ValidatorKind {
         }
     }
 
-    /// One round of both paths, with this validator's native twin.
+    /// One round of the three paths, with this validator's native twin.
     fn run_round(
         self,
-        module: &ValidatorModule,
+        modules: &Modules,
         stream: &SampleStream,
         batch_size: usize,
         clock: Clock,
-    ) -> anyhow::Result<(Measured, Measured)> {
+    ) -> anyhow::Result<Round> {
         match self {
-            ValidatorKind::Trades => run_round::<Trades>(module, stream, batch_size, clock),
-            ValidatorKind::Quotes => run_round::<Quotes>(module, stream, batch_size, clock),
+            ValidatorKind::Trades => run_round::<Trades>(modules, stream, batch_size, clock),
+            ValidatorKind::Quotes => run_round::<Quotes>(modules, stream, batch_size, clock),
         }
     }
+}
+
+/// The validator's component and the do-nothing one.
+struct Modules {
+    validator: ValidatorModule,
+    floor: ValidatorModule,
+}
+
+/// What the three paths did in one round.
+struct Round {
+    wasm: Measured,
+    native: Measured,
+    floor: Measured,
+}
+
+/// The do-nothing validator whose calls measure the host's part of the WebAssembly time.
+const FLOOR_WASM_FILE: &str = "k2_hostile_validator.wasm";
+
+/// The `hostile` component's settings for doing nothing while asking for `reads`.
+fn floor_settings(reads: &Reads) -> Vec<(String, String)> {
+    let mut settings = vec![("mode".to_string(), "none".to_string())];
+    if let Some(fields) = &reads.fields {
+        settings.push(("reads".into(), fields.join(",")));
+    }
+    let kafka =
+        [(KafkaMetadata::OFFSETS, "offsets"), (KafkaMetadata::TIMESTAMPS, "timestamps"), (KafkaMetadata::KEYS, "keys")];
+    let asked: Vec<&str> = kafka.iter().filter(|(f, _)| reads.kafka.contains(*f)).map(|(_, name)| *name).collect();
+    settings.push(("reads_kafka".into(), asked.join(",")));
+    settings
 }
 
 /// What one path did in one round.
@@ -202,33 +237,38 @@ fn chunks(records: usize, batch_size: usize) -> impl Iterator<Item = Vec<std::op
     })
 }
 
-/// One round of both paths on fresh validator state: the component called the way the pipeline
-/// calls it, one `validate` per batch, and the native logic on the same batches with a fresh
-/// verdict per call as the SDK's component adapter gives it. The paths take turns chunk by
-/// chunk (who goes first flips each chunk), so both are timed under the same machine load even
-/// when that load changes within milliseconds, as it does on a shared machine.
+/// One round of the paths on fresh validator state: the component called the way the pipeline
+/// calls it, one `validate` per batch, the native logic on the same batches with a fresh
+/// verdict per call as the SDK's component adapter gives it, and the do-nothing component
+/// asking for what the validator reads. The paths take turns chunk by chunk (who goes first
+/// rotates each chunk), so all are timed under the same machine load even when that load
+/// changes within milliseconds, as it does on a shared machine.
 fn run_round<V: Validate>(
-    module: &ValidatorModule,
+    modules: &Modules,
     stream: &SampleStream,
     batch_size: usize,
     clock: Clock,
-) -> anyhow::Result<(Measured, Measured)> {
-    let mut instance = module.instantiate(&[])?;
+) -> anyhow::Result<Round> {
+    let mut instance = modules.validator.instantiate(&[])?;
     let mut native = V::new(&Settings::default()).map_err(anyhow::Error::msg)?;
+    let mut floor = modules.floor.instantiate(&floor_settings(&native.reads()))?;
     let (mut wasm_measured, mut native_measured) = (Measured::default(), Measured::default());
+    let mut floor_measured = Measured::default();
     for (n, chunk) in chunks(stream.len(), batch_size).enumerate() {
         let batches: Vec<_> = chunk.into_iter().map(|range| stream.batch(range)).collect();
         let sdk_batches = batches.iter().map(|b| sdk_batch(stream, b)).collect::<anyhow::Result<Vec<_>>>()?;
-        let mut run_wasm = || -> anyhow::Result<()> {
+        let call = |instance: &mut ValidatorInstance, measured: &mut Measured| -> anyhow::Result<()> {
             let started = clock.now();
             for batch in &batches {
                 let verdict = instance.validate(&stream.input(batch))?;
-                wasm_measured.rejected += verdict.rejected.len();
-                wasm_measured.events += verdict.events.len();
+                measured.rejected += verdict.rejected.len();
+                measured.events += verdict.events.len();
             }
-            wasm_measured.elapsed += clock.now() - started;
+            measured.elapsed += clock.now() - started;
             Ok(())
         };
+        let mut run_wasm = || call(&mut instance, &mut wasm_measured);
+        let mut run_floor = || call(&mut floor, &mut floor_measured);
         let mut run_native = || -> anyhow::Result<()> {
             let started = clock.now();
             for batch in &sdk_batches {
@@ -241,15 +281,14 @@ fn run_round<V: Validate>(
             native_measured.elapsed += clock.now() - started;
             Ok(())
         };
-        if n % 2 == 0 {
-            run_wasm()?;
-            run_native()?;
-        } else {
-            run_native()?;
-            run_wasm()?;
+        let turns: [&mut dyn FnMut() -> anyhow::Result<()>; 3] = [&mut run_wasm, &mut run_native, &mut run_floor];
+        let mut turns = turns;
+        turns.rotate_left(n % 3);
+        for turn in turns {
+            turn()?;
         }
     }
-    Ok((wasm_measured, native_measured))
+    Ok(Round { wasm: wasm_measured, native: native_measured, floor: floor_measured })
 }
 
 /// Per-round figures of one validator at one batch size.
@@ -258,6 +297,8 @@ struct Rounds {
     wasm_ns: Vec<f64>,
     native_ns: Vec<f64>,
     ratio: Vec<f64>,
+    floor_ns: Vec<f64>,
+    guest_ratio: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -310,6 +351,10 @@ struct Row {
     ratio_max: f64,
     /// Whether the ratio meets the target, `null` below the target's batch size.
     meets_target: Option<bool>,
+    /// The host's part of the WebAssembly time: the same calls into a guest that does nothing.
+    host_floor_ns_per_record: f64,
+    /// Median of the per-round (wasm - host floor) / native: the guest's own work against native.
+    guest_ratio: f64,
 }
 
 pub fn run(args: ValidatorsArgs) -> anyhow::Result<()> {
@@ -341,7 +386,11 @@ pub fn run(args: ValidatorsArgs) -> anyhow::Result<()> {
         if !component.is_file() {
             bail!("{}: no such component; build the validators first (`make guest`)", component.display());
         }
-        let module = engine.load(&component)?;
+        let floor = args.wasm_dir.join(FLOOR_WASM_FILE);
+        if !floor.is_file() {
+            bail!("{}: no such component; build the validators first (`make guest`)", floor.display());
+        }
+        let modules = Modules { validator: engine.load(&component)?, floor: engine.load(&floor)? };
         let stream = SampleStream::generate(
             kind.topic(),
             &args.schemas.join(kind.schema_file()),
@@ -356,7 +405,7 @@ pub fn run(args: ValidatorsArgs) -> anyhow::Result<()> {
         let mut found: Option<(usize, usize)> = None;
         for round in 0..args.warmup + args.rounds {
             for (&batch_size, figures) in args.batch_sizes.iter().zip(&mut rounds) {
-                let (wasm, native) = kind.run_round(&module, &stream, batch_size, args.clock)?;
+                let Round { wasm, native, floor } = kind.run_round(&modules, &stream, batch_size, args.clock)?;
                 // Same records, same logic: any difference means the paths did not do the same work.
                 let outcome = (wasm.rejected, wasm.events);
                 if outcome != (native.rejected, native.events) || found.is_some_and(|f| f != outcome) {
@@ -376,6 +425,8 @@ pub fn run(args: ValidatorsArgs) -> anyhow::Result<()> {
                     figures.wasm_ns.push(per_record(&wasm));
                     figures.native_ns.push(per_record(&native));
                     figures.ratio.push(per_record(&wasm) / per_record(&native));
+                    figures.floor_ns.push(per_record(&floor));
+                    figures.guest_ratio.push((per_record(&wasm) - per_record(&floor)) / per_record(&native));
                 }
             }
         }
@@ -403,6 +454,8 @@ pub fn run(args: ValidatorsArgs) -> anyhow::Result<()> {
                 ratio_min: figures.ratio.first().copied().unwrap_or(f64::NAN),
                 ratio_max: figures.ratio.last().copied().unwrap_or(f64::NAN),
                 meets_target: (batch_size >= TARGET_MIN_BATCH).then_some(ratio <= TARGET_RATIO),
+                host_floor_ns_per_record: median(&mut figures.floor_ns),
+                guest_ratio: median(&mut figures.guest_ratio),
             });
         }
     }
@@ -446,8 +499,16 @@ fn print_table(report: &Report) {
     }
     println!();
     println!(
-        "{:<9} {:>6} {:>8} {:>12} {:>14} {:>12} {:>15}  target",
-        "validator", "batch", "calls", "wasm ns/rec", "native ns/rec", "wasm/native", "ratio min-max"
+        "{:<9} {:>6} {:>8} {:>12} {:>14} {:>12} {:>15} {:>11} {:>13}  target",
+        "validator",
+        "batch",
+        "calls",
+        "wasm ns/rec",
+        "native ns/rec",
+        "wasm/native",
+        "ratio min-max",
+        "host floor",
+        "guest/native"
     );
     for r in &report.rows {
         let target = match r.meets_target {
@@ -456,16 +517,22 @@ fn print_table(report: &Report) {
             None => "-",
         };
         println!(
-            "{:<9} {:>6} {:>8} {:>12.1} {:>14.1} {:>12.2} {:>15}  {target}",
+            "{:<9} {:>6} {:>8} {:>12.1} {:>14.1} {:>12.2} {:>15} {:>11.1} {:>13.2}  {target}",
             r.validator.name(),
             r.batch_size,
             r.calls_per_round,
             r.wasm_ns_per_record,
             r.native_ns_per_record,
             r.ratio,
-            format!("{:.2}-{:.2}", r.ratio_min, r.ratio_max)
+            format!("{:.2}-{:.2}", r.ratio_min, r.ratio_max),
+            r.host_floor_ns_per_record,
+            r.guest_ratio
         );
     }
+    println!(
+        "host floor: ns/rec of the same calls into a component that does nothing (layout, copy, call); \
+         guest/native: (wasm - host floor) / native"
+    );
     println!();
     let verdict = match report.target_met {
         Some(true) => "met by every row it applies to".to_string(),
