@@ -9,6 +9,8 @@
 
 use std::hash::{Hash, Hasher};
 
+use crate::words::{le4, le8};
+
 /// Up to 16 bytes as two words that, together with the length, determine every byte: short
 /// values are read with overlapping loads (first and last 4 or 8 bytes), so no byte is missed
 /// and nothing is copied.
@@ -23,17 +25,6 @@ fn words(b: &[u8]) -> Option<[u64; 2]> {
         9..=16 => [le8(b, 0), le8(b, n - 8)],
         _ => return None,
     })
-}
-
-// Forced inline: as calls (which LLVM leaves them for wasm32) they cost more than the loads.
-#[inline(always)]
-fn le4(b: &[u8], at: usize) -> u64 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64
-}
-
-#[inline(always)]
-fn le8(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
 }
 
 /// Whether any byte of `words` is `c`; the padding of [`words`] is zero, so `c` must not be.

@@ -32,6 +32,7 @@
 mod batch;
 mod key;
 mod sequence;
+pub mod words;
 
 #[doc(hidden)]
 pub mod bindings {

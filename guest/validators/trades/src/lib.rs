@@ -6,6 +6,7 @@
 //! `symbol-format`, `timestamp-in-future`) and sequence events per `EXCHANGE:SYMBOL`.
 //! Settings: `session_start` (default 1), `future_tolerance_ms` (default 5000).
 
+use k2_validator_sdk::words::{le4, le8};
 use k2_validator_sdk::{Batch, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator};
 
 pub struct Trades {
@@ -46,16 +47,6 @@ fn all_symbol_bytes(w: u64) -> bool {
         at_least & !above & HIGHS
     };
     w & HIGHS == 0 && in_range(0x2d, 0x39) | in_range(0x41, 0x5a) == HIGHS
-}
-
-#[inline(always)]
-fn le4(b: &[u8], at: usize) -> u64 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64
-}
-
-#[inline(always)]
-fn le8(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
 }
 
 impl Validate for Trades {
