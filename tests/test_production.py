@@ -4,6 +4,7 @@ import collections
 import json
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -14,6 +15,23 @@ COUNT = 300_000
 PARTITIONS = 6
 # Frequent small commits from every instance, so their catalog commits race.
 RACING_COMMITS = {"max_records": 10_000, "interval_ms": 500}
+# Produced in chunks with pauses, so records still arrive after the last instance joins: in one
+# go, a quiet machine produced them all, and the first instance wrote them all, before the
+# second joined, and no commits raced.
+CHUNKS = 6
+CHUNK_PAUSE_S = 2
+
+
+def produce_in_chunks(k2, return_codes: list[int]):
+    for chunk in range(CHUNKS):
+        proc = subprocess.run(
+            [str(k2.binary), "produce-sample", "--config", str(k2.config), "--topic", k2.trades,
+             "--count", str((COUNT - PARTITIONS) // CHUNKS), "--symbols", "300", "--seed", str(31 + chunk),
+             "--output", "json"],
+            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=600,
+        )
+        return_codes.append(proc.returncode)
+        time.sleep(CHUNK_PAUSE_S)
 
 
 def stored_offsets(k2, table: str) -> dict[int, int]:
@@ -32,11 +50,10 @@ def stored_offsets(k2, table: str) -> dict[int, int]:
 def test_three_instances_on_rest_and_s3_land_every_record_once(k2, tmp_path):
     config = k2.config_with("scale.toml", commit=RACING_COMMITS)
     k2.produce(k2.trades, PARTITIONS, partitions=PARTITIONS, symbols=PARTITIONS, seed=30)  # the topic, 6 partitions
-    producer = subprocess.Popen(
-        [str(k2.binary), "produce-sample", "--config", str(k2.config), "--topic", k2.trades,
-         "--count", str(COUNT - PARTITIONS), "--symbols", "300", "--seed", "31", "--output", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={"PATH": "/usr/bin:/bin"},
-    )
+    assert (COUNT - PARTITIONS) % CHUNKS == 0
+    return_codes: list[int] = []
+    producer = threading.Thread(target=produce_in_chunks, args=(k2, return_codes), daemon=True)
+    producer.start()
     # Credentials for the object store come from the environment here (the config has them
     # for the other REST tests), as a deployment would pass them.
     text = config.read_text()
@@ -55,8 +72,8 @@ def test_three_instances_on_rest_and_s3_land_every_record_once(k2, tmp_path):
         )
         instances.append((proc, port))
         time.sleep(4)  # instances join at different times: each join rebalances the group
-    producer.communicate(timeout=600)
-    assert producer.returncode == 0, "produce-sample failed"
+    producer.join(timeout=600)
+    assert not producer.is_alive() and return_codes == [0] * CHUNKS, f"produce-sample failed: {return_codes}"
     high = k2.high_watermarks(k2.trades)
 
     deadline = time.monotonic() + 600
