@@ -2,8 +2,10 @@
 //!
 //! This is the native twin of the host's Arrow-to-WIT conversion (`host/src/guest/batch.rs`):
 //! one buffer per column, strings packed with offsets rebased to 0, decimals as unscaled i64,
-//! a validity bitmap only when a value is null. The native path gets its batches built outside
-//! the timing; the WebAssembly path pays for the host's conversion inside it, as the pipeline does.
+//! a validity bitmap only when a value is null. It holds every column and all Kafka metadata,
+//! not only what the validator `reads`: the native logic looks columns up by name, so the rest
+//! costs it nothing. The native path gets its batches built outside the timing; the WebAssembly
+//! path pays for the host's conversion inside it, as the pipeline does.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Decimal128Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};

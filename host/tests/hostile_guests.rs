@@ -84,6 +84,21 @@ fn a_panic_in_create_is_a_trap() {
 }
 
 #[test]
+fn a_panic_in_reads_is_a_trap() {
+    let engine = engine();
+    let err = hostile(&engine).instantiate(&mode("panic-reads")).err().unwrap().to_string();
+    assert!(err.contains("trapped in reads"), "{err}");
+    assert_healthy(&engine);
+}
+
+#[test]
+fn an_unknown_mode_is_refused_not_taken_for_none() {
+    let engine = engine();
+    let err = hostile(&engine).instantiate(&mode("lop")).err().unwrap().to_string();
+    assert!(err.contains("setting `mode`: unknown mode `lop`"), "{err}");
+}
+
+#[test]
 fn verdicts_outside_the_batch_are_refused() {
     let err = batch_error("bad-index");
     assert!(err.contains("outside the batch of 10"), "{err}");

@@ -42,14 +42,15 @@ impl BatchInput<'_> {
 /// Conversion buffers for the columns whose Arrow layout differs from the WIT one (narrower
 /// numbers, 64-bit or offset-shifted string offsets, validity bitmaps). Kept across calls, so
 /// after the first batch laying one out allocates nothing; every other buffer (64-bit
-/// numbers, string bytes, offsets, timestamps, keys) goes to the guest straight from the
-/// Arrow arrays, copied once by the lowering into guest memory. Only what the validator
-/// reads is laid out at all.
+/// numbers, string bytes) goes to the guest straight from the Arrow arrays, and the Kafka
+/// metadata straight from the pipeline's vectors, copied once by the lowering into guest
+/// memory. Only what the validator reads is laid out at all.
 #[derive(Debug, Default)]
 pub(crate) struct Layout {
     slots: Vec<Slot>,
     reads: Reads,
-    /// The input fields the validator reads, worked out again only when the schema changes.
+    /// The input fields the validator reads, worked out again only when the schema or the
+    /// input's field list changes.
     chosen: Vec<usize>,
     chosen_for: Option<(SchemaRef, Vec<usize>)>,
 }
@@ -59,6 +60,7 @@ pub(crate) struct Layout {
 pub(crate) struct Reads {
     /// Field names; `None` for every field.
     pub fields: Option<Vec<String>>,
+    /// Which Kafka metadata lists to hand over; the others go empty.
     pub kafka: wit::KafkaMetadata,
 }
 
@@ -91,6 +93,15 @@ impl Layout {
         input: &'a BatchInput<'a>,
         columns: &'a mut Vec<wit::Column<'a>>,
     ) -> Result<wit::Batch<'a>, String> {
+        // Every column must have a value per record, or the guest would index past a column.
+        if input.records.num_rows() != input.len() {
+            return Err(format!(
+                "batch has {} rows but {} kafka offsets (partition {})",
+                input.records.num_rows(),
+                input.len(),
+                input.partition
+            ));
+        }
         let schema = input.records.schema_ref();
         self.choose(schema, input.fields);
         if self.slots.len() < self.chosen.len() {
@@ -253,6 +264,63 @@ mod tests {
 
     use arrow_array::{Decimal128Array, Int64Array, StringArray};
     use arrow_schema::{Field, Schema};
+
+    fn input<'a>(records: &'a RecordBatch, fields: &'a [usize], offsets: &'a [i64]) -> BatchInput<'a> {
+        BatchInput {
+            topic: "t",
+            partition: 1,
+            records,
+            fields,
+            offsets,
+            timestamps_us: offsets,
+            key_data: b"",
+            key_offsets: &[0, 0, 0],
+            now_micros: 9,
+        }
+    }
+
+    #[test]
+    fn lays_out_only_what_is_read_and_picks_again_for_a_new_schema() {
+        let reads = Reads { fields: Some(vec!["price".into()]), kafka: wit::KafkaMetadata::KEYS };
+        let mut layout = Layout::new(reads);
+        let first = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("symbol", DataType::Utf8, false),
+                Field::new("price", DataType::Decimal128(18, 2), false),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec!["A", "B"])),
+                Arc::new(Decimal128Array::from(vec![1, 2]).with_precision_and_scale(18, 2).unwrap()),
+            ],
+        )
+        .unwrap();
+        let (mut columns, first_input) = (Vec::new(), input(&first, &[0, 1], &[5, 6]));
+        let batch = layout.lay_out(&first_input, &mut columns).unwrap();
+        assert_eq!(batch.columns.len(), 1);
+        assert!(matches!(&batch.columns[0].data, wit::ColumnData::Decimal(d) if d.unscaled == [1, 2]));
+        assert_eq!(
+            (batch.records, batch.offsets.len(), batch.timestamps.len(), batch.keys.offsets.len()),
+            (2, 0, 0, 3)
+        );
+
+        // Another schema (price now first, and an integer): the same slot holds another type.
+        let second = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("price", DataType::Int32, false),
+                Field::new("symbol", DataType::Utf8, false),
+            ])),
+            vec![Arc::new(arrow_array::Int32Array::from(vec![7, 8])), Arc::new(StringArray::from(vec!["A", "B"]))],
+        )
+        .unwrap();
+        let (mut columns, second_input) = (Vec::new(), input(&second, &[0, 1], &[5, 6]));
+        let batch = layout.lay_out(&second_input, &mut columns).unwrap();
+        assert_eq!(batch.columns.len(), 1);
+        assert!(matches!(&batch.columns[0].data, wit::ColumnData::Int64(v) if *v == [7, 8]));
+
+        let (mut columns, short_input) = (Vec::new(), input(&second, &[0, 1], &[5]));
+        let err = layout.lay_out(&short_input, &mut columns).err().unwrap();
+        assert_eq!(err, "batch has 2 rows but 1 kafka offsets (partition 1)");
+    }
 
     #[test]
     fn lays_out_columns_with_rebased_offsets_and_validity() {

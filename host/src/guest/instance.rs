@@ -94,7 +94,7 @@ pub struct ValidatorInstance {
     resource: ResourceAny,
     path: PathBuf,
     info: ModuleInfo,
-    /// Conversion buffers reused by every call.
+    /// What the validator reads, and conversion buffers reused by every call.
     layout: Layout,
 }
 

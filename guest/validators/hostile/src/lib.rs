@@ -1,7 +1,7 @@
 //! A hostile validator for the host's sandbox tests: setting `mode` picks the misbehaviour.
 //!
 //! Modes: `loop` (never returns), `memory` (allocates without end), `recurse` (unbounded
-//! recursion), `panic-create`, `panic-validate`, `bad-index` (rejects a record outside the
+//! recursion), `panic-create`, `panic-reads`, `panic-validate`, `bad-index` (rejects a record outside the
 //! batch), `oversized` (more rejections than records), `duplicate-index`, `read-file`,
 //! `read-env`, `socket`, `log-flood`, `refuse` (returns an error for the batch). The escape modes reject record 0 with code `escaped`
 //! if the attempt succeeded, so a test can tell containment from luck. Mode `show-batch`
@@ -22,6 +22,28 @@ use k2_validator_sdk::{
     Batch, KafkaMetadata, Level, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator, log,
 };
 
+const MODES: &[&str] = &[
+    "none",
+    "loop",
+    "memory",
+    "recurse",
+    "panic-create",
+    "panic-reads",
+    "panic-validate",
+    "bad-index",
+    "oversized",
+    "duplicate-index",
+    "read-file",
+    "read-env",
+    "socket",
+    "log-flood",
+    "refuse",
+    "show-batch",
+    "poison-panic",
+    "poison-loop",
+    "poison-memory",
+];
+
 pub struct Hostile {
     mode: String,
     poison: String,
@@ -35,6 +57,10 @@ impl Validate for Hostile {
 
     fn new(settings: &Settings) -> Result<Self, String> {
         let mode = settings.get("mode").unwrap_or("none").to_string();
+        // A misspelt mode must not pass for `none`, which the benchmark relies on as its floor.
+        if !MODES.contains(&mode.as_str()) {
+            return Err(format!("setting `mode`: unknown mode `{mode}` (known: {})", MODES.join(", ")));
+        }
         if mode == "panic-create" {
             panic!("hostile: panic in create");
         }
@@ -58,6 +84,9 @@ impl Validate for Hostile {
     }
 
     fn reads(&self) -> Reads {
+        if self.mode == "panic-reads" {
+            panic!("hostile: panic in reads");
+        }
         self.reads.clone()
     }
 
