@@ -59,7 +59,7 @@ def test_fail_stops_the_topic_without_committing_its_offsets(k2):
     assert "panicked" not in proc.stderr, "the host itself must not panic"
     # Nothing of the failed batch reached the table, and the group did not move on.
     assert not k2.table("trades").snapshots()
-    again = k2.consume(k2.trades)  # the real trades validator now reads everything
+    again = k2.consume(k2.trades)  # the real trades validator now consumes everything
     assert again["consumed"] == 1_000 and again["written"] == 1_000
 
 
