@@ -76,19 +76,13 @@ fn a_panic_in_validate_is_a_trap() {
 }
 
 #[test]
-fn a_panic_in_create_is_a_trap() {
+fn a_panic_in_create_or_reads_is_a_trap() {
     let engine = engine();
-    let err = hostile(&engine).instantiate(&mode("panic-create")).err().unwrap().to_string();
-    assert!(err.contains("trapped in create"), "{err}");
-    assert_healthy(&engine);
-}
-
-#[test]
-fn a_panic_in_reads_is_a_trap() {
-    let engine = engine();
-    let err = hostile(&engine).instantiate(&mode("panic-reads")).err().unwrap().to_string();
-    assert!(err.contains("trapped in reads"), "{err}");
-    assert_healthy(&engine);
+    for call in ["create", "reads"] {
+        let err = hostile(&engine).instantiate(&mode(&format!("panic-{call}"))).err().unwrap().to_string();
+        assert!(err.contains(&format!("trapped in {call}")), "{err}");
+        assert_healthy(&engine);
+    }
 }
 
 #[test]
