@@ -45,29 +45,15 @@ impl BatchInput<'_> {
 /// numbers, string bytes) goes to the guest straight from the Arrow arrays, and the Kafka
 /// metadata straight from the pipeline's vectors, copied once by the lowering into guest
 /// memory. Only what the validator reads is laid out at all.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Layout {
     slots: Vec<Slot>,
-    reads: Reads,
+    /// What the validator asked for; a field list of `None` means every field.
+    reads: wit::Reads,
     /// The input fields the validator reads, worked out again only when the schema or the
     /// input's field list changes.
     chosen: Vec<usize>,
     chosen_for: Option<(SchemaRef, Vec<usize>)>,
-}
-
-/// What the validator asked for (`reads` in the WIT).
-#[derive(Debug)]
-pub(crate) struct Reads {
-    /// Field names; `None` for every field.
-    pub fields: Option<Vec<String>>,
-    /// Which Kafka metadata lists to hand over; the others go empty.
-    pub kafka: wit::KafkaMetadata,
-}
-
-impl Default for Reads {
-    fn default() -> Self {
-        Self { fields: None, kafka: wit::KafkaMetadata::all() }
-    }
 }
 
 /// One column's conversion buffers.
@@ -83,8 +69,8 @@ struct Slot {
 
 impl Layout {
     /// A layout of what a validator reads.
-    pub(crate) fn new(reads: Reads) -> Self {
-        Self { reads, ..Self::default() }
+    pub(crate) fn new(reads: wit::Reads) -> Self {
+        Self { slots: Vec::new(), reads, chosen: Vec::new(), chosen_for: None }
     }
 
     /// Lays `input` out as the WIT batch, borrowing from `input` and these buffers.
@@ -129,9 +115,10 @@ impl Layout {
             });
         }
         let kafka = self.reads.kafka;
-        let keys = match kafka.contains(wit::KafkaMetadata::KEYS) {
-            true => wit::Packed { data: input.key_data, offsets: input.key_offsets },
-            false => wit::Packed { data: &[], offsets: &[] },
+        let keys = if kafka.contains(wit::KafkaMetadata::KEYS) {
+            wit::Packed { data: input.key_data, offsets: input.key_offsets }
+        } else {
+            wit::Packed { data: &[], offsets: &[] }
         };
         Ok(wit::Batch {
             topic: input.topic,
@@ -281,7 +268,7 @@ mod tests {
 
     #[test]
     fn lays_out_only_what_is_read_and_picks_again_for_a_new_schema() {
-        let reads = Reads { fields: Some(vec!["price".into()]), kafka: wit::KafkaMetadata::KEYS };
+        let reads = wit::Reads { fields: Some(vec!["price".into()]), kafka: wit::KafkaMetadata::KEYS };
         let mut layout = Layout::new(reads);
         let first = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
@@ -347,7 +334,8 @@ mod tests {
             key_offsets: &[0, 1, 1, 2],
             now_micros: 9,
         };
-        let (mut layout, mut columns) = (Layout::default(), Vec::new());
+        let everything = wit::Reads { fields: None, kafka: wit::KafkaMetadata::all() };
+        let (mut layout, mut columns) = (Layout::new(everything), Vec::new());
         let batch = layout.lay_out(&input, &mut columns).unwrap();
         assert_eq!(batch.columns.len(), 2);
         match &batch.columns[0].data {

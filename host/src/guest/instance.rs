@@ -7,7 +7,7 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::{Error, Result};
-use crate::guest::batch::{BatchInput, Layout, Reads};
+use crate::guest::batch::{BatchInput, Layout};
 use crate::guest::bindings::{self, Host, Level, Validator as ValidatorWorld, ValidatorPre, wit};
 use crate::guest::engine::{EPOCH_TICK, GuestEngine};
 use crate::guest::{EventKind, ModuleInfo, Rejection, SequenceEvent, Verdict};
@@ -154,7 +154,7 @@ impl ValidatorInstance {
                 "asked to read {n} fields, more than the {READS_MAX_FIELDS} a validator may name"
             )));
         }
-        let layout = Layout::new(Reads { fields: reads.fields, kafka: reads.kafka });
+        let layout = Layout::new(reads);
         let info = ModuleInfo { name: info.name, version: info.version, wit_version: info.wit_version };
         Ok(Self { store, world, resource, path: path.to_path_buf(), info, layout })
     }
