@@ -4,7 +4,18 @@
 //! recursion), `panic-create`, `panic-reads`, `panic-validate`, `bad-index` (rejects a record outside the
 //! batch), `oversized` (more rejections than records), `duplicate-index`, `read-file`,
 //! `read-env`, `socket`, `log-flood`, `refuse` (returns an error for the batch). The escape modes reject record 0 with code `escaped`
-//! if the attempt succeeded, so a test can tell containment from luck. Mode `show-batch`
+//! if the attempt succeeded, so a test can tell containment from luck.
+//!
+//! Ambient-authority modes use what std (and the raw WASI bindings) give any guest: `sleep`,
+//! `wall-clock`, `monotonic-clock`, `random-bytes`, `insecure-random`, `poll`, `stdin`, `exit`;
+//! each rejects record 0 with code `escaped` if the call returned. Mode `hashmap` fills a std
+//! `HashMap` (seeded through WASI) and rejects record 0 with code `order` and the map's iteration
+//! order, so a test can see that two instances agree.
+//!
+//! Amplification modes return many strings that all point at one large buffer (size from the
+//! setting `alias_mib`, default 8): `alias-messages`, `alias-codes`, `alias-keys` (one rejection
+//! or event per record), `alias-reads` (10,000 field names), `alias-error` (the batch's error),
+//! and `huge-create-error` (`create` refuses with one such string). Mode `show-batch`
 //! rejects record 0 with code `batch` and a message listing what the batch holds (its columns
 //! and how many Kafka offsets, timestamps and keys); mode `none` (the default) does nothing,
 //! which the benchmark uses as a floor.
@@ -19,7 +30,8 @@
 //! that the host's recovery keeps the sequence state exact.
 
 use k2_validator_sdk::{
-    Batch, KafkaMetadata, Level, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator, log,
+    Batch, EventKind, KafkaMetadata, Level, Reads, Rejection, SequenceEvent, SequenceTracker, Settings, Validate,
+    Verdict, export_validator, log,
 };
 
 const MODES: &[&str] = &[
@@ -42,6 +54,21 @@ const MODES: &[&str] = &[
     "poison-panic",
     "poison-loop",
     "poison-memory",
+    "sleep",
+    "wall-clock",
+    "monotonic-clock",
+    "random-bytes",
+    "insecure-random",
+    "poll",
+    "stdin",
+    "exit",
+    "hashmap",
+    "alias-messages",
+    "alias-codes",
+    "alias-keys",
+    "alias-reads",
+    "alias-error",
+    "huge-create-error",
 ];
 
 pub struct Hostile {
@@ -49,6 +76,7 @@ pub struct Hostile {
     poison: String,
     sequences: SequenceTracker,
     reads: Reads,
+    alias_bytes: usize,
 }
 
 impl Validate for Hostile {
@@ -63,6 +91,10 @@ impl Validate for Hostile {
         }
         if mode == "panic-create" {
             panic!("hostile: panic in create");
+        }
+        let alias_bytes = settings.parse_or("alias_mib", 8usize)? << 20;
+        if mode == "huge-create-error" {
+            return Err("e".repeat(alias_bytes));
         }
         let poison = settings.get("poison").unwrap_or("POISON").to_string();
         let mut reads = Reads::everything();
@@ -80,12 +112,15 @@ impl Validate for Hostile {
                 };
             }
         }
-        Ok(Self { mode, poison, sequences: SequenceTracker::new(1), reads })
+        Ok(Self { mode, poison, sequences: SequenceTracker::new(1), reads, alias_bytes })
     }
 
     fn reads(&self) -> Reads {
         if self.mode == "panic-reads" {
             panic!("hostile: panic in reads");
+        }
+        if self.mode == "alias-reads" {
+            return Reads { fields: Some(aliases(10_000, self.alias_bytes)), kafka: KafkaMetadata::all() };
         }
         self.reads.clone()
     }
@@ -164,10 +199,86 @@ impl Validate for Hostile {
                     log(Level::Error, &format!("flood {i} {line}"));
                 }
             }
-            _ => {}
+            "alias-messages" | "alias-codes" => {
+                let big = aliases(n, self.alias_bytes);
+                for (i, text) in big.into_iter().enumerate() {
+                    let (code, message) =
+                        if self.mode == "alias-codes" { (text, String::new()) } else { ("alias".into(), text) };
+                    verdict.rejected.push(Rejection { index: i as u32, code, message });
+                }
+            }
+            "alias-keys" => {
+                for (i, key) in aliases(n, self.alias_bytes).into_iter().enumerate() {
+                    verdict.events.push(SequenceEvent {
+                        index: i as u32,
+                        kind: EventKind::Gap,
+                        key,
+                        expected: 1,
+                        received: 3,
+                        missing: 1,
+                    });
+                }
+            }
+            "alias-error" => return Err(aliases(1, self.alias_bytes).remove(0)),
+            "hashmap" => {
+                let map: std::collections::HashMap<u32, ()> = (0..16).map(|k| (k, ())).collect();
+                let order: Vec<String> = map.keys().map(u32::to_string).collect();
+                verdict.reject(0, "order", order.join(","));
+            }
+            other => {
+                if ambient(other) {
+                    verdict.reject(0, "escaped", format!("{other} returned"));
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Tries one ambient capability; true if the call came back (it should trap instead).
+fn ambient(mode: &str) -> bool {
+    use std::io::Read;
+    match mode {
+        "sleep" => std::thread::sleep(std::time::Duration::from_secs(600)),
+        "wall-clock" => {
+            std::hint::black_box(std::time::SystemTime::now());
+        }
+        "monotonic-clock" => {
+            std::hint::black_box(std::time::Instant::now());
+        }
+        "stdin" => {
+            let mut buf = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut buf);
+        }
+        "exit" => std::process::exit(3),
+        #[cfg(target_arch = "wasm32")]
+        "random-bytes" => {
+            std::hint::black_box(wasip2::random::random::get_random_bytes(16));
+        }
+        #[cfg(target_arch = "wasm32")]
+        "insecure-random" => {
+            std::hint::black_box(wasip2::random::insecure::get_insecure_random_bytes(16));
+        }
+        #[cfg(target_arch = "wasm32")]
+        "poll" => {
+            let sleeper = wasip2::clocks::monotonic_clock::subscribe_duration(600_000_000_000);
+            wasip2::io::poll::poll(&[&sleeper]);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// `n` strings that all point at one leaked buffer of `bytes`: a guest can hand the host the
+/// same memory many times over, and the host must not copy it once per string.
+fn aliases(n: usize, bytes: usize) -> Vec<String> {
+    let big: &'static mut [u8] = Box::leak(vec![b'a'; bytes.max(1)].into_boxed_slice());
+    (0..n)
+        // SAFETY: deliberately unsound aliasing, for the host's tests only: every String shares
+        // one leaked buffer. The host reads them once; the guest's post-return frees them, and
+        // whatever that does to this instance is the host's to contain.
+        .map(|_| unsafe { String::from_raw_parts(big.as_mut_ptr(), big.len(), big.len()) })
+        .collect()
 }
 
 impl Hostile {
