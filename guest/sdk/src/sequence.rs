@@ -29,7 +29,8 @@ pub struct SequenceTracker {
     /// Where each key's entry is, by its fixed form; foldhash because SipHash of five words per
     /// record was a large part of a guest's time (HashDoS resistance is not needed: keys are
     /// market listings, and a pathological set only slows this topic down to its deadline).
-    short: HashMap<ShortKey, u32, foldhash::fast::RandomState>,
+    /// A fixed seed: foldhash's random one reads the wall clock, which the host denies.
+    short: HashMap<ShortKey, u32, foldhash::fast::FixedState>,
     /// Keys with a part longer than [`ShortKey`] holds, by text.
     long: HashMap<String, u32>,
     session_start: i64,
