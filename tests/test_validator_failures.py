@@ -6,15 +6,15 @@ HOSTILE = "guest/target/wasm32-wasip2/release/k2_hostile_validator.wasm"
 POISON = "NVDA"
 
 
-def hostile_config(k2, name: str, policy_lines: str):
+def hostile_config(k2, name: str, policy_lines: str, mode: str = "poison-panic"):
     """The test config with the trades topic's validator swapped for the hostile one,
-    which panics on every POISON trade and tracks sequences of the others."""
+    by default one that panics on every POISON trade and tracks sequences of the others."""
     text = k2.config.read_text()
     trades_validator = f'module = "{k2.root / "guest/target/wasm32-wasip2/release/k2_trades_validator.wasm"}"\n'
     assert trades_validator in text
     hostile = (
         f'module = "{k2.root / HOSTILE}"\n'
-        f'settings = {{ mode = "poison-panic", poison = "{POISON}" }}\n' + policy_lines
+        f'settings = {{ mode = "{mode}", poison = "{POISON}" }}\n' + policy_lines
     )
     path = k2.workdir / name
     path.write_text(text.replace(trades_validator, hostile, 1))
@@ -74,3 +74,19 @@ def test_a_module_that_does_not_match_its_pin_is_refused_at_start(k2):
     assert proc.returncode != 0
     assert f"but the config pins {'0' * 64}; refusing to load it" in proc.stderr
     assert "k2_trades_validator.wasm" in proc.stderr
+
+
+def test_a_validator_that_sleeps_is_stopped_at_once_naming_the_import(k2):
+    """Before the sandbox denied WASI's clocks, `std::thread::sleep(600 s)` blocked the host
+    thread past every deadline, and SIGTERM was not seen."""
+    k2.produce(k2.trades, 100, partitions=1, symbols=5, seed=23)
+    config = hostile_config(k2, "sleep.toml", "", mode="sleep")
+
+    proc = k2.run("consume", "--config", str(config), "--topic", k2.trades, check=False, timeout=120)
+
+    assert proc.returncode != 0
+    error = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(error) == 1, proc.stderr[-3000:]
+    assert "trapped in validate (partition 0, offsets 0..)" in error[0]
+    assert "called `wasi:clocks/monotonic-clock@" in error[0] and "which the sandbox denies" in error[0]
+    assert not k2.table("trades").snapshots()

@@ -147,9 +147,15 @@ pub enum Compression {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WasmConfig {
-    /// Linear memory a validator instance may grow to, in bytes. Default 67108864 (64 MiB).
+    /// Memory a validator instance may grow to, in bytes: all its linear memories and tables
+    /// together. Default 67108864 (64 MiB).
     #[serde(default = "default_memory_limit")]
     pub memory_limit_bytes: usize,
+    /// Validator instances the process may hold at once (one per assigned topic-partition,
+    /// plus a short-lived one while a module is checked or restarted), so guest memory stays
+    /// within `max_instances × memory_limit_bytes`. Default 1024.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: usize,
     /// Fixed part of the time a validator call may take, in milliseconds. Default 1000.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
@@ -346,6 +352,9 @@ fn default_per_record_us() -> u64 {
 fn default_restart_backoff_ms() -> u64 {
     100
 }
+fn default_max_instances() -> usize {
+    1024
+}
 fn default_restart_backoff_max_ms() -> u64 {
     10_000
 }
@@ -389,6 +398,7 @@ impl Default for WasmConfig {
     fn default() -> Self {
         Self {
             memory_limit_bytes: default_memory_limit(),
+            max_instances: default_max_instances(),
             call_timeout_ms: default_call_timeout_ms(),
             call_timeout_per_record_us: default_per_record_us(),
             restart_backoff_ms: default_restart_backoff_ms(),

@@ -8,5 +8,5 @@ wasmtime::component::bindgen!({
     ownership: Borrowing { duplicate_if_necessary: false },
 });
 
-pub use k2::ingest::host::{Host, Level};
+pub use k2::ingest::host::Level;
 pub use k2::ingest::types as wit;

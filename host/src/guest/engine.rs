@@ -2,17 +2,20 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, StoreContextMut};
 
 use crate::config::WasmConfig;
 use crate::error::{Error, Result};
 use crate::guest::ModuleInfo;
-use crate::guest::bindings::{Validator as ValidatorWorld, ValidatorPre};
+use crate::guest::bindings::{Level, ValidatorPre};
 use crate::guest::cache::{self, CacheStatus};
-use crate::guest::instance::{GuestState, ValidatorInstance};
+use crate::guest::imports;
+use crate::guest::instance::{GuestState, LOG_LINE_MAX_BYTES, ValidatorInstance, WIT_VERSION};
+use crate::guest::lift::Text;
 
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -22,6 +25,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct GuestEngine {
     engine: Engine,
     limits: Arc<WasmConfig>,
+    /// Validator instances alive in the process, at most `limits.max_instances`.
+    live: Arc<AtomicUsize>,
 }
 
 impl GuestEngine {
@@ -57,7 +62,7 @@ impl GuestEngine {
                 }
             })
             .map_err(|e| Error::Io { context: "starting the epoch ticker thread".into(), source: e })?;
-        Ok(Self { engine, limits: Arc::new(limits.clone()) })
+        Ok(Self { engine, limits: Arc::new(limits.clone()), live: Arc::new(AtomicUsize::new(0)) })
     }
 
     /// Compiles (or takes from the cache) and pre-links the component at `path`.
@@ -88,16 +93,13 @@ impl GuestEngine {
         })
         .map_err(|e| err(format!("cannot compile: {e:#}")))?;
         let mut linker: Linker<GuestState> = Linker::new(&self.engine);
-        // Rust's wasip2 std imports WASI interfaces; the context behind them grants nothing.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| err(format!("cannot link wasi: {e:#}")))?;
-        ValidatorWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| err(format!("cannot link the host interface: {e:#}")))?;
-        let pre = linker.instantiate_pre(&component).map_err(|e| {
-            err(format!("does not fit the k2:ingest@{} validator world: {e:#}", crate::guest::instance::WIT_VERSION))
-        })?;
-        let pre = ValidatorPre::new(pre).map_err(|e| {
-            err(format!("does not export k2:ingest/validation@{}: {e:#}", crate::guest::instance::WIT_VERSION))
-        })?;
+        link_host(&mut linker).map_err(|e| err(format!("cannot link the host interface: {e:#}")))?;
+        imports::link(&mut linker, &self.engine, &component).map_err(|e| err(format!("cannot link wasi: {e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| err(format!("does not fit the k2:ingest@{WIT_VERSION} validator world: {e:#}")))?;
+        let pre = ValidatorPre::new(pre)
+            .map_err(|e| err(format!("does not export k2:ingest/validation@{WIT_VERSION}: {e:#}")))?;
         let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         Ok(ValidatorModule { path: path.to_path_buf(), pre, engine: self.clone(), imports, sha256, cache_status })
     }
@@ -109,6 +111,24 @@ impl GuestEngine {
     pub(crate) fn limits(&self) -> &WasmConfig {
         &self.limits
     }
+
+    pub(crate) fn live_instances(&self) -> &Arc<AtomicUsize> {
+        &self.live
+    }
+}
+
+/// The `k2:ingest/host` interface: `log`, whose message the host reads at most
+/// [`LOG_LINE_MAX_BYTES`] of (the generated bindings would copy all of it first), and the
+/// `types` interface, which has no functions.
+fn link_host(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    linker.instance(&format!("k2:ingest/types@{WIT_VERSION}"))?;
+    linker.instance(&format!("k2:ingest/host@{WIT_VERSION}"))?.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, GuestState>, (level, message): (Level, Text<LOG_LINE_MAX_BYTES>)| {
+            store.data_mut().log(level, &message.0);
+            Ok(())
+        },
+    )
 }
 
 /// A component's 8-byte preamble: magic `\0asm`, then version 0x0d and layer 1.
@@ -145,8 +165,7 @@ impl ValidatorModule {
 
     /// Name and versions the module reports, from a throwaway instance.
     pub fn info(&self) -> Result<ModuleInfo> {
-        let (_, _, info) = crate::guest::instance::start(&self.engine, &self.pre, &self.path)?;
-        Ok(ModuleInfo { name: info.name, version: info.version, wit_version: info.wit_version })
+        crate::guest::instance::info(&self.engine, &self.pre, &self.path)
     }
 
     /// The sandbox limits and restart backoff of the engine that loaded this module.

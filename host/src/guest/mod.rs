@@ -4,13 +4,16 @@ mod batch;
 mod bindings;
 mod cache;
 mod engine;
+mod imports;
 mod instance;
+mod lift;
 mod supervisor;
 
 pub use batch::BatchInput;
 pub use cache::{CacheStatus, sha256_hex};
 pub use engine::{GuestEngine, ValidatorModule};
-pub use instance::{CallFailure, FailureKind, ValidatorInstance};
+pub use imports::DeniedImport;
+pub use instance::{CallFailure, FailureKind, VERDICT_MAX_BYTES_PER_RECORD, ValidatorInstance};
 pub use supervisor::{FAILED_CODE, RecoveryStats, SupervisedValidator};
 
 use serde::Serialize;
