@@ -1,6 +1,7 @@
 //! The TOML configuration: typed, documented, strict about unknown keys, with env overrides.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -9,9 +10,11 @@ use crate::error::{Error, Result};
 
 mod catalog;
 mod partition;
+mod redact;
 mod registry;
 pub use catalog::*;
 pub use partition::PartitionField;
+pub use redact::{REDACTED, redact_url};
 pub use registry::*;
 
 /// Environment variables that override the config file, for CI and containers.
@@ -47,7 +50,7 @@ pub struct Config {
     pub topics: Vec<TopicConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Broker list, `host:port[,host:port]`. Env override: `K2_KAFKA_BOOTSTRAP`.
@@ -66,6 +69,21 @@ pub struct KafkaConfig {
     /// Offset handling keys (`enable.auto.commit`, `enable.auto.offset.store`) are ours and refused.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+// Option values stay out of debug output (error reports, `--log` at debug level): they hold
+// `sasl.password`, `ssl.key.password`, `sasl.oauthbearer.config` and more, under names no list
+// can foresee, so every value is hidden and only the keys show.
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("poll_timeout_ms", &self.poll_timeout_ms)
+            .field("options", &self.options.keys().map(|k| (k, REDACTED)).collect::<BTreeMap<_, _>>())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -651,6 +669,23 @@ mod tests {
         let text = MINIMAL.replace("[catalog]", "[kafka.options]\n\"enable.auto.commit\" = \"true\"\n[catalog]");
         let msg = parse(&text).unwrap_err().to_string();
         assert!(msg.contains("kafka.options.\"enable.auto.commit\" is managed"), "{msg}");
+    }
+
+    #[test]
+    fn kafka_option_values_and_url_credentials_stay_out_of_debug_output() {
+        let text = MINIMAL.replace(
+            "[catalog]",
+            "[kafka.options]\n\"sasl.password\" = \"hunter2\"\n\"sasl.oauthbearer.config\" = \"clientSecret=s3\"\n[catalog]",
+        ) + "[registry]\nurl = \"http://svc:pa55@r:8081/?api_key=k3y\"\n";
+        let c = parse(&text).unwrap();
+        let debug = format!("{c:?}");
+        assert!(debug.contains("sasl.password"), "the keys still show: {debug}");
+        for secret in ["hunter2", "clientSecret", "pa55", "k3y"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        let bad = text.replace("http://svc:pa55@r:8081/?api_key=k3y", "svc:pa55@r:8081");
+        let msg = parse(&bad).unwrap_err().to_string();
+        assert!(!msg.contains("pa55") && msg.contains("registry.url `<redacted>@r:8081`"), "{msg}");
     }
 
     #[test]
