@@ -511,13 +511,41 @@ impl Config {
         if self.commit.max_records == 0 || self.commit.max_bytes == 0 {
             return Err("commit.max_records and commit.max_bytes must be at least 1".into());
         }
+        // 0 would make a snapshot at every check of the trigger, or a new data file per write.
+        for (key, value) in [
+            ("commit.interval_ms", self.commit.interval_ms),
+            ("sink.target_file_size_bytes", self.sink.target_file_size_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} = {value}: must be at least 1"));
+            }
+        }
+        let sources: std::collections::BTreeSet<&str> = self.topics.iter().map(|t| t.name.as_str()).collect();
         let mut seen = std::collections::BTreeSet::new();
         for topic in &self.topics {
             if !seen.insert(&topic.name) {
                 return Err(format!("topic `{}` is listed twice", topic.name));
             }
-            if topic.dlq_topic() == topic.name {
-                return Err(format!("topic `{}`: dlq_topic must differ from the topic itself", topic.name));
+            // Dead letters written to a topic this config reads would come back as input:
+            // rejected again, dead-lettered again, or written to another topic's table.
+            let dlq_topic = topic.dlq_topic();
+            if sources.contains(dlq_topic.as_str()) {
+                return Err(format!(
+                    "topic `{}`: dlq_topic = \"{dlq_topic}\"{} is also a source topic of this config; \
+                     dead letters must not be read back as input",
+                    topic.name,
+                    default_note(topic.dlq_topic.is_none())
+                ));
+            }
+            // Event rows appended to a data table would break its schema or mix into its data.
+            let events_table = topic.events_table_name();
+            if let Some(owner) = self.topics.iter().find(|t| t.table_name() == events_table) {
+                return Err(format!(
+                    "topic `{}`: events_table = \"{events_table}\"{} is the data table of topic `{}`",
+                    topic.name,
+                    default_note(topic.events_table.is_none()),
+                    owner.name
+                ));
             }
             let registry = topic.framing == Framing::Confluent && self.registry.is_some();
             if topic.schema.is_none() && !registry {
@@ -556,6 +584,11 @@ impl Config {
             ),
         })
     }
+}
+
+/// Said after a value the user did not write, so they know which key to set.
+fn default_note(is_default: bool) -> &'static str {
+    if is_default { " (the default)" } else { "" }
 }
 
 #[cfg(test)]
@@ -742,6 +775,54 @@ mod tests {
         let c = parse(&with(&"a1".repeat(32))).unwrap();
         assert_eq!(c.wasm.cache_dir.as_deref(), Some(Path::new("/etc/k2/cache")));
         assert_eq!(c.topics[0].validator.as_ref().unwrap().on_failure, FailurePolicy::Fail);
+    }
+
+    /// Config text → the exact error a user sees, for values that parse but mean nonsense.
+    #[test]
+    fn nonsense_values_are_refused_naming_key_and_value() {
+        let quotes = "[[topics]]\nname = \"market.quotes.raw\"\nschema = \"q.avsc\"\n";
+        let trades = "schema = \"schemas/trade.avsc\"";
+        let with = |extra: &str| MINIMAL.replace(trades, &format!("{trades}\n{extra}"));
+        let cases = [
+            (MINIMAL.to_string() + "[commit]\ninterval_ms = 0\n", "commit.interval_ms = 0: must be at least 1"),
+            (
+                MINIMAL.to_string() + "[sink]\ntarget_file_size_bytes = 0\n",
+                "sink.target_file_size_bytes = 0: must be at least 1",
+            ),
+            (
+                with("dlq_topic = \"market.trades.raw\""),
+                "topic `market.trades.raw`: dlq_topic = \"market.trades.raw\" is also a source topic of this config; \
+                 dead letters must not be read back as input",
+            ),
+            (
+                with("dlq_topic = \"market.quotes.raw\"") + quotes,
+                "topic `market.trades.raw`: dlq_topic = \"market.quotes.raw\" is also a source topic of this config; \
+                 dead letters must not be read back as input",
+            ),
+            (
+                MINIMAL.to_string() + "[[topics]]\nname = \"market.trades.raw.dlq\"\nschema = \"d.avsc\"\n",
+                "topic `market.trades.raw`: dlq_topic = \"market.trades.raw.dlq\" (the default) is also a source topic \
+                 of this config; dead letters must not be read back as input",
+            ),
+            (
+                with("events_table = \"market_trades_raw\""),
+                "topic `market.trades.raw`: events_table = \"market_trades_raw\" is the data table of topic \
+                 `market.trades.raw`",
+            ),
+            (
+                with("events_table = \"quotes\"") + quotes + "table = \"quotes\"\n",
+                "topic `market.trades.raw`: events_table = \"quotes\" is the data table of topic `market.quotes.raw`",
+            ),
+            (
+                MINIMAL.to_string() + quotes + "table = \"market_trades_raw_events\"\n",
+                "topic `market.trades.raw`: events_table = \"market_trades_raw_events\" (the default) is the data \
+                 table of topic `market.quotes.raw`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let msg = parse(&text).unwrap_err().to_string();
+            assert_eq!(msg, format!("config /etc/k2/k2.toml: {expected}"), "for:\n{text}");
+        }
     }
 
     #[test]
