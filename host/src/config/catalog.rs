@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::redact_url;
+
 /// Environment variables that override the catalog section, for CI, containers and secrets.
 pub const ENV_CATALOG_DATABASE: &str = "K2_CATALOG_DATABASE";
 pub const ENV_WAREHOUSE: &str = "K2_WAREHOUSE";
@@ -116,12 +118,12 @@ impl fmt::Debug for RestCatalogConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RestCatalogConfig")
             .field("name", &self.name)
-            .field("uri", &self.uri)
+            .field("uri", &redact_url(&self.uri))
             .field("warehouse", &self.warehouse)
             .field("namespace", &self.namespace)
             .field("credential", &self.credential.as_ref().map(|_| "<redacted>"))
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("oauth2_server_uri", &self.oauth2_server_uri)
+            .field("oauth2_server_uri", &self.oauth2_server_uri.as_deref().map(redact_url))
             .field("scope", &self.scope)
             .field("s3", &self.s3)
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
@@ -132,7 +134,7 @@ impl fmt::Debug for RestCatalogConfig {
 impl fmt::Debug for S3Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Config")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint.as_deref().map(redact_url))
             .field("region", &self.region)
             .field("path_style_access", &self.path_style_access)
             .field("access_key_id", &self.access_key_id)
@@ -190,7 +192,7 @@ impl CatalogConfig {
         }
         let CatalogConfig::Rest(rest) = self else { return Ok(()) };
         if !(rest.uri.starts_with("http://") || rest.uri.starts_with("https://")) {
-            return Err(format!("catalog.uri `{}` is not an http:// or https:// address", rest.uri));
+            return Err(format!("catalog.uri `{}` is not an http:// or https:// address", redact_url(&rest.uri)));
         }
         if let Some(c) = &rest.credential
             && !c.contains(':')

@@ -1,6 +1,7 @@
 //! The TOML configuration: typed, documented, strict about unknown keys, with env overrides.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -9,9 +10,11 @@ use crate::error::{Error, Result};
 
 mod catalog;
 mod partition;
+mod redact;
 mod registry;
 pub use catalog::*;
 pub use partition::PartitionField;
+pub use redact::{REDACTED, redact_url};
 pub use registry::*;
 
 /// Environment variables that override the config file, for CI and containers.
@@ -47,7 +50,7 @@ pub struct Config {
     pub topics: Vec<TopicConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Broker list, `host:port[,host:port]`. Env override: `K2_KAFKA_BOOTSTRAP`.
@@ -66,6 +69,21 @@ pub struct KafkaConfig {
     /// Offset handling keys (`enable.auto.commit`, `enable.auto.offset.store`) are ours and refused.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+// Option values stay out of debug output (error reports, `--log` at debug level): they hold
+// `sasl.password`, `ssl.key.password`, `sasl.oauthbearer.config` and more, under names no list
+// can foresee, so every value is hidden and only the keys show.
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("poll_timeout_ms", &self.poll_timeout_ms)
+            .field("options", &self.options.keys().map(|k| (k, REDACTED)).collect::<BTreeMap<_, _>>())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -503,13 +521,41 @@ impl Config {
         if self.commit.max_records == 0 || self.commit.max_bytes == 0 {
             return Err("commit.max_records and commit.max_bytes must be at least 1".into());
         }
+        // 0 would make a snapshot at every check of the trigger, or a new data file per write.
+        for (key, value) in [
+            ("commit.interval_ms", self.commit.interval_ms),
+            ("sink.target_file_size_bytes", self.sink.target_file_size_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} = {value}: must be at least 1"));
+            }
+        }
+        let sources: std::collections::BTreeSet<&str> = self.topics.iter().map(|t| t.name.as_str()).collect();
         let mut seen = std::collections::BTreeSet::new();
         for topic in &self.topics {
             if !seen.insert(&topic.name) {
                 return Err(format!("topic `{}` is listed twice", topic.name));
             }
-            if topic.dlq_topic() == topic.name {
-                return Err(format!("topic `{}`: dlq_topic must differ from the topic itself", topic.name));
+            // Dead letters written to a topic this config reads would come back as input:
+            // rejected again, dead-lettered again, or written to another topic's table.
+            let dlq_topic = topic.dlq_topic();
+            if sources.contains(dlq_topic.as_str()) {
+                return Err(format!(
+                    "topic `{}`: dlq_topic = \"{dlq_topic}\"{} is also a source topic of this config; \
+                     dead letters must not be read back as input",
+                    topic.name,
+                    default_note(topic.dlq_topic.is_none())
+                ));
+            }
+            // Event rows appended to a data table would break its schema or mix into its data.
+            let events_table = topic.events_table_name();
+            if let Some(owner) = self.topics.iter().find(|t| t.table_name() == events_table) {
+                return Err(format!(
+                    "topic `{}`: events_table = \"{events_table}\"{} is the data table of topic `{}`",
+                    topic.name,
+                    default_note(topic.events_table.is_none()),
+                    owner.name
+                ));
             }
             let registry = topic.framing == Framing::Confluent && self.registry.is_some();
             if topic.schema.is_none() && !registry {
@@ -548,6 +594,11 @@ impl Config {
             ),
         })
     }
+}
+
+/// Said after a value the user did not write, so they know which key to set.
+fn default_note(is_default: bool) -> &'static str {
+    if is_default { " (the default)" } else { "" }
 }
 
 #[cfg(test)]
@@ -664,6 +715,23 @@ mod tests {
     }
 
     #[test]
+    fn kafka_option_values_and_url_credentials_stay_out_of_debug_output() {
+        let text = MINIMAL.replace(
+            "[catalog]",
+            "[kafka.options]\n\"sasl.password\" = \"hunter2\"\n\"sasl.oauthbearer.config\" = \"clientSecret=s3\"\n[catalog]",
+        ) + "[registry]\nurl = \"http://svc:pa55@r:8081/?api_key=k3y\"\n";
+        let c = parse(&text).unwrap();
+        let debug = format!("{c:?}");
+        assert!(debug.contains("sasl.password"), "the keys still show: {debug}");
+        for secret in ["hunter2", "clientSecret", "pa55", "k3y"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        let bad = text.replace("http://svc:pa55@r:8081/?api_key=k3y", "svc:pa55@r:8081");
+        let msg = parse(&bad).unwrap_err().to_string();
+        assert!(!msg.contains("pa55") && msg.contains("registry.url `<redacted>@r:8081`"), "{msg}");
+    }
+
+    #[test]
     fn confluent_framing_needs_schema_ids() {
         let text = MINIMAL.replace("schema = \"schemas/trade.avsc\"", "schema = \"s.avsc\"\nframing = \"confluent\"");
         let msg = parse(&text).unwrap_err().to_string();
@@ -717,6 +785,54 @@ mod tests {
         let c = parse(&with(&"a1".repeat(32))).unwrap();
         assert_eq!(c.wasm.cache_dir.as_deref(), Some(Path::new("/etc/k2/cache")));
         assert_eq!(c.topics[0].validator.as_ref().unwrap().on_failure, FailurePolicy::Fail);
+    }
+
+    /// Config text → the exact error a user sees, for values that parse but mean nonsense.
+    #[test]
+    fn nonsense_values_are_refused_naming_key_and_value() {
+        let quotes = "[[topics]]\nname = \"market.quotes.raw\"\nschema = \"q.avsc\"\n";
+        let trades = "schema = \"schemas/trade.avsc\"";
+        let with = |extra: &str| MINIMAL.replace(trades, &format!("{trades}\n{extra}"));
+        let cases = [
+            (MINIMAL.to_string() + "[commit]\ninterval_ms = 0\n", "commit.interval_ms = 0: must be at least 1"),
+            (
+                MINIMAL.to_string() + "[sink]\ntarget_file_size_bytes = 0\n",
+                "sink.target_file_size_bytes = 0: must be at least 1",
+            ),
+            (
+                with("dlq_topic = \"market.trades.raw\""),
+                "topic `market.trades.raw`: dlq_topic = \"market.trades.raw\" is also a source topic of this config; \
+                 dead letters must not be read back as input",
+            ),
+            (
+                with("dlq_topic = \"market.quotes.raw\"") + quotes,
+                "topic `market.trades.raw`: dlq_topic = \"market.quotes.raw\" is also a source topic of this config; \
+                 dead letters must not be read back as input",
+            ),
+            (
+                MINIMAL.to_string() + "[[topics]]\nname = \"market.trades.raw.dlq\"\nschema = \"d.avsc\"\n",
+                "topic `market.trades.raw`: dlq_topic = \"market.trades.raw.dlq\" (the default) is also a source topic \
+                 of this config; dead letters must not be read back as input",
+            ),
+            (
+                with("events_table = \"market_trades_raw\""),
+                "topic `market.trades.raw`: events_table = \"market_trades_raw\" is the data table of topic \
+                 `market.trades.raw`",
+            ),
+            (
+                with("events_table = \"quotes\"") + quotes + "table = \"quotes\"\n",
+                "topic `market.trades.raw`: events_table = \"quotes\" is the data table of topic `market.quotes.raw`",
+            ),
+            (
+                MINIMAL.to_string() + quotes + "table = \"market_trades_raw_events\"\n",
+                "topic `market.trades.raw`: events_table = \"market_trades_raw_events\" (the default) is the data \
+                 table of topic `market.quotes.raw`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let msg = parse(&text).unwrap_err().to_string();
+            assert_eq!(msg, format!("config /etc/k2/k2.toml: {expected}"), "for:\n{text}");
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use super::redact_url;
+
 /// Environment variables that override the registry section, for CI, containers and secrets.
 pub const ENV_REGISTRY_URL: &str = "K2_REGISTRY_URL";
 pub const ENV_REGISTRY_PASSWORD: &str = "K2_REGISTRY_PASSWORD";
@@ -48,7 +50,7 @@ fn default_cache_schemas() -> u64 {
 impl fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryConfig")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
@@ -74,7 +76,7 @@ impl RegistryConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
         let url = self.url.trim();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("registry.url `{url}` must start with http:// or https://"));
+            return Err(format!("registry.url `{}` must start with http:// or https://", redact_url(url)));
         }
         if self.password.is_some() && self.username.is_none() {
             return Err("registry.password is set but registry.username is not".into());

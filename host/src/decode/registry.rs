@@ -6,7 +6,7 @@ use std::time::Duration;
 use apache_avro::Schema as AvroSchema;
 use serde::Deserialize;
 
-use crate::config::RegistryConfig;
+use crate::config::{RegistryConfig, redact_url};
 use crate::decode::schema::{SchemaTextError, parse_schema};
 
 /// The media types the Confluent API answers with; Apicurio and Karapace accept them too.
@@ -77,6 +77,8 @@ enum Auth {
 pub struct SchemaRegistry {
     http: reqwest::Client,
     base: String,
+    /// The base URL as errors show it: without credentials, which a URL may carry.
+    shown: String,
     auth: Auth,
     cache: moka::future::Cache<u32, Arc<RegisteredSchema>>,
 }
@@ -84,11 +86,12 @@ pub struct SchemaRegistry {
 impl SchemaRegistry {
     pub fn new(config: &RegistryConfig) -> Result<Self, RegistryError> {
         let base = config.url.trim().trim_end_matches('/').to_string();
+        let shown = redact_url(&base);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
             .build()
             .map_err(|e| RegistryError::Unavailable {
-                url: base.clone(),
+                url: shown.clone(),
                 context: "building the http client".into(),
                 message: e.to_string(),
             })?;
@@ -98,7 +101,7 @@ impl SchemaRegistry {
             (None, None) => Auth::None,
         };
         let cache = moka::future::Cache::new(config.cache_schemas);
-        Ok(Self { http, base, auth, cache })
+        Ok(Self { http, base, shown, auth, cache })
     }
 
     /// The schema registered under `id`, from the cache or the registry.
@@ -115,7 +118,7 @@ impl SchemaRegistry {
             body = self.get(&path, &context).await?;
         }
         let Some(body) = body else {
-            return Err(RegistryError::NotFound { url: self.base.clone(), id });
+            return Err(RegistryError::NotFound { url: self.shown.clone(), id });
         };
         let schema = self.schema_in(&self.answer(&body, &context)?, id)?;
         let registered = Arc::new(RegisteredSchema { id, schema });
@@ -127,7 +130,7 @@ impl SchemaRegistry {
     pub async fn latest(&self, subject: &str) -> Result<(u32, i64, AvroSchema), RegistryError> {
         let context = format!("fetching the latest version of subject {subject}");
         let missing = || RegistryError::Unavailable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             context: context.clone(),
             message: "the subject has no versions; register the topic's schema, or set topics[].schema".into(),
         };
@@ -145,7 +148,7 @@ impl SchemaRegistry {
     /// fault, not the record's.
     fn answer(&self, body: &str, context: &str) -> Result<SchemaAnswer, RegistryError> {
         serde_json::from_str(body).map_err(|e| RegistryError::Unavailable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             context: context.to_string(),
             message: format!("not a schema registry answer ({e}): {}", body.chars().take(200).collect::<String>()),
         })
@@ -155,9 +158,9 @@ impl SchemaRegistry {
     /// fault (a producer wrote to the wrong topic); an Avro schema k2-ingest cannot use yet is
     /// the registry's side: an operator must act, and its records must not be set aside meanwhile.
     fn schema_in(&self, answer: &SchemaAnswer, id: u32) -> Result<AvroSchema, RegistryError> {
-        let unusable = |message: String| RegistryError::Unusable { url: self.base.clone(), id, message };
+        let unusable = |message: String| RegistryError::Unusable { url: self.shown.clone(), id, message };
         let unsupported = |message: String| RegistryError::Unavailable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             context: format!("schema id {id}"),
             message,
         };
@@ -190,7 +193,7 @@ impl SchemaRegistry {
     /// GETs `path` below the base URL: the body on 200, `None` on 404, an error otherwise.
     async fn get(&self, path: &str, context: &str) -> Result<Option<String>, RegistryError> {
         let unavailable = |message: String| RegistryError::Unavailable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             context: context.to_string(),
             message,
         };
@@ -200,9 +203,10 @@ impl SchemaRegistry {
             Auth::Basic { username, password } => request.basic_auth(username, password.as_ref()),
             Auth::Bearer(token) => request.bearer_auth(token),
         };
-        let response = request.send().await.map_err(|e| unavailable(error_chain(&e)))?;
+        // reqwest's errors repeat the request URL, credentials and all; ours names it already.
+        let response = request.send().await.map_err(|e| unavailable(error_chain(&e.without_url())))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| unavailable(error_chain(&e)))?;
+        let body = response.text().await.map_err(|e| unavailable(error_chain(&e.without_url())))?;
         match status.as_u16() {
             200 => Ok(Some(body)),
             // Confluent says 40403 in the body for a missing schema; a 404 for the whole API
@@ -345,6 +349,18 @@ mod tests {
         let e = registry.schema(1).await.unwrap_err();
         assert!(!e.is_bad_record(), "{e}");
         assert!(e.to_string().starts_with("schema registry http://127.0.0.1:9: fetching schema id 1: "), "{e}");
+    }
+
+    #[tokio::test]
+    async fn errors_show_the_url_without_its_credentials() {
+        let url = "http://svc:pa55@127.0.0.1:9/?api_key=k3y";
+        let e = SchemaRegistry::new(&config(url, None, None, None)).unwrap().schema(1).await.unwrap_err();
+        let shown = e.to_string();
+        assert!(!shown.contains("pa55") && !shown.contains("k3y"), "{shown}");
+        assert!(
+            shown.starts_with("schema registry http://<redacted>@127.0.0.1:9/?<redacted>: fetching schema id 1: "),
+            "{shown}"
+        );
     }
 
     #[test]

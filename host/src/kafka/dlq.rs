@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::guest::ModuleInfo;
 use crate::kafka::producer::{ensure_topic, producer};
 
-/// Header names k2-ingest adds to every dead letter (the original headers are kept too).
+/// Header names k2-ingest adds to every dead letter (the original headers are kept too,
+/// renamed if they could pass for these: see [`ORIGINAL_PREFIX`]).
 pub const HEADER_CODE: &str = "k2.reason.code";
 pub const HEADER_MESSAGE: &str = "k2.reason.message";
 pub const HEADER_TOPIC: &str = "k2.source.topic";
@@ -17,6 +18,11 @@ pub const HEADER_PARTITION: &str = "k2.source.partition";
 pub const HEADER_OFFSET: &str = "k2.source.offset";
 pub const HEADER_VALIDATOR: &str = "k2.validator.name";
 pub const HEADER_VALIDATOR_VERSION: &str = "k2.validator.version";
+
+/// What a record's own header whose name starts with `k2.` (any case) is renamed with in its
+/// dead letter, e.g. `original.k2.reason.code`: a producer could otherwise forge the reasons a
+/// reader of the dead letters trusts, which are the host's alone.
+pub const ORIGINAL_PREFIX: &str = "original.";
 
 /// Reason code of a record whose body did not decode.
 pub const CODE_UNDECODABLE: &str = "undecodable";
@@ -62,26 +68,7 @@ impl DeadLetters {
 
     /// Queues one dead letter; [`DeadLetters::flush`] waits for it.
     pub async fn send(&mut self, letter: DeadLetter<'_>) -> Result<()> {
-        let mut headers = OwnedHeaders::new_with_capacity(letter.headers.map_or(0, |h| h.count()) + 7);
-        if let Some(original) = letter.headers {
-            for h in original.iter() {
-                headers = headers.insert(Header { key: h.key, value: h.value });
-            }
-        }
-        let (partition, offset) = (letter.partition.to_string(), letter.offset.to_string());
-        for (key, value) in [
-            (HEADER_CODE, letter.code),
-            (HEADER_MESSAGE, letter.message),
-            (HEADER_TOPIC, self.source.as_str()),
-            (HEADER_PARTITION, partition.as_str()),
-            (HEADER_OFFSET, offset.as_str()),
-        ] {
-            headers = headers.insert(Header { key, value: Some(value) });
-        }
-        if let Some(v) = &self.validator {
-            headers = headers.insert(Header { key: HEADER_VALIDATOR, value: Some(&v.name) });
-            headers = headers.insert(Header { key: HEADER_VALIDATOR_VERSION, value: Some(&v.version) });
-        }
+        let headers = letter_headers(&letter, &self.source, self.validator.as_ref());
         let topic = self.topic.clone();
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
         if let Some(k) = letter.key {
@@ -133,5 +120,89 @@ impl DeadLetters {
             }
         }
         Ok(n)
+    }
+}
+
+/// The headers of a dead letter: the record's own, then the host's reasons and origin.
+fn letter_headers(letter: &DeadLetter<'_>, source: &str, validator: Option<&ModuleInfo>) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(letter.headers.map_or(0, |h| h.count()) + 7);
+    if let Some(original) = letter.headers {
+        for h in original.iter() {
+            // Case-blind: a reader that folds header names must not be fooled either.
+            if h.key.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("k2.")) {
+                let key = format!("{ORIGINAL_PREFIX}{}", h.key);
+                headers = headers.insert(Header { key: &key, value: h.value });
+            } else {
+                headers = headers.insert(Header { key: h.key, value: h.value });
+            }
+        }
+    }
+    let (partition, offset) = (letter.partition.to_string(), letter.offset.to_string());
+    for (key, value) in [
+        (HEADER_CODE, letter.code),
+        (HEADER_MESSAGE, letter.message),
+        (HEADER_TOPIC, source),
+        (HEADER_PARTITION, partition.as_str()),
+        (HEADER_OFFSET, offset.as_str()),
+    ] {
+        headers = headers.insert(Header { key, value: Some(value) });
+    }
+    if let Some(v) = validator {
+        headers = headers.insert(Header { key: HEADER_VALIDATOR, value: Some(&v.name) });
+        headers = headers.insert(Header { key: HEADER_VALIDATOR_VERSION, value: Some(&v.version) });
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_and_values(headers: &OwnedHeaders) -> Vec<(String, String)> {
+        let text = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
+        headers.iter().map(|h| (h.key.to_string(), text(h.value))).collect()
+    }
+
+    #[test]
+    fn a_producer_cannot_forge_the_reason_headers() {
+        let forged = OwnedHeaders::new()
+            .insert(Header { key: "trace-id", value: Some("t1") })
+            .insert(Header { key: HEADER_CODE, value: Some("all-fine") })
+            .insert(Header { key: "K2.Source.Offset", value: Some("0") })
+            .insert(Header { key: HEADER_VALIDATOR, value: None::<&[u8]> });
+        let letter = DeadLetter {
+            partition: 2,
+            offset: 41,
+            timestamp_ms: None,
+            key: None,
+            payload: None,
+            headers: Some(&forged),
+            code: "price-not-positive",
+            message: "price -1 is not > 0",
+        };
+        let module = ModuleInfo { name: "trades".into(), version: "0.1.0".into(), wit_version: "0.2.0".into() };
+        let headers = names_and_values(&letter_headers(&letter, "market.trades.raw", Some(&module)));
+
+        let host: Vec<_> = headers.iter().filter(|(k, _)| k.to_ascii_lowercase().starts_with("k2.")).collect();
+        let expected = [
+            (HEADER_CODE, "price-not-positive"),
+            (HEADER_MESSAGE, "price -1 is not > 0"),
+            (HEADER_TOPIC, "market.trades.raw"),
+            (HEADER_PARTITION, "2"),
+            (HEADER_OFFSET, "41"),
+            (HEADER_VALIDATOR, "trades"),
+            (HEADER_VALIDATOR_VERSION, "0.1.0"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(host, expected.iter().collect::<Vec<_>>(), "every k2.* header is the host's, once");
+        let kept: Vec<_> = headers.iter().filter(|(k, _)| !k.to_ascii_lowercase().starts_with("k2.")).collect();
+        let renamed = [
+            ("trace-id", "t1"),
+            ("original.k2.reason.code", "all-fine"),
+            ("original.K2.Source.Offset", "0"),
+            ("original.k2.validator.name", ""),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(kept, renamed.iter().collect::<Vec<_>>(), "the producer's headers are kept, renamed");
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use event_log::EventLog;
-use policy::{DUPLICATE_CODE, check_fatal_verdict, keep_only, set_aside};
+use policy::{Cause, SetAside, check_fatal_verdict, goes_to_dead_letters, keep_only, set_aside};
 use rebalance::{HeldOffsets, TableStartOffsets};
 
 use arrow_schema::SchemaRef;
@@ -23,7 +23,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, OwnedHeaders};
 use rdkafka::{Message, Offset};
 
-use crate::config::{Config, DuplicatePolicy, InvalidPolicy, TopicConfig};
+use crate::config::{Config, InvalidPolicy, TopicConfig};
 use crate::decode::avro::TopicDecoder;
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::evolve::merge;
@@ -619,13 +619,9 @@ impl<'a> Pipeline<'a> {
         check_fatal_verdict(self.topic, partition, &state.offsets, &verdict)?;
         let set_aside = set_aside(self.topic, &verdict);
         if let Some(dl) = self.dead_letters.as_mut() {
-            for (index, code, message) in &set_aside {
-                if *code == DUPLICATE_CODE && self.topic.on_duplicate != DuplicatePolicy::Dlq {
-                    continue;
-                }
-                if *code != DUPLICATE_CODE && self.topic.on_invalid != InvalidPolicy::Dlq {
-                    continue;
-                }
+            for SetAside { index, code, message, .. } in
+                set_aside.iter().filter(|s| goes_to_dead_letters(self.topic, s))
+            {
                 let (b, k) = (&state.body_offsets, &state.key_offsets);
                 let key = &state.key_data[k[*index] as usize..k[index + 1] as usize];
                 dl.send(DeadLetter {
@@ -643,7 +639,7 @@ impl<'a> Pipeline<'a> {
                 self.metrics.dead_lettered(code);
             }
         }
-        self.summary.duplicates_set_aside += set_aside.iter().filter(|s| s.1 == DUPLICATE_CODE).count() as u64;
+        self.summary.duplicates_set_aside += set_aside.iter().filter(|s| s.cause == Cause::Duplicate).count() as u64;
         if self.events.is_some() {
             let detected_at_us = now_micros();
             for e in &verdict.events {
@@ -669,7 +665,7 @@ impl<'a> Pipeline<'a> {
         state.body_offsets.truncate(1);
         state.headers.clear();
 
-        let accepted = keep_only(records, set_aside.iter().map(|s| s.0))?;
+        let accepted = keep_only(records, set_aside.iter().map(|s| s.index))?;
         self.record_verdict(partition, first_offset, &verdict);
         if accepted.num_rows() > 0 {
             if self.writer.is_none() {

@@ -11,7 +11,7 @@ use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
-use crate::config::CatalogConfig;
+use crate::config::{CatalogConfig, redact_url};
 use crate::error::{Error, Result};
 
 /// Table properties set on tables k2-ingest creates.
@@ -61,7 +61,7 @@ impl TableCatalog {
                     .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
                     .load(&rest.name, rest.properties().into_iter().collect())
                     .await
-                    .map_err(|e| err(format!("opening {}", rest.uri), e))?;
+                    .map_err(|e| err(format!("opening {}", redact_url(&rest.uri)), e))?;
                 Ok(Self { catalog: Arc::new(catalog), name, namespace })
             }
         }
