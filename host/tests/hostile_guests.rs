@@ -103,6 +103,20 @@ fn verdicts_outside_the_batch_are_refused() {
 }
 
 #[test]
+fn a_validator_cannot_use_the_hosts_own_reason_codes() {
+    let engine = engine();
+    for code in ["undecodable", "sequence-duplicate", "validator-failed"] {
+        let settings = vec![("mode".to_string(), "host-code".to_string()), ("code".to_string(), code.to_string())];
+        let mut v = hostile(&engine).instantiate(&settings).unwrap();
+        let err = validate(&mut v, &[ok("AAPL", 1)]).unwrap_err().to_string();
+        assert!(err.contains(&format!("rejected record index 0 with the host's own code `{code}`")), "{err}");
+    }
+    let settings = vec![("mode".to_string(), "host-code".to_string()), ("code".to_string(), "price-bad".to_string())];
+    let mut v = hostile(&engine).instantiate(&settings).unwrap();
+    assert_eq!(validate(&mut v, &[ok("AAPL", 1)]).unwrap().rejected[0].code, "price-bad");
+}
+
+#[test]
 fn files_environment_and_sockets_are_out_of_reach() {
     let engine = engine();
     for m in ["read-file", "read-env", "socket"] {

@@ -14,7 +14,9 @@ use crate::guest::bindings::{Level, ValidatorPre, wit};
 use crate::guest::engine::{EPOCH_TICK, GuestEngine};
 use crate::guest::imports::{DeniedImport, HASH_SEED};
 use crate::guest::lift::{Item, Listed, Text, TooManyItems, with_item_limit};
-use crate::guest::{EventKind, ModuleInfo, Rejection, SequenceEvent, Verdict};
+use crate::guest::{EventKind, FAILED_CODE, ModuleInfo, Rejection, SequenceEvent, Verdict};
+use crate::kafka::dlq::CODE_UNDECODABLE;
+use crate::pipeline::policy::DUPLICATE_CODE;
 
 /// The WIT package version this host implements.
 pub const WIT_VERSION: &str = "0.2.0";
@@ -527,8 +529,12 @@ fn ticks(micros: u64) -> u64 {
     (micros / EPOCH_TICK.as_micros() as u64).max(1) + 1
 }
 
-/// Checks a guest's verdict against the batch: indices in range, each rejected once,
-/// no more events than records; messages bounded. Sorts rejections by index.
+/// Reason codes the host gives records itself: a validator using one would pass its rejection
+/// off as the host's (a dead letter reading `undecodable`, a record set aside as a duplicate).
+const HOST_CODES: &[&str] = &[CODE_UNDECODABLE, DUPLICATE_CODE, FAILED_CODE];
+
+/// Checks a guest's verdict against the batch: indices in range, each rejected once, no host
+/// code, no more events than records. Sorts rejections by index.
 fn check_verdict(v: RawVerdict, len: usize) -> std::result::Result<Verdict, String> {
     let (v_rejected, v_events) = (v.rejected.0, v.events.0);
     if v_rejected.len() > len {
@@ -542,6 +548,12 @@ fn check_verdict(v: RawVerdict, len: usize) -> std::result::Result<Verdict, Stri
         let index = r.index as usize;
         if index >= len {
             return Err(format!("rejected record index {index}, outside the batch of {len}"));
+        }
+        if HOST_CODES.contains(&r.code.0.as_str()) {
+            return Err(format!(
+                "rejected record index {index} with the host's own code `{}`; a validator must use codes of its own",
+                r.code.0
+            ));
         }
         rejected.push(Rejection { index, code: r.code.0, message: r.message.0 });
     }

@@ -1,7 +1,7 @@
 //! The consume loop: Kafka → decode → per-partition batches → validator → writer → commit.
 
 mod event_log;
-mod policy;
+pub(crate) mod policy;
 mod progress;
 mod rebalance;
 mod summary;

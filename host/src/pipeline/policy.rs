@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::guest::{EventKind, Verdict};
 
 /// Reason code of a duplicate set aside by `on_duplicate`.
-pub(super) const DUPLICATE_CODE: &str = "sequence-duplicate";
+pub(crate) const DUPLICATE_CODE: &str = "sequence-duplicate";
 
 /// Stops the topic, before anything of the batch is written, when a policy says so.
 pub(super) fn check_fatal_verdict(

@@ -15,7 +15,8 @@
 //! Amplification modes return many strings that all point at one large buffer (size from the
 //! setting `alias_mib`, default 8): `alias-messages`, `alias-codes`, `alias-keys` (one rejection
 //! or event per record), `alias-reads` (10,000 field names), `alias-error` (the batch's error),
-//! and `huge-create-error` (`create` refuses with one such string). Mode `show-batch`
+//! and `huge-create-error` (`create` refuses with one such string). Mode `host-code` rejects
+//! record 0 with the code in the setting `code`, to try passing off the host's own codes. Mode `show-batch`
 //! rejects record 0 with code `batch` and a message listing what the batch holds (its columns
 //! and how many Kafka offsets, timestamps and keys); mode `none` (the default) does nothing,
 //! which the benchmark uses as a floor.
@@ -69,6 +70,7 @@ const MODES: &[&str] = &[
     "alias-reads",
     "alias-error",
     "huge-create-error",
+    "host-code",
 ];
 
 pub struct Hostile {
@@ -77,6 +79,7 @@ pub struct Hostile {
     sequences: SequenceTracker,
     reads: Reads,
     alias_bytes: usize,
+    code: String,
 }
 
 impl Validate for Hostile {
@@ -112,7 +115,8 @@ impl Validate for Hostile {
                 };
             }
         }
-        Ok(Self { mode, poison, sequences: SequenceTracker::new(1), reads, alias_bytes })
+        let code = settings.get("code").unwrap_or("sequence-duplicate").to_string();
+        Ok(Self { mode, poison, sequences: SequenceTracker::new(1), reads, alias_bytes, code })
     }
 
     fn reads(&self) -> Reads {
@@ -220,6 +224,7 @@ impl Validate for Hostile {
                 }
             }
             "alias-error" => return Err(aliases(1, self.alias_bytes).remove(0)),
+            "host-code" => verdict.reject(0, &self.code, "a validator's rejection".into()),
             "hashmap" => {
                 let map: std::collections::HashMap<u32, ()> = (0..16).map(|k| (k, ())).collect();
                 let order: Vec<String> = map.keys().map(u32::to_string).collect();
