@@ -403,4 +403,117 @@ mod tests {
         assert_eq!(d.decode(&[1, 0, 0, 0, 7, 2]), Err(DecodeError::BadMagic { found: 1 }));
         assert_eq!(d.decode(&[0, 0]), Err(DecodeError::ShortFrame { len: 2 }));
     }
+
+    /// The topic of issue 20's report: `{id: long, m: map<string>, s}` with `s` given.
+    fn map_topic(s: &str) -> (tempfile::TempDir, TopicDecoder) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_schema(
+            &dir,
+            "m.avsc",
+            &format!(
+                r#"{{"name":"id","type":"long"}},{{"name":"m","type":{{"type":"map","values":"string"}}}},{{"name":"s","type":{s}}}"#
+            ),
+        );
+        let d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[]), load_avsc(&path).unwrap()).unwrap();
+        assert!(d.plan.is_none(), "a map takes apache-avro's path");
+        (dir, d)
+    }
+
+    #[test]
+    fn a_map_block_claiming_2_pow_29_entries_is_refused_without_a_large_allocation() {
+        let (_dir, d) = map_topic(r#""string""#);
+        // id 1, then a map block of 2^29 - 1 entries, then nothing.
+        let (result, largest) =
+            crate::test_alloc::largest_allocation(|| d.decode(&[0x02, 0xFE, 0xFF, 0xFF, 0xFF, 0x03]));
+        assert!(largest < 64 << 10, "a 6-byte body made a {largest}-byte allocation");
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "avro: m: map block of 536870911 items at byte 1, only 0 bytes left and an item takes at least 2"
+        );
+    }
+
+    #[test]
+    fn a_map_key_claiming_512_mib_is_refused_for_that_reason() {
+        let (_dir, d) = map_topic(r#""string""#);
+        // id 1, one entry whose key is 2^29 bytes long, then nothing.
+        let (result, largest) =
+            crate::test_alloc::largest_allocation(|| d.decode(&[0x02, 0x02, 0x80, 0x80, 0x80, 0x80, 0x04]));
+        assert!(largest < 64 << 10, "a 7-byte body made a {largest}-byte allocation");
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "avro: m[entry 0].key: string of 536870912 bytes at byte 7, only 0 left"
+        );
+    }
+
+    #[test]
+    fn a_body_ending_inside_an_optional_value_is_an_error_not_a_null() {
+        use crate::decode::schema::{iceberg_schema, record_fields};
+        let (dir, mut d) = map_topic(r#"["null","string"]"#);
+        let path = dir.path().join("m.avsc");
+        let arrow =
+            iceberg::arrow::schema_to_arrow_schema(&iceberg_schema(d.table_schema(), &path, true).unwrap()).unwrap();
+        let names: Vec<String> = record_fields(d.table_schema()).iter().map(|f| f.name.clone()).collect();
+        let mut columns = ColumnsBuilder::new(arrow.into(), &names, "t").unwrap();
+        let meta = KafkaMeta { partition: 0, offset: 0, timestamp_ms: None };
+        // id 1, an empty map, then `s` = branch 1, a string of 5 bytes with 2 of them there.
+        let cut_in_string = [0x02, 0x00, 0x02, 0x0A, b'a', b'b'];
+        assert_eq!(
+            d.decode_into(&cut_in_string, &mut columns, meta).unwrap_err().to_string(),
+            "avro: s: string of 5 bytes at byte 4, only 2 left"
+        );
+        // id 1, an empty map, then nothing where `s`'s branch index should be.
+        assert_eq!(
+            d.decode_into(&[0x02, 0x00], &mut columns, meta).unwrap_err().to_string(),
+            "avro: s: input ends inside a union branch at byte 2"
+        );
+        assert!(columns.is_empty(), "neither body became a row");
+        d.decode_into(&[0x02, 0x00, 0x02, 0x04, b'a', b'b'], &mut columns, meta).unwrap();
+        assert_eq!(columns.len(), 1);
+    }
+
+    #[test]
+    fn millisecond_timestamps_out_of_range_are_refused_on_both_paths() {
+        use crate::decode::schema::{iceberg_schema, record_fields};
+        let dir = tempfile::tempdir().unwrap();
+        let ts = r#"{"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}}"#;
+        for (name, fields, direct) in [
+            ("flat.avsc", ts.to_string(), true),
+            ("map.avsc", format!(r#"{ts},{{"name":"m","type":{{"type":"map","values":"int"}}}}"#), false),
+        ] {
+            let path = write_schema(&dir, name, &fields);
+            let mut d =
+                TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[]), load_avsc(&path).unwrap()).unwrap();
+            assert_eq!(d.plan.is_some(), direct, "{name}");
+            let arrow = iceberg::arrow::schema_to_arrow_schema(&iceberg_schema(d.table_schema(), &path, true).unwrap())
+                .unwrap();
+            let names: Vec<String> = record_fields(d.table_schema()).iter().map(|f| f.name.clone()).collect();
+            let mut columns = ColumnsBuilder::new(arrow.into(), &names, "t").unwrap();
+            let meta = KafkaMeta { partition: 0, offset: 0, timestamp_ms: None };
+            let millis = i64::MAX / 1000 + 1;
+            let mut body = Vec::new();
+            let zigzag = ((millis << 1) ^ (millis >> 63)) as u64;
+            let mut z = zigzag;
+            loop {
+                let byte = (z & 0x7F) as u8;
+                z >>= 7;
+                if z == 0 {
+                    body.push(byte);
+                    break;
+                }
+                body.push(byte | 0x80);
+            }
+            if !direct {
+                body.push(0x00);
+            }
+            assert_eq!(
+                d.decode_into(&body, &mut columns, meta),
+                Err(DecodeError::Field {
+                    field: "ts".into(),
+                    message: format!("timestamp-millis {millis} is out of range of a microsecond timestamp")
+                }),
+                "{name}"
+            );
+            assert!(columns.is_empty());
+        }
+    }
 }
