@@ -10,6 +10,7 @@ use apache_avro::types::Value;
 use crate::config::{Framing, TopicConfig};
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::direct::{Raw, RecordPlan};
+use crate::decode::scan::{DatumShape, set_apache_avro_allocation_belt};
 use crate::decode::schema::load_avsc;
 use crate::error::{DecodeError, Result};
 
@@ -26,11 +27,23 @@ const REJECTED_FOR: Duration = Duration::from_secs(60);
 struct Writer {
     schema: AvroSchema,
     needs_resolution: bool,
+    /// The schema compiled for the scan that runs before apache-avro reads a datum.
+    shape: DatumShape,
+}
+
+impl Writer {
+    fn new(schema: AvroSchema, reader: &AvroSchema) -> Self {
+        let needs_resolution = needs_resolution(&schema, reader);
+        let shape = DatumShape::compile(&schema);
+        Self { schema, needs_resolution, shape }
+    }
 }
 
 /// Decodes the bodies of one topic.
 pub struct TopicDecoder {
     table_schema: AvroSchema,
+    /// The table schema compiled for the scan, for bodies without a writer schema id.
+    table_shape: DatumShape,
     framing: Framing,
     writers: HashMap<u32, Writer>,
     /// Ids the registry had no usable schema for, with why and when: their records are
@@ -46,16 +59,25 @@ impl TopicDecoder {
     /// Starts from `table_schema` (the topic's schema file, or its registry subject's latest
     /// version) and loads, for Confluent framing, every writer schema file the config maps.
     pub fn new(topic: &TopicConfig, table_schema: AvroSchema) -> Result<Self> {
+        // Before any record is decoded: apache-avro fixes its bound on the first decode.
+        set_apache_avro_allocation_belt();
         let mut writers = HashMap::new();
         for (id, path) in &topic.schema_ids {
             // Config validation already checked that every key is a u32.
             let id: u32 = id.parse().unwrap_or_default();
-            let schema = load_avsc(path)?;
-            let needs_resolution = needs_resolution(&schema, &table_schema);
-            writers.insert(id, Writer { schema, needs_resolution });
+            writers.insert(id, Writer::new(load_avsc(path)?, &table_schema));
         }
         let plan = RecordPlan::compile(&table_schema);
-        Ok(Self { table_schema, framing: topic.framing, writers, rejected: HashMap::new(), plan, raws: Vec::new() })
+        let table_shape = DatumShape::compile(&table_schema);
+        Ok(Self {
+            table_schema,
+            table_shape,
+            framing: topic.framing,
+            writers,
+            rejected: HashMap::new(),
+            plan,
+            raws: Vec::new(),
+        })
     }
 
     /// The writer schemas known so far, by id.
@@ -76,8 +98,7 @@ impl TopicDecoder {
 
     /// Adds the writer schema of `id` (one the reader schema already reads).
     pub fn learn(&mut self, id: u32, schema: AvroSchema) {
-        let needs_resolution = needs_resolution(&schema, &self.table_schema);
-        self.writers.insert(id, Writer { schema, needs_resolution });
+        self.writers.insert(id, Writer::new(schema, &self.table_schema));
     }
 
     /// Marks `id` as having no usable writer schema: its records are undecodable, for `why`.
@@ -95,6 +116,7 @@ impl TopicDecoder {
             w.needs_resolution = needs_resolution(&w.schema, &schema);
         }
         self.plan = RecordPlan::compile(&schema);
+        self.table_shape = DatumShape::compile(&schema);
         self.table_schema = schema;
     }
 
@@ -110,10 +132,18 @@ impl TopicDecoder {
     }
 
     /// Decodes an unframed datum through apache-avro, resolving it if its writer schema differs.
+    /// The datum is scanned against its writer schema first: apache-avro allocates from the
+    /// lengths it reads and turns an early end of input into nulls (see `scan`).
     fn decode_datum(&self, datum: &[u8], writer: Option<&Writer>) -> Result<Vec<(String, Value)>, DecodeError> {
         let value = match writer {
-            None => decode_exact(&self.table_schema, datum, None)?,
-            Some(w) => decode_exact(&w.schema, datum, w.needs_resolution.then_some(&self.table_schema))?,
+            None => {
+                self.table_shape.check(datum)?;
+                decode_exact(&self.table_schema, datum, None)?
+            }
+            Some(w) => {
+                w.shape.check(datum)?;
+                decode_exact(&w.schema, datum, w.needs_resolution.then_some(&self.table_schema))?
+            }
         };
         match value {
             Value::Record(fields) => Ok(fields),
@@ -241,7 +271,10 @@ mod tests {
         let body = encode(d.table_schema(), vec![("s", Value::String("AAPL".into())), ("n", Value::Long(42))]);
         let fields = d.decode(&body).unwrap();
         assert_eq!(fields[1], ("n".to_string(), Value::Long(42)));
-        assert!(matches!(d.decode(&body[..body.len() - 1]), Err(DecodeError::Avro(_))));
+        assert_eq!(
+            d.decode(&body[..body.len() - 1]).unwrap_err().to_string(),
+            "avro: n: input ends inside a long at byte 5"
+        );
         let mut padded = body.clone();
         padded.push(0);
         assert_eq!(d.decode(&padded), Err(DecodeError::TrailingBytes { trailing: 1 }));

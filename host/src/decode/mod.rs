@@ -6,4 +6,6 @@ pub mod direct;
 pub mod evolve;
 pub mod json;
 pub mod registry;
+pub mod scan;
 pub mod schema;
+pub mod wire;
