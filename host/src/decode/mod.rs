@@ -4,6 +4,8 @@ pub mod avro;
 pub mod columns;
 pub mod direct;
 pub mod evolve;
+#[cfg(test)]
+mod fuzz;
 pub mod json;
 pub mod registry;
 pub mod scan;
