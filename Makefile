@@ -10,7 +10,7 @@ BIN := target/debug/k2-ingest
 # The venv lives in the services state folder (.k2, or $K2_STATE_DIR as services.sh uses).
 PY := $(or $(K2_STATE_DIR),.k2)/venv/bin/python
 
-.PHONY: help toolchain guest build demo test test-rust test-guest test-e2e bench clean
+.PHONY: help toolchain guest build demo test test-rust test-guest test-e2e fuzz bench clean
 
 help:
 	@echo "make demo           produce sample trades, ingest them, read the table back"
@@ -18,6 +18,7 @@ help:
 	@echo "make services-up    start Kafka (127.0.0.1:19092) and a schema registry (:18081); REST=1 adds S3Proxy and a REST catalog (services-down stops them)"
 	@echo "make build          the k2-ingest binary and the validator components"
 	@echo "make bench          validator throughput (wasm vs native) and end-to-end ingest vs a bare consumer"
+	@echo "make fuzz           the decode property tests on hostile bodies, FUZZ_CASES per property (default 200000); prints cases and time"
 
 ## The wasm target for validator components (rustup is the only way to get a Rust target).
 toolchain:
@@ -47,6 +48,12 @@ test-rust: guest
 ## End-to-end tests against the real broker, read back with pyiceberg.
 test-e2e: build services-up-rest venv
 	K2_BIN=$(abspath $(BIN)) $(PY) -m pytest tests -v -rs
+
+## Both decode paths on hostile bodies (host/src/decode/fuzz.rs): `make test` runs each property a
+## few thousand times; this runs them FUZZ_CASES times each and prints each one's case count and time.
+FUZZ_CASES ?= 200000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p k2-ingest --lib decode::fuzz -- --nocapture
 
 ## Speed targets live here, never in timed tests; release build, figures on stdout.
 ## BENCH_RECORDS / BENCH_ROUNDS size the end-to-end run (default 2,000,000 records, 1 round).

@@ -73,6 +73,10 @@ pub enum DecodeError {
     SchemaId { id: u32, message: String },
     #[error("avro: {0}")]
     Avro(String),
+    /// The bytes at `path` (a field, `legs[2].venue`, `tags[entry 0].key`) are not a value of
+    /// their schema: a length past the end, a bad index, invalid UTF-8.
+    #[error("avro: {path}: {error}")]
+    Datum { path: String, error: crate::decode::wire::DatumError },
     #[error("avro: {trailing} bytes left after the record")]
     TrailingBytes { trailing: usize },
     #[error("field `{field}`: {message}")]

@@ -12,3 +12,9 @@ pub mod rewind;
 pub mod sample;
 pub mod sink;
 pub mod status;
+
+#[cfg(test)]
+mod test_alloc;
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: test_alloc::Tracking = test_alloc::Tracking;

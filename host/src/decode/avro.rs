@@ -10,6 +10,7 @@ use apache_avro::types::Value;
 use crate::config::{Framing, TopicConfig};
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::direct::{Raw, RecordPlan};
+use crate::decode::scan::{DatumShape, set_apache_avro_allocation_belt};
 use crate::decode::schema::load_avsc;
 use crate::error::{DecodeError, Result};
 
@@ -26,11 +27,23 @@ const REJECTED_FOR: Duration = Duration::from_secs(60);
 struct Writer {
     schema: AvroSchema,
     needs_resolution: bool,
+    /// The schema compiled for the scan that runs before apache-avro reads a datum.
+    shape: DatumShape,
+}
+
+impl Writer {
+    fn new(schema: AvroSchema, reader: &AvroSchema) -> Self {
+        let needs_resolution = needs_resolution(&schema, reader);
+        let shape = DatumShape::compile(&schema);
+        Self { schema, needs_resolution, shape }
+    }
 }
 
 /// Decodes the bodies of one topic.
 pub struct TopicDecoder {
     table_schema: AvroSchema,
+    /// The table schema compiled for the scan, for bodies without a writer schema id.
+    table_shape: DatumShape,
     framing: Framing,
     writers: HashMap<u32, Writer>,
     /// Ids the registry had no usable schema for, with why and when: their records are
@@ -46,16 +59,25 @@ impl TopicDecoder {
     /// Starts from `table_schema` (the topic's schema file, or its registry subject's latest
     /// version) and loads, for Confluent framing, every writer schema file the config maps.
     pub fn new(topic: &TopicConfig, table_schema: AvroSchema) -> Result<Self> {
+        // Before any record is decoded: apache-avro fixes its bound on the first decode.
+        set_apache_avro_allocation_belt();
         let mut writers = HashMap::new();
         for (id, path) in &topic.schema_ids {
             // Config validation already checked that every key is a u32.
             let id: u32 = id.parse().unwrap_or_default();
-            let schema = load_avsc(path)?;
-            let needs_resolution = needs_resolution(&schema, &table_schema);
-            writers.insert(id, Writer { schema, needs_resolution });
+            writers.insert(id, Writer::new(load_avsc(path)?, &table_schema));
         }
         let plan = RecordPlan::compile(&table_schema);
-        Ok(Self { table_schema, framing: topic.framing, writers, rejected: HashMap::new(), plan, raws: Vec::new() })
+        let table_shape = DatumShape::compile(&table_schema);
+        Ok(Self {
+            table_schema,
+            table_shape,
+            framing: topic.framing,
+            writers,
+            rejected: HashMap::new(),
+            plan,
+            raws: Vec::new(),
+        })
     }
 
     /// The writer schemas known so far, by id.
@@ -76,8 +98,7 @@ impl TopicDecoder {
 
     /// Adds the writer schema of `id` (one the reader schema already reads).
     pub fn learn(&mut self, id: u32, schema: AvroSchema) {
-        let needs_resolution = needs_resolution(&schema, &self.table_schema);
-        self.writers.insert(id, Writer { schema, needs_resolution });
+        self.writers.insert(id, Writer::new(schema, &self.table_schema));
     }
 
     /// Marks `id` as having no usable writer schema: its records are undecodable, for `why`.
@@ -95,6 +116,7 @@ impl TopicDecoder {
             w.needs_resolution = needs_resolution(&w.schema, &schema);
         }
         self.plan = RecordPlan::compile(&schema);
+        self.table_shape = DatumShape::compile(&schema);
         self.table_schema = schema;
     }
 
@@ -110,10 +132,18 @@ impl TopicDecoder {
     }
 
     /// Decodes an unframed datum through apache-avro, resolving it if its writer schema differs.
+    /// The datum is scanned against its writer schema first: apache-avro allocates from the
+    /// lengths it reads and turns an early end of input into nulls (see `scan`).
     fn decode_datum(&self, datum: &[u8], writer: Option<&Writer>) -> Result<Vec<(String, Value)>, DecodeError> {
         let value = match writer {
-            None => decode_exact(&self.table_schema, datum, None)?,
-            Some(w) => decode_exact(&w.schema, datum, w.needs_resolution.then_some(&self.table_schema))?,
+            None => {
+                self.table_shape.check(datum)?;
+                decode_exact(&self.table_schema, datum, None)?
+            }
+            Some(w) => {
+                w.shape.check(datum)?;
+                decode_exact(&w.schema, datum, w.needs_resolution.then_some(&self.table_schema))?
+            }
         };
         match value {
             Value::Record(fields) => Ok(fields),
@@ -241,7 +271,10 @@ mod tests {
         let body = encode(d.table_schema(), vec![("s", Value::String("AAPL".into())), ("n", Value::Long(42))]);
         let fields = d.decode(&body).unwrap();
         assert_eq!(fields[1], ("n".to_string(), Value::Long(42)));
-        assert!(matches!(d.decode(&body[..body.len() - 1]), Err(DecodeError::Avro(_))));
+        assert_eq!(
+            d.decode(&body[..body.len() - 1]).unwrap_err().to_string(),
+            "avro: n: input ends inside a long at byte 5"
+        );
         let mut padded = body.clone();
         padded.push(0);
         assert_eq!(d.decode(&padded), Err(DecodeError::TrailingBytes { trailing: 1 }));
@@ -402,5 +435,118 @@ mod tests {
         assert_eq!(d.decode(&confluent_frame(8, &[2])), Err(DecodeError::UnknownSchemaId { id: 8 }));
         assert_eq!(d.decode(&[1, 0, 0, 0, 7, 2]), Err(DecodeError::BadMagic { found: 1 }));
         assert_eq!(d.decode(&[0, 0]), Err(DecodeError::ShortFrame { len: 2 }));
+    }
+
+    /// The topic of issue 20's report: `{id: long, m: map<string>, s}` with `s` given.
+    fn map_topic(s: &str) -> (tempfile::TempDir, TopicDecoder) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_schema(
+            &dir,
+            "m.avsc",
+            &format!(
+                r#"{{"name":"id","type":"long"}},{{"name":"m","type":{{"type":"map","values":"string"}}}},{{"name":"s","type":{s}}}"#
+            ),
+        );
+        let d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[]), load_avsc(&path).unwrap()).unwrap();
+        assert!(d.plan.is_none(), "a map takes apache-avro's path");
+        (dir, d)
+    }
+
+    #[test]
+    fn a_map_block_claiming_2_pow_29_entries_is_refused_without_a_large_allocation() {
+        let (_dir, d) = map_topic(r#""string""#);
+        // id 1, then a map block of 2^29 - 1 entries, then nothing.
+        let (result, largest) =
+            crate::test_alloc::largest_allocation(|| d.decode(&[0x02, 0xFE, 0xFF, 0xFF, 0xFF, 0x03]));
+        assert!(largest < 64 << 10, "a 6-byte body made a {largest}-byte allocation");
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "avro: m: map block of 536870911 items at byte 1, only 0 bytes left and an item takes at least 2"
+        );
+    }
+
+    #[test]
+    fn a_map_key_claiming_512_mib_is_refused_for_that_reason() {
+        let (_dir, d) = map_topic(r#""string""#);
+        // id 1, one entry whose key is 2^29 bytes long, then nothing.
+        let (result, largest) =
+            crate::test_alloc::largest_allocation(|| d.decode(&[0x02, 0x02, 0x80, 0x80, 0x80, 0x80, 0x04]));
+        assert!(largest < 64 << 10, "a 7-byte body made a {largest}-byte allocation");
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "avro: m[entry 0].key: string of 536870912 bytes at byte 7, only 0 left"
+        );
+    }
+
+    #[test]
+    fn a_body_ending_inside_an_optional_value_is_an_error_not_a_null() {
+        use crate::decode::schema::{iceberg_schema, record_fields};
+        let (dir, mut d) = map_topic(r#"["null","string"]"#);
+        let path = dir.path().join("m.avsc");
+        let arrow =
+            iceberg::arrow::schema_to_arrow_schema(&iceberg_schema(d.table_schema(), &path, true).unwrap()).unwrap();
+        let names: Vec<String> = record_fields(d.table_schema()).iter().map(|f| f.name.clone()).collect();
+        let mut columns = ColumnsBuilder::new(arrow.into(), &names, "t").unwrap();
+        let meta = KafkaMeta { partition: 0, offset: 0, timestamp_ms: None };
+        // id 1, an empty map, then `s` = branch 1, a string of 5 bytes with 2 of them there.
+        let cut_in_string = [0x02, 0x00, 0x02, 0x0A, b'a', b'b'];
+        assert_eq!(
+            d.decode_into(&cut_in_string, &mut columns, meta).unwrap_err().to_string(),
+            "avro: s: string of 5 bytes at byte 4, only 2 left"
+        );
+        // id 1, an empty map, then nothing where `s`'s branch index should be.
+        assert_eq!(
+            d.decode_into(&[0x02, 0x00], &mut columns, meta).unwrap_err().to_string(),
+            "avro: s: input ends inside a union branch at byte 2"
+        );
+        assert!(columns.is_empty(), "neither body became a row");
+        d.decode_into(&[0x02, 0x00, 0x02, 0x04, b'a', b'b'], &mut columns, meta).unwrap();
+        assert_eq!(columns.len(), 1);
+    }
+
+    #[test]
+    fn millisecond_timestamps_out_of_range_are_refused_on_both_paths() {
+        use crate::decode::schema::{iceberg_schema, record_fields};
+        let dir = tempfile::tempdir().unwrap();
+        let ts = r#"{"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}}"#;
+        for (name, fields, direct) in [
+            ("flat.avsc", ts.to_string(), true),
+            ("map.avsc", format!(r#"{ts},{{"name":"m","type":{{"type":"map","values":"int"}}}}"#), false),
+        ] {
+            let path = write_schema(&dir, name, &fields);
+            let mut d =
+                TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[]), load_avsc(&path).unwrap()).unwrap();
+            assert_eq!(d.plan.is_some(), direct, "{name}");
+            let arrow = iceberg::arrow::schema_to_arrow_schema(&iceberg_schema(d.table_schema(), &path, true).unwrap())
+                .unwrap();
+            let names: Vec<String> = record_fields(d.table_schema()).iter().map(|f| f.name.clone()).collect();
+            let mut columns = ColumnsBuilder::new(arrow.into(), &names, "t").unwrap();
+            let meta = KafkaMeta { partition: 0, offset: 0, timestamp_ms: None };
+            let millis = i64::MAX / 1000 + 1;
+            let mut body = Vec::new();
+            let zigzag = ((millis << 1) ^ (millis >> 63)) as u64;
+            let mut z = zigzag;
+            loop {
+                let byte = (z & 0x7F) as u8;
+                z >>= 7;
+                if z == 0 {
+                    body.push(byte);
+                    break;
+                }
+                body.push(byte | 0x80);
+            }
+            if !direct {
+                body.push(0x00);
+            }
+            assert_eq!(
+                d.decode_into(&body, &mut columns, meta),
+                Err(DecodeError::Field {
+                    field: "ts".into(),
+                    message: format!("timestamp-millis {millis} is out of range of a microsecond timestamp")
+                }),
+                "{name}"
+            );
+            assert!(columns.is_empty());
+        }
     }
 }

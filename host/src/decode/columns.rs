@@ -12,7 +12,7 @@ use arrow_array::{ArrayRef, ListArray, MapArray, RecordBatch, StructArray};
 use arrow_buffer::{NullBufferBuilder, OffsetBufferBuilder};
 use arrow_schema::{ArrowError, DataType, FieldRef, Fields, SchemaRef, TimeUnit};
 
-use crate::decode::direct::{Raw, RecordPlan, i128_from_be};
+use crate::decode::direct::{Raw, RecordPlan, i128_from_be, millis_to_micros};
 use crate::decode::schema::{META_OFFSET, META_PARTITION, META_TIMESTAMP};
 use crate::error::{DecodeError, Error, Result};
 
@@ -157,7 +157,8 @@ impl ColumnsBuilder {
                     to_cell(value, &self.columns[i])
                         .map_err(|message| DecodeError::Field { field: name.clone(), message })?
                 }
-                meta_source => meta_cell(meta_source, meta),
+                meta_source => meta_cell(meta_source, meta)
+                    .map_err(|message| DecodeError::Field { field: self.schema.field(i).name().clone(), message })?,
             };
             if matches!(cell, Cell::Null) && !self.schema.field(i).is_nullable() {
                 return Err(DecodeError::Field {
@@ -196,7 +197,11 @@ impl ColumnsBuilder {
                     matches!(raw, Raw::Null)
                 }
                 Source::Partition | Source::Offset => false,
-                Source::Timestamp => meta.timestamp_ms.is_none(),
+                Source::Timestamp => {
+                    meta_cell(Source::Timestamp, meta)
+                        .map_err(|message| DecodeError::Field { field: field(), message })?;
+                    meta.timestamp_ms.is_none()
+                }
             };
             if null && !self.schema.field(i).is_nullable() {
                 return Err(DecodeError::Field { field: field(), message: "null in a required column".into() });
@@ -206,7 +211,8 @@ impl ColumnsBuilder {
             match *source {
                 Source::Field(usize::MAX) => column.push_null(),
                 Source::Field(pos) => column.push_raw(&raws[pos], body, plan),
-                meta_source => column.push(meta_cell(meta_source, meta)),
+                // Checked above: a timestamp out of range refused the record.
+                meta_source => column.push(meta_cell(meta_source, meta).unwrap_or(Cell::Null)),
             }
         }
         self.rows += 1;
@@ -284,7 +290,7 @@ fn scalar_cell(value: Value, column: &Column) -> std::result::Result<Cell, Strin
             Cell::Int(v)
         }
         Value::TimeMillis(v) => Cell::Int(v as i64 * 1000),
-        Value::TimestampMillis(v) | Value::LocalTimestampMillis(v) => Cell::Int(v.saturating_mul(1000)),
+        Value::TimestampMillis(v) | Value::LocalTimestampMillis(v) => Cell::Int(millis_to_micros(v)?),
         Value::Float(v) => Cell::Float(v as f64),
         Value::Double(v) => Cell::Float(v),
         Value::String(s) | Value::Enum(_, s) => Cell::Str(s),
@@ -299,14 +305,18 @@ fn scalar_cell(value: Value, column: &Column) -> std::result::Result<Cell, Strin
     })
 }
 
-/// The cell of a Kafka metadata column (a source other than a field).
-fn meta_cell(source: Source, meta: KafkaMeta) -> Cell {
-    match source {
+/// The cell of a Kafka metadata column (a source other than a field). A producer sets the
+/// record timestamp, so it is refused past the microsecond range like a field's, not clamped.
+fn meta_cell(source: Source, meta: KafkaMeta) -> std::result::Result<Cell, String> {
+    Ok(match source {
         Source::Partition => Cell::Int(meta.partition as i64),
         Source::Offset => Cell::Int(meta.offset),
-        Source::Timestamp => meta.timestamp_ms.map_or(Cell::Null, |ms| Cell::Int(ms.saturating_mul(1000))),
+        Source::Timestamp => match meta.timestamp_ms {
+            Some(ms) => Cell::Int(millis_to_micros(ms)?),
+            None => Cell::Null,
+        },
         Source::Field(_) => Cell::Null,
-    }
+    })
 }
 
 /// A decimal's unscaled value must have at most the column's precision in digits.
@@ -558,6 +568,29 @@ mod tests {
         let ts = batch.column(4).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
         assert_eq!(ts.value(0), 1_700_000_000_000_000);
         assert!(ts.is_null(1));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_kafka_timestamp_out_of_range_is_refused_on_both_append_paths() {
+        let mut b = builder();
+        let meta = KafkaMeta { partition: 0, offset: 0, timestamp_ms: Some(i64::MIN) };
+        let expected = DecodeError::Field {
+            field: META_TIMESTAMP.into(),
+            message: format!("timestamp-millis {} is out of range of a microsecond timestamp", i64::MIN),
+        };
+        assert_eq!(b.append(record("AAPL", &[1], None), meta), Err(expected.clone()));
+        let schema = apache_avro::Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"symbol","type":"string"},
+                {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":8}},
+                {"name":"note","type":["null","string"]}]}"#,
+        )
+        .unwrap();
+        let plan = RecordPlan::compile(&schema).unwrap();
+        let body = [0x02, b'A', 0x02, 0x01, 0x00];
+        let mut raws = Vec::new();
+        plan.read(&body, &mut raws).unwrap();
+        assert_eq!(b.append_raw(&raws, &body, &plan, meta), Err(expected));
         assert!(b.is_empty());
     }
 

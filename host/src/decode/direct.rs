@@ -13,6 +13,7 @@ use std::ops::Range;
 use apache_avro::Schema as AvroSchema;
 
 use crate::decode::schema::record_fields;
+use crate::decode::wire::{DatumError, Wire};
 use crate::error::DecodeError;
 
 /// How one field's value is laid out in the binary encoding.
@@ -40,6 +41,8 @@ enum Kind {
 
 #[derive(Debug, Clone)]
 struct FieldPlan {
+    /// The field's name, for errors.
+    name: String,
     kind: Kind,
     /// For `["null", T]` or `[T, "null"]`: the branch index that means null.
     null_branch: Option<u64>,
@@ -76,7 +79,7 @@ impl RecordPlan {
         if fields.is_empty() {
             return None;
         }
-        let fields = fields.iter().map(|f| field_plan(&f.schema)).collect::<Option<Vec<_>>>()?;
+        let fields = fields.iter().map(|f| field_plan(&f.name, &f.schema)).collect::<Option<Vec<_>>>()?;
         Some(Self { fields })
     }
 
@@ -91,28 +94,48 @@ impl RecordPlan {
     /// Reads one record that must fill `body` exactly, one [`Raw`] per field into `out`.
     pub fn read(&self, body: &[u8], out: &mut Vec<Raw>) -> Result<(), DecodeError> {
         out.clear();
-        let mut r = Reader { body, pos: 0 };
+        let mut wire = Wire::new(body);
         for (i, field) in self.fields.iter().enumerate() {
-            if let Some(null_branch) = field.null_branch {
-                let branch = r.long()?;
-                if branch == null_branch as i64 {
-                    out.push(Raw::Null);
-                    continue;
-                }
-                if branch != 1 - null_branch as i64 {
-                    return Err(DecodeError::Avro(format!("union branch {branch} of field {i} does not exist")));
-                }
-            }
-            out.push(r.value(&field.kind, i)?);
+            let raw = read_field(&mut wire, field, i).map_err(|error| match error {
+                FieldError::Datum(error) => DecodeError::Datum { path: field.name.clone(), error },
+                FieldError::Value(message) => DecodeError::Field { field: field.name.clone(), message },
+            })?;
+            out.push(raw);
         }
-        match body.len() - r.pos {
+        match wire.left() {
             0 => Ok(()),
             trailing => Err(DecodeError::TrailingBytes { trailing }),
         }
     }
 }
 
-fn field_plan(schema: &AvroSchema) -> Option<FieldPlan> {
+/// Why one field could not be read: its bytes, or a well-formed value out of its column's range.
+enum FieldError {
+    Datum(DatumError),
+    Value(String),
+}
+
+impl From<DatumError> for FieldError {
+    fn from(error: DatumError) -> Self {
+        Self::Datum(error)
+    }
+}
+
+fn read_field(wire: &mut Wire, field: &FieldPlan, i: usize) -> Result<Raw, FieldError> {
+    if let Some(null_branch) = field.null_branch {
+        let at = wire.pos();
+        let branch = wire.long("union branch")?;
+        if branch == null_branch as i64 {
+            return Ok(Raw::Null);
+        }
+        if branch != 1 - null_branch as i64 {
+            return Err(DatumError::UnionBranch { index: branch, branches: 2, at }.into());
+        }
+    }
+    value(wire, &field.kind, i)
+}
+
+fn field_plan(name: &str, schema: &AvroSchema) -> Option<FieldPlan> {
     if let AvroSchema::Union(union) = schema {
         let variants = union.variants();
         let null_branch = variants.iter().position(|v| matches!(v, AvroSchema::Null))?;
@@ -120,9 +143,9 @@ fn field_plan(schema: &AvroSchema) -> Option<FieldPlan> {
             return None;
         }
         let kind = kind(&variants[1 - null_branch])?;
-        return Some(FieldPlan { kind, null_branch: Some(null_branch as u64) });
+        return Some(FieldPlan { name: name.to_string(), kind, null_branch: Some(null_branch as u64) });
     }
-    Some(FieldPlan { kind: kind(schema)?, null_branch: None })
+    Some(FieldPlan { name: name.to_string(), kind: kind(schema)?, null_branch: None })
 }
 
 fn kind(schema: &AvroSchema) -> Option<Kind> {
@@ -148,98 +171,52 @@ fn kind(schema: &AvroSchema) -> Option<Kind> {
     })
 }
 
-/// A cursor over one record's bytes; every read is bounds-checked.
-struct Reader<'a> {
-    body: &'a [u8],
-    pos: usize,
+/// Microseconds from a timestamp in milliseconds, refused (not clamped) past the 64-bit range:
+/// a clamped value would store a wrong instant with nothing to show for it.
+pub fn millis_to_micros(millis: i64) -> Result<i64, String> {
+    millis
+        .checked_mul(1000)
+        .ok_or_else(|| format!("timestamp-millis {millis} is out of range of a microsecond timestamp"))
 }
 
-impl Reader<'_> {
-    fn truncated(&self) -> DecodeError {
-        DecodeError::Avro(format!("record truncated at byte {} of {}", self.pos, self.body.len()))
-    }
-
-    /// A zig-zag varint of at most 10 bytes.
-    fn long(&mut self) -> Result<i64, DecodeError> {
-        let mut value: u64 = 0;
-        for shift in (0..70).step_by(7) {
-            let byte = *self.body.get(self.pos).ok_or_else(|| self.truncated())?;
-            self.pos += 1;
-            value |= u64::from(byte & 0x7F) << shift;
-            if byte & 0x80 == 0 {
-                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+fn value(wire: &mut Wire, kind: &Kind, field: usize) -> Result<Raw, FieldError> {
+    let body = wire.body();
+    Ok(match kind {
+        Kind::Boolean => Raw::Bool(wire.boolean()?),
+        Kind::Int => Raw::Int(wire.int("int")?.into()),
+        Kind::Long => Raw::Int(wire.long("long")?),
+        Kind::IntMillis => Raw::Int(i64::from(wire.int("int")?) * 1000),
+        Kind::LongMillis => Raw::Int(millis_to_micros(wire.long("long")?).map_err(FieldError::Value)?),
+        Kind::Float => {
+            let r = wire.take(4, "float")?;
+            Raw::Float(f32::from_le_bytes(body[r].try_into().expect("4 bytes")) as f64)
+        }
+        Kind::Double => {
+            let r = wire.take(8, "double")?;
+            Raw::Float(f64::from_le_bytes(body[r].try_into().expect("8 bytes")))
+        }
+        Kind::String => Raw::Str(wire.utf8("string")?),
+        Kind::Bytes => Raw::Bytes(wire.length_prefixed("bytes")?),
+        Kind::Fixed(size) => Raw::Bytes(wire.take(*size as u64, "fixed")?),
+        Kind::Enum(symbols) => {
+            let at = wire.pos();
+            let index = wire.int("enum index")?;
+            match usize::try_from(index).ok().filter(|&i| i < symbols.len()) {
+                Some(index) => Raw::Symbol { field, index },
+                None => {
+                    return Err(DatumError::EnumIndex { index: index.into(), symbols: symbols.len(), at }.into());
+                }
             }
         }
-        Err(DecodeError::Avro(format!("varint longer than 10 bytes ending at byte {}", self.pos)))
-    }
-
-    fn int(&mut self) -> Result<i64, DecodeError> {
-        let v = self.long()?;
-        i32::try_from(v).map(i64::from).map_err(|_| DecodeError::Avro(format!("int {v} out of 32-bit range")))
-    }
-
-    fn take(&mut self, len: usize) -> Result<Range<usize>, DecodeError> {
-        let end = self.pos.checked_add(len).filter(|&e| e <= self.body.len()).ok_or_else(|| self.truncated())?;
-        let range = self.pos..end;
-        self.pos = end;
-        Ok(range)
-    }
-
-    fn length_prefixed(&mut self) -> Result<Range<usize>, DecodeError> {
-        let len = self.long()?;
-        let len = usize::try_from(len).map_err(|_| DecodeError::Avro(format!("negative length {len}")))?;
-        self.take(len)
-    }
-
-    fn value(&mut self, kind: &Kind, field: usize) -> Result<Raw, DecodeError> {
-        Ok(match kind {
-            Kind::Boolean => {
-                let r = self.take(1)?;
-                match self.body[r.start] {
-                    0 => Raw::Bool(false),
-                    1 => Raw::Bool(true),
-                    b => return Err(DecodeError::Avro(format!("boolean byte {b:#04x}"))),
-                }
-            }
-            Kind::Int => Raw::Int(self.int()?),
-            Kind::Long => Raw::Int(self.long()?),
-            Kind::IntMillis => Raw::Int(self.int()? * 1000),
-            Kind::LongMillis => Raw::Int(self.long()?.saturating_mul(1000)),
-            Kind::Float => {
-                let r = self.take(4)?;
-                Raw::Float(f32::from_le_bytes(self.body[r].try_into().expect("4 bytes")) as f64)
-            }
-            Kind::Double => {
-                let r = self.take(8)?;
-                Raw::Float(f64::from_le_bytes(self.body[r].try_into().expect("8 bytes")))
-            }
-            Kind::String => {
-                let r = self.length_prefixed()?;
-                if let Err(e) = std::str::from_utf8(&self.body[r.clone()]) {
-                    return Err(DecodeError::Avro(format!("string is not utf-8: {e}")));
-                }
-                Raw::Str(r)
-            }
-            Kind::Bytes => Raw::Bytes(self.length_prefixed()?),
-            Kind::Fixed(size) => Raw::Bytes(self.take(*size)?),
-            Kind::Enum(symbols) => {
-                let index = self.int()?;
-                match usize::try_from(index).ok().filter(|&i| i < symbols.len()) {
-                    Some(index) => Raw::Symbol { field, index },
-                    None => return Err(DecodeError::Avro(format!("enum index {index} of {} symbols", symbols.len()))),
-                }
-            }
-            Kind::Decimal { fixed } => {
-                let r = match fixed {
-                    Some(size) => self.take(*size)?,
-                    None => self.length_prefixed()?,
-                };
-                let unscaled = i128_from_be(&self.body[r])
-                    .ok_or_else(|| DecodeError::Avro("decimal wider than 128 bits".into()))?;
-                Raw::Decimal(unscaled)
-            }
-        })
-    }
+        Kind::Decimal { fixed } => {
+            let r = match fixed {
+                Some(size) => wire.take(*size as u64, "fixed")?,
+                None => wire.length_prefixed("bytes")?,
+            };
+            let len = r.len();
+            Raw::Decimal(i128_from_be(&body[r]).ok_or(DatumError::DecimalWidth { len })?)
+        }
+    })
 }
 
 /// Big-endian two's complement bytes to i128 (sign-extended).
@@ -341,7 +318,7 @@ mod tests {
         let body = encode(&schema, None);
         let mut out = Vec::new();
         for cut in 0..body.len() {
-            assert!(matches!(plan.read(&body[..cut], &mut out), Err(DecodeError::Avro(_))), "cut at {cut}");
+            assert!(matches!(plan.read(&body[..cut], &mut out), Err(DecodeError::Datum { .. })), "cut at {cut}");
         }
         let mut padded = body.clone();
         padded.push(0);
@@ -352,6 +329,11 @@ mod tests {
         assert!(plan.read(&bad, &mut out).unwrap_err().to_string().contains("utf-8"));
         // A varint that never ends.
         assert!(plan.read(&[0xFF; 12], &mut out).unwrap_err().to_string().contains("varint"));
+        // A string claiming more bytes than are left names the field, the length and what is left.
+        assert_eq!(
+            plan.read(&[0x80, 0x80, 0x80, 0x80, 0x04], &mut out).unwrap_err().to_string(),
+            "avro: s: string of 536870912 bytes at byte 5, only 0 left"
+        );
     }
 
     #[test]
