@@ -18,7 +18,7 @@ help:
 	@echo "make services-up    start Kafka (127.0.0.1:19092) and a schema registry (:18081); REST=1 adds S3Proxy and a REST catalog (services-down stops them)"
 	@echo "make build          the k2-ingest binary and the validator components"
 	@echo "make bench          validator throughput (wasm vs native) and end-to-end ingest vs a bare consumer"
-	@echo "make fuzz           the decode property tests on hostile bodies, FUZZ_CASES per property (default 200000); prints cases and time"
+	@echo "make fuzz           the decode and verdict-check property tests on hostile input, FUZZ_CASES per property (default 200000)"
 
 ## The wasm target for validator components (rustup is the only way to get a Rust target).
 toolchain:
@@ -49,11 +49,13 @@ test-rust: guest
 test-e2e: build services-up-rest venv
 	K2_BIN=$(abspath $(BIN)) $(PY) -m pytest tests -v -rs
 
-## Both decode paths on hostile bodies (host/src/decode/fuzz.rs): `make test` runs each property a
-## few thousand times; this runs them FUZZ_CASES times each and prints each one's case count and time.
+## Both decode paths on hostile bodies (host/src/decode/fuzz.rs) and the check of a guest's verdict
+## (guest/instance.rs): `make test` runs each property a few hundred to a few thousand times; this
+## runs them FUZZ_CASES times each and prints each one's case count and time.
 FUZZ_CASES ?= 200000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p k2-ingest --lib decode::fuzz -- --nocapture
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p k2-ingest --lib guest::instance::tests::the_verdict_check -- --nocapture
 
 ## Speed targets live here, never in timed tests; release build, figures on stdout.
 ## BENCH_RECORDS / BENCH_ROUNDS size the end-to-end run (default 2,000,000 records, 1 round).

@@ -588,6 +588,63 @@ fn check_verdict(v: RawVerdict, len: usize) -> std::result::Result<Verdict, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Rejections as (index, code), events as index, against a batch of `len`.
+    fn raw(rejected: &[(u32, &str)], events: &[u32]) -> RawVerdict {
+        let rejected = rejected
+            .iter()
+            .map(|&(index, code)| RawRejection { index, code: Text(code.into()), message: Text("m".into()) })
+            .collect();
+        let events = events
+            .iter()
+            .map(|&index| RawEvent {
+                index,
+                kind: wit::EventKind::Gap,
+                key: Text("XNAS:AAPL".into()),
+                expected: 2,
+                received: 4,
+                missing: 2,
+            })
+            .collect();
+        RawVerdict { rejected: Listed(rejected), events: Listed(events) }
+    }
+
+    /// What the check must conclude, written as plainly as possible.
+    fn acceptable(len: usize, rejected: &[(u32, &str)], events: &[u32]) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        rejected.len() <= len
+            && events.len() <= len
+            && rejected.iter().all(|&(i, code)| (i as usize) < len && seen.insert(i) && !HOST_CODES.contains(&code))
+            && events.iter().all(|&i| (i as usize) < len)
+    }
+
+    proptest! {
+        // The check is the last line between a guest and the pipeline: it must never panic,
+        // accept exactly what the plain model accepts, and hand on sorted, in-range indices.
+        #[test]
+        fn the_verdict_check_accepts_exactly_the_well_formed_verdicts(
+            len in 0usize..12,
+            rejected in proptest::collection::vec(
+                (0u32..16, prop::sample::select(vec!["bad-price", "x", "undecodable", "sequence-duplicate", "validator-failed"])),
+                0..14,
+            ),
+            events in proptest::collection::vec(prop_oneof![0u32..16, Just(u32::MAX)], 0..14),
+        ) {
+            let expected = acceptable(len, &rejected, &events);
+            match check_verdict(raw(&rejected, &events), len) {
+                Ok(v) => {
+                    prop_assert!(expected, "accepted a malformed verdict: {rejected:?} {events:?} for {len}");
+                    prop_assert!(v.rejected.windows(2).all(|w| w[0].index < w[1].index));
+                    prop_assert!(v.rejected.iter().all(|r| r.index < len));
+                    prop_assert!(v.events.iter().all(|e| e.index < len));
+                    prop_assert_eq!(v.rejected.len(), rejected.len());
+                    prop_assert_eq!(v.events.len(), events.len());
+                }
+                Err(message) => prop_assert!(!expected, "refused a well-formed verdict: {message}"),
+            }
+        }
+    }
 
     fn limits(bytes: usize) -> SandboxLimits {
         SandboxLimits { bytes, used: 0, hit: false }
