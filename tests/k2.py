@@ -195,8 +195,11 @@ secret_access_key = "{S3_SECRET}"
                 msg = consumer.poll(10)
                 assert msg is not None, f"{topic}: {left} messages below the watermark did not arrive"
                 assert msg.error() is None, msg.error()
+                # `headers` keeps the last value of each name; `header_list` every header as sent,
+                # in order, values as bytes (a name may repeat).
                 out.append({"partition": msg.partition(), "offset": msg.offset(), "key": msg.key(),
-                            "value": msg.value(), "headers": {k: v.decode() for k, v in (msg.headers() or [])}})
+                            "value": msg.value(), "headers": {k: v.decode() for k, v in (msg.headers() or [])},
+                            "header_list": list(msg.headers() or [])})
                 left -= 1
             return out
         finally:
