@@ -89,8 +89,8 @@ class Case:
     headers: list = dataclasses.field(default_factory=list)
 
 
-TRUNCATED = r"truncat|end of|eof|unexpected end|fill|short"
-LENGTH = r"length|truncat|end of|eof|exceed|too (large|long|big)|alloc|size"
+TRUNCATED = r"truncat|end of|eof|unexpected end|fill|short|input ends inside|only \d+ (bytes )?left"
+LENGTH = r"length|truncat|end of|eof|exceed|too (large|long|big)|alloc|size|only \d+ (bytes )?left"
 UTF8 = r"utf-?8"
 UNION = r"union|branch"
 ENUM = r"enum|symbol"

@@ -303,16 +303,57 @@ fn scalar_cell(value: Value, column: &Column) -> std::result::Result<Cell, Strin
         }
         other => return Err(format!("avro value {other:?} does not fit the column's type")),
     })
+    .and_then(|cell| match cell {
+        Cell::Int(v) => in_calendar(v, column).map(|()| cell),
+        cell => Ok(cell),
+    })
+}
+
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z in microseconds, and those days since
+/// the epoch: the years every engine reading the table (Spark, Trino, DuckDB, Python's
+/// datetime) can represent. A timestamp outside them is a corrupt or hostile record, and is
+/// refused rather than stored as an instant no reader can show.
+const MIN_MICROS: i64 = -62_135_596_800_000_000;
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+const MIN_DAY: i64 = -719_162;
+const MAX_DAY: i64 = 2_932_896;
+/// A time of day, in microseconds since midnight.
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Whether `v` is a date, time or timestamp every reader can represent, for those columns.
+fn in_calendar(v: i64, column: &Column) -> std::result::Result<(), String> {
+    match column {
+        Column::Timestamp(_) => timestamp_in_calendar(v),
+        Column::Date(_) if !(MIN_DAY..=MAX_DAY).contains(&v) => {
+            Err(format!("date {v} (days since 1970) is outside the years 0001 to 9999"))
+        }
+        Column::Time(_) if !(0..DAY_MICROS).contains(&v) => {
+            Err(format!("time of day {v} µs is outside 00:00 to 24:00"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn timestamp_in_calendar(micros: i64) -> std::result::Result<(), String> {
+    if (MIN_MICROS..=MAX_MICROS).contains(&micros) {
+        Ok(())
+    } else {
+        Err(format!("timestamp {micros} µs is outside the years 0001 to 9999"))
+    }
 }
 
 /// The cell of a Kafka metadata column (a source other than a field). A producer sets the
-/// record timestamp, so it is refused past the microsecond range like a field's, not clamped.
+/// record timestamp, so it is refused outside the calendar like a field's, not clamped.
 fn meta_cell(source: Source, meta: KafkaMeta) -> std::result::Result<Cell, String> {
     Ok(match source {
         Source::Partition => Cell::Int(meta.partition as i64),
         Source::Offset => Cell::Int(meta.offset),
         Source::Timestamp => match meta.timestamp_ms {
-            Some(ms) => Cell::Int(millis_to_micros(ms)?),
+            Some(ms) => {
+                let micros = millis_to_micros(ms)?;
+                timestamp_in_calendar(micros)?;
+                Cell::Int(micros)
+            }
             None => Cell::Null,
         },
         Source::Field(_) => Cell::Null,
@@ -334,8 +375,9 @@ fn fits(raw: &Raw, column: &Column) -> std::result::Result<(), String> {
     let ok = match (raw, column) {
         (Raw::Null, _) => true,
         (Raw::Bool(_), Column::Bool(_)) => true,
-        (Raw::Int(v), Column::Int32(_) | Column::Date(_)) => i32::try_from(*v).is_ok(),
-        (Raw::Int(_), Column::Int64(_) | Column::Time(_) | Column::Timestamp(_)) => true,
+        (Raw::Int(v), Column::Date(_) | Column::Time(_) | Column::Timestamp(_)) => return in_calendar(*v, column),
+        (Raw::Int(v), Column::Int32(_)) => i32::try_from(*v).is_ok(),
+        (Raw::Int(_), Column::Int64(_)) => true,
         (Raw::Float(_), Column::Float32(_) | Column::Float64(_)) => true,
         (Raw::Str(_) | Raw::Symbol { .. }, Column::Utf8(_)) => true,
         (Raw::Bytes(_), Column::Binary(_)) => true,
@@ -517,6 +559,36 @@ impl Column {
 /// The offsets of the rows so far, leaving the column empty (arrow's builder finishes by value).
 fn take_offsets(offsets: &mut OffsetBufferBuilder<i32>) -> arrow_buffer::OffsetBuffer<i32> {
     std::mem::replace(offsets, OffsetBufferBuilder::new(0)).finish()
+}
+
+#[cfg(test)]
+mod calendar_tests {
+    use super::*;
+
+    #[test]
+    fn dates_times_and_timestamps_outside_what_readers_show_are_refused() {
+        let ts = Column::Timestamp(TimestampMicrosecondBuilder::new());
+        assert!(in_calendar(MIN_MICROS, &ts).is_ok() && in_calendar(MAX_MICROS, &ts).is_ok());
+        assert!(in_calendar(0, &ts).is_ok());
+        for v in [MIN_MICROS - 1, MAX_MICROS + 1, i64::MIN, i64::MAX] {
+            let err = in_calendar(v, &ts).unwrap_err();
+            assert_eq!(err, format!("timestamp {v} µs is outside the years 0001 to 9999"));
+        }
+        let date = Column::Date(Date32Builder::new());
+        assert!(in_calendar(MIN_DAY, &date).is_ok() && in_calendar(MAX_DAY, &date).is_ok());
+        assert!(in_calendar(MAX_DAY + 1, &date).is_err() && in_calendar(i32::MIN as i64, &date).is_err());
+        let time = Column::Time(Time64MicrosecondBuilder::new());
+        assert!(in_calendar(0, &time).is_ok() && in_calendar(DAY_MICROS - 1, &time).is_ok());
+        assert!(in_calendar(DAY_MICROS, &time).is_err() && in_calendar(-1, &time).is_err());
+        assert!(in_calendar(i64::MIN, &Column::Int64(Int64Builder::new())).is_ok(), "plain longs are not dates");
+    }
+
+    #[test]
+    fn a_kafka_timestamp_outside_the_calendar_is_refused() {
+        let meta = |ms| KafkaMeta { partition: 0, offset: 0, timestamp_ms: Some(ms) };
+        assert!(meta_cell(Source::Timestamp, meta(1_700_000_000_000)).is_ok());
+        assert!(meta_cell(Source::Timestamp, meta(MAX_MICROS / 1000 + 1)).is_err());
+    }
 }
 
 #[cfg(test)]
