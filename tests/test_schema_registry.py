@@ -238,14 +238,16 @@ def test_another_instance_evolving_the_shared_table_does_not_stop_this_one(k2):
     v1_id, v3_id = register(subject, V1), register(subject, V3)
     for topic in (old, new):
         create_topic(k2, topic)
-    config = k2.config_with_topic("shared.toml", {"name": old, "table": "shared", "framing": "confluent"},
-                                  schema=V1, registry=REGISTRY)
+    # Both topics' writers register under one subject, so each topic names it.
+    config = k2.config_with_topic("shared.toml", {"name": old, "table": "shared", "framing": "confluent",
+                                                  "subject": subject}, schema=V1, registry=REGISTRY)
     schema_file = k2.workdir / "shared.avsc"
     config.write_text(config.read_text().replace("\n[registry]", f"""
 [[topics]]
 name = "{new}"
 table = "shared"
 framing = "confluent"
+subject = "{subject}"
 schema = "{schema_file}"
 
 [commit]
