@@ -113,3 +113,31 @@ def test_a_body_at_the_brokers_size_limit_is_dead_lettered_cut_with_its_size_and
     assert h["k2.body.original_bytes"] == str(len(body))
     assert h["k2.body.sha256"] == hashlib.sha256(body).hexdigest()
     assert 0 < len(letter["value"]) < len(body) and body.startswith(letter["value"])
+
+
+def test_a_letter_the_dead_letter_topic_refuses_as_too_large_is_sent_again_cut(k2):
+    """The dead-letter topic's own limit is below the producer's: the broker refuses the letter
+    (MessageSizeTooLarge), and it goes again with its body cut until it fits."""
+    import hashlib
+    import os
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": k2.bootstrap})
+    dlq = f"{k2.quotes}.dlq"
+    for topic, config in ((k2.quotes, {}), (dlq, {"max.message.bytes": "100000"})):
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1, config=config)])[topic].result(30)
+    body = os.urandom(300_000)  # incompressible: the broker counts compressed batches
+    producer = Producer({"bootstrap.servers": k2.bootstrap})
+    producer.produce(k2.quotes, value=body, key=b"big")
+    assert producer.flush(30) == 0
+
+    summary = k2.consume(k2.quotes)
+
+    assert summary["dead_lettered"] == 1, summary
+    [letter] = k2.read_topic(dlq)
+    h = letter["headers"]
+    assert h["k2.body.truncated"] == "true" and h["k2.body.original_bytes"] == str(len(body))
+    assert h["k2.body.sha256"] == hashlib.sha256(body).hexdigest()
+    assert 0 < len(letter["value"]) < 100_000 and body.startswith(letter["value"])
