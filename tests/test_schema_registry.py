@@ -151,6 +151,39 @@ def test_an_incompatible_version_stops_the_topic_naming_field_and_version(k2):
     assert committed_offset(k2, topic) is None
 
 
+def test_a_schema_id_of_another_subject_is_dead_lettered_unless_allowed(k2):
+    """A record framed with the id of a schema registered only under another subject is refused:
+    it goes to the dead letters naming the id, the subject holding it and the topic's subject.
+    `allow_other_subjects = true` accepts it. Apicurio gives one id to identical text under any
+    subject, so the other subject holds a different (compatible) schema of its own."""
+    topic = f"e2e.subject.{k2.run_id}"
+    own_id = register(f"{topic}-value", V1)
+    other_subject = f"e2e.other.{k2.run_id}-value"
+    other_id = register(other_subject, V2)
+    assert other_id != own_id
+    rows = [{"symbol": "A", "qty": 1, "price": 0.5, "side": "BUY"},
+            {"symbol": "B", "qty": 2, "price": 1.5, "side": "SELL"}]
+    create_topic(k2, topic)
+    bodies = [framed(own_id, V1, rows[0]), framed(other_id, V2, rows[1])]
+    produce(k2, topic, bodies)
+
+    config = config_for(k2, topic, V1)
+    summary = json.loads(k2.run("consume", "--config", str(config), "--topic", topic, "--output", "json").stdout)
+    assert (summary["written"], summary["dead_lettered"]) == (1, 1), summary
+    [letter] = k2.read_topic(f"{topic}.dlq")
+    assert letter["value"] == bodies[1]
+    reason = letter["headers"]["k2.reason.message"]
+    assert f"schema id {other_id}" in reason and other_subject in reason and f"{topic}-value" in reason, reason
+    assert [r["symbol"] for r in k2.table("evolving").scan().to_arrow().to_pylist()] == ["A"]
+
+    # Allowed: the same record is decoded (a fresh group and table read the topic from the start).
+    allowed = k2.config_with_topic("allowed.toml", {"name": topic, "table": "allowed", "framing": "confluent",
+                                                    "allow_other_subjects": True}, schema=V1, registry=REGISTRY)
+    proc = k2.run("consume", "--config", str(allowed), "--topic", topic, "--output", "json",
+                  env={"K2_KAFKA_GROUP_ID": f"{k2.group}-allowed"})
+    assert json.loads(proc.stdout)["written"] == 2, proc.stderr[-3000:]
+
+
 def committed_offset(k2, topic: str):
     """The consumer group's committed offset of partition 0, read with confluent-kafka."""
     from confluent_kafka import Consumer, TopicPartition
@@ -205,14 +238,16 @@ def test_another_instance_evolving_the_shared_table_does_not_stop_this_one(k2):
     v1_id, v3_id = register(subject, V1), register(subject, V3)
     for topic in (old, new):
         create_topic(k2, topic)
-    config = k2.config_with_topic("shared.toml", {"name": old, "table": "shared", "framing": "confluent"},
-                                  schema=V1, registry=REGISTRY)
+    # Both topics' writers register under one subject, so each topic names it.
+    config = k2.config_with_topic("shared.toml", {"name": old, "table": "shared", "framing": "confluent",
+                                                  "subject": subject}, schema=V1, registry=REGISTRY)
     schema_file = k2.workdir / "shared.avsc"
     config.write_text(config.read_text().replace("\n[registry]", f"""
 [[topics]]
 name = "{new}"
 table = "shared"
 framing = "confluent"
+subject = "{subject}"
 schema = "{schema_file}"
 
 [commit]

@@ -216,9 +216,16 @@ pub struct TopicConfig {
     #[serde(default)]
     pub schema: Option<PathBuf>,
     /// Registry subject whose latest version is the table's starting schema when `schema` is
-    /// not set. Default `<name>-value` (Confluent's topic name strategy).
+    /// not set, and that every schema id fetched from the registry must be registered under.
+    /// Default `<name>-value` (Confluent's topic name strategy).
     #[serde(default)]
     pub subject: Option<String>,
+    /// Accept schema ids the registry holds under subjects other than `subject` (record name
+    /// strategies, or one subject shared by several topics). Default `false`: a record whose
+    /// id no version of `subject` holds was written for another topic, and is undecodable.
+    /// Ids in `schema_ids` are used as configured either way.
+    #[serde(default)]
+    pub allow_other_subjects: bool,
     /// How message bodies are framed: `plain` (bare Avro datum) or `confluent`
     /// (`0x00`, 4-byte big-endian schema id, datum). Default `plain`.
     #[serde(default)]
@@ -744,6 +751,9 @@ mod tests {
             + "[registry]\nurl = \"http://r:8081\"\nusername = \"k\"\npassword = \"secret\"\n";
         let c = parse(&text).unwrap();
         assert_eq!(c.topics[0].subject(), "market.trades.raw-value");
+        assert!(!c.topics[0].allow_other_subjects, "ids of other subjects are refused by default");
+        let allowing = text.replace("framing = \"confluent\"", "framing = \"confluent\"\nallow_other_subjects = true");
+        assert!(parse(&allowing).unwrap().topics[0].allow_other_subjects);
         let without = text.replace("schema = \"s.avsc\"\n", "");
         assert!(parse(&without).unwrap().topics[0].schema.is_none(), "a registry topic needs no schema file");
         let msg = parse(&MINIMAL.replace("schema = \"schemas/trade.avsc\"\n", "")).unwrap_err().to_string();

@@ -246,6 +246,7 @@ mod tests {
             table: None,
             schema: Some(schema),
             subject: None,
+            allow_other_subjects: false,
             framing,
             schema_ids: ids.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
             validator: None,

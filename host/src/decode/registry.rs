@@ -31,6 +31,13 @@ pub enum RegistryError {
     /// the record that names it is bad.
     #[error("schema registry {url}: schema id {id}: {message}")]
     Unusable { url: String, id: u32, message: String },
+    /// The id is registered, but under no version of the topic's subject: a producer of another
+    /// topic (or a forged frame) wrote it, so the record is bad.
+    #[error(
+        "schema registry {url}: schema id {id} is held by {held}, not by the topic's subject {subject}; \
+         set topics[].allow_other_subjects = true to accept ids of other subjects"
+    )]
+    OtherSubject { url: String, id: u32, subject: String, held: String },
     /// No answer, or one that is not about the schema (auth, server error): an operator must
     /// act, and no record may be set aside for it.
     #[error("schema registry {url}: {context}: {message}")]
@@ -73,6 +80,14 @@ enum Auth {
     Bearer(String),
 }
 
+/// A schema fetched by id, and whether the topic's subject holds it (always, when any
+/// subject may).
+#[derive(Clone)]
+struct Cached {
+    schema: Arc<RegisteredSchema>,
+    subject_holds: bool,
+}
+
 /// The registry connection and the schemas fetched through it.
 pub struct SchemaRegistry {
     http: reqwest::Client,
@@ -80,7 +95,9 @@ pub struct SchemaRegistry {
     /// The base URL as errors show it: without credentials, which a URL may carry.
     shown: String,
     auth: Auth,
-    cache: moka::future::Cache<u32, Arc<RegisteredSchema>>,
+    /// The subject an id must be registered under to be used; `None` takes any subject's.
+    required_subject: Option<String>,
+    cache: moka::future::Cache<u32, Cached>,
 }
 
 impl SchemaRegistry {
@@ -101,14 +118,45 @@ impl SchemaRegistry {
             (None, None) => Auth::None,
         };
         let cache = moka::future::Cache::new(config.cache_schemas);
-        Ok(Self { http, base, shown, auth, cache })
+        Ok(Self { http, base, shown, auth, required_subject: None, cache })
     }
 
-    /// The schema registered under `id`, from the cache or the registry.
+    /// Uses only ids registered under some version of `subject` (the topic's): an id of another
+    /// subject is refused as [`RegistryError::OtherSubject`].
+    pub fn requiring_subject(mut self, subject: String) -> Self {
+        self.required_subject = Some(subject);
+        self
+    }
+
+    /// The schema registered under `id`, from the cache or the registry, if the required
+    /// subject (when there is one) holds it.
     pub async fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
-        if let Some(hit) = self.cache.get(&id).await {
-            return Ok(hit);
+        let schema = match self.cache.get(&id).await {
+            Some(hit) if hit.subject_holds => return Ok(hit.schema),
+            // Asked again when not held: the producer may register the schema under the topic's
+            // subject after the fact (the decoder asks again only once its hold on the id ends).
+            Some(hit) => hit.schema,
+            None => self.fetch(id).await?,
+        };
+        let Some(subject) = self.required_subject.clone() else {
+            self.cache.insert(id, Cached { schema: schema.clone(), subject_holds: true }).await;
+            return Ok(schema);
+        };
+        let versions = self.subject_versions(id).await?;
+        let subject_holds = versions.iter().any(|v| v.subject == subject);
+        self.cache.insert(id, Cached { schema: schema.clone(), subject_holds }).await;
+        if subject_holds {
+            return Ok(schema);
         }
+        let held = match versions.as_slice() {
+            [] => "no subject".to_string(),
+            vs => vs.iter().map(|v| format!("{} version {}", v.subject, v.version)).collect::<Vec<_>>().join(", "),
+        };
+        Err(RegistryError::OtherSubject { url: self.shown.clone(), id, subject, held })
+    }
+
+    /// Fetches the schema of `id` from the registry.
+    async fn fetch(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
         let path = format!("/schemas/ids/{id}");
         let context = format!("fetching schema id {id}");
         let mut body = self.get(&path, &context).await?;
@@ -121,9 +169,7 @@ impl SchemaRegistry {
             return Err(RegistryError::NotFound { url: self.shown.clone(), id });
         };
         let schema = self.schema_in(&self.answer(&body, &context)?, id)?;
-        let registered = Arc::new(RegisteredSchema { id, schema });
-        self.cache.insert(id, registered.clone()).await;
-        Ok(registered)
+        Ok(Arc::new(RegisteredSchema { id, schema }))
     }
 
     /// The latest version of `subject`: its schema id, version number and schema.
@@ -139,8 +185,10 @@ impl SchemaRegistry {
         let answer = self.answer(&body, &context)?;
         let id = answer.id.ok_or_else(missing)?;
         let schema = self.schema_in(&answer, id)?;
+        // The latest version of `subject` is held by it, whichever subject is required: only
+        // the topic's own subject is ever asked for.
         let registered = Arc::new(RegisteredSchema { id, schema: schema.clone() });
-        self.cache.insert(id, registered).await;
+        self.cache.insert(id, Cached { schema: registered, subject_holds: true }).await;
         Ok((id, answer.version.unwrap_or_default(), schema))
     }
 
@@ -183,11 +231,21 @@ impl SchemaRegistry {
     /// The subject versions that hold `id`, for messages an operator reads; empty when the
     /// registry cannot say.
     pub async fn versions_of(&self, id: u32) -> Vec<SubjectVersion> {
-        let path = format!("/schemas/ids/{id}/versions");
-        match self.get(&path, "").await {
-            Ok(Some(body)) => serde_json::from_str(&body).unwrap_or_default(),
-            _ => Vec::new(),
-        }
+        self.subject_versions(id).await.unwrap_or_default()
+    }
+
+    /// The subject versions that hold `id` (`GET /schemas/ids/{id}/versions`); none when the
+    /// registry says it has no such id. An answer that cannot be read is the registry's fault.
+    async fn subject_versions(&self, id: u32) -> Result<Vec<SubjectVersion>, RegistryError> {
+        let context = format!("listing the subject versions of schema id {id}");
+        let Some(body) = self.get(&format!("/schemas/ids/{id}/versions"), &context).await? else {
+            return Ok(Vec::new());
+        };
+        serde_json::from_str(&body).map_err(|e| RegistryError::Unavailable {
+            url: self.shown.clone(),
+            context,
+            message: format!("not a list of subject versions ({e}): {}", body.chars().take(200).collect::<String>()),
+        })
     }
 
     /// GETs `path` below the base URL: the body on 200, `None` on 404, an error otherwise.
@@ -340,6 +398,34 @@ mod tests {
         // A schema k2-ingest cannot use yet stops the topic, as the README says: no record is its fault.
         let fixed_uuid = registry.schema(6).await.unwrap_err();
         assert!(!fixed_uuid.is_bad_record() && fixed_uuid.to_string().contains("uuid on fixed(16)"), "{fixed_uuid}");
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_id_no_version_of_the_topics_subject_holds_is_the_records_fault() {
+        let (url, server) = serve(vec![
+            (200, SCHEMA),
+            (200, r#"[{"subject":"other-value","version":1}]"#),
+            // Asked again later: the producer has since registered it under the topic's subject.
+            (200, r#"[{"subject":"other-value","version":1},{"subject":"t-value","version":3}]"#),
+            (200, SCHEMA),
+            (404, r#"{"error_code":40403,"message":"Schema not found"}"#),
+        ]);
+        let registry =
+            SchemaRegistry::new(&config(&url, None, None, None)).unwrap().requiring_subject("t-value".into());
+        let other = registry.schema(7).await.unwrap_err();
+        assert!(other.is_bad_record(), "{other}");
+        assert!(
+            other.to_string().contains(
+                "schema id 7 is held by other-value version 1, not by the topic's subject t-value; \
+                 set topics[].allow_other_subjects = true"
+            ),
+            "{other}"
+        );
+        assert_eq!(registry.schema(7).await.unwrap().id, 7, "held now: the subjects are asked again");
+        assert_eq!(registry.schema(7).await.unwrap().id, 7, "the decision is cached with the schema");
+        let none = registry.schema(8).await.unwrap_err();
+        assert!(none.to_string().contains("schema id 8 is held by no subject, not by"), "{none}");
         server.join().unwrap();
     }
 

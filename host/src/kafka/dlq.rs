@@ -1,12 +1,19 @@
 //! The dead-letter topic: bad records with their original key, value and headers, plus why and where from.
 
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::Message;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use sha2::{Digest, Sha256};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::guest::ModuleInfo;
+use crate::kafka::letter_size::{
+    BodyFit, HEADER_BODY_ORIGINAL_BYTES, HEADER_BODY_SHA256, HEADER_BODY_TRUNCATED, below_refused, fit_body,
+    headers_size, message_max_bytes,
+};
 use crate::kafka::producer::{ensure_topic, producer};
 
 /// Header names k2-ingest adds to every dead letter (the original headers are kept too,
@@ -47,6 +54,15 @@ pub struct DeadLetters {
     topic: String,
     validator: Option<ModuleInfo>,
     in_flight: Vec<DeliveryFuture>,
+    /// The largest letter sent whole: the producer's `message.max.bytes`, lowered when the
+    /// broker refuses a letter under it. A bigger letter goes with its body cut.
+    max_bytes: usize,
+}
+
+/// The whole body of a letter whose body is cut: its size and SHA-256 (hex).
+struct WholeBody {
+    bytes: u64,
+    sha256: String,
 }
 
 impl DeadLetters {
@@ -59,6 +75,7 @@ impl DeadLetters {
             topic: topic.to_string(),
             validator,
             in_flight: Vec::new(),
+            max_bytes: message_max_bytes(kafka),
         })
     }
 
@@ -69,57 +86,143 @@ impl DeadLetters {
     /// Queues one dead letter; [`DeadLetters::flush`] waits for it.
     pub async fn send(&mut self, letter: DeadLetter<'_>) -> Result<()> {
         let headers = letter_headers(&letter, &self.source, self.validator.as_ref());
+        self.produce(headers, letter.key, letter.payload, letter.timestamp_ms, None).await
+    }
+
+    /// Queues one letter with its final headers, its body cut to fit the size limit if need be
+    /// (`whole` says what it was cut from, when it is already a cut body sent again).
+    async fn produce(
+        &mut self,
+        headers: OwnedHeaders,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        timestamp_ms: Option<i64>,
+        mut whole: Option<WholeBody>,
+    ) -> Result<()> {
         let topic = self.topic.clone();
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
-        if let Some(k) = letter.key {
-            record = record.key(k);
-        }
-        if let Some(p) = letter.payload {
-            record = record.payload(p);
-        }
-        if let Some(ts) = letter.timestamp_ms {
-            record = record.timestamp(ts);
-        }
+        let body = payload.unwrap_or_default();
+        let key_len = key.map_or(0, <[u8]>::len);
+        let headers_len = headers_size(headers.iter().map(|h| (h.key, h.value)));
         loop {
+            let (mut sent_headers, mut sent_body) = (headers.clone(), payload);
+            let fit = fit_body(self.max_bytes, key_len, headers_len, body.len());
+            if let BodyFit::Truncated { keep } = fit {
+                sent_body = Some(&body[..keep]);
+            }
+            if fit != BodyFit::Whole || whole.is_some() {
+                let whole = whole.get_or_insert_with(|| WholeBody {
+                    bytes: body.len() as u64,
+                    sha256: hex::encode(Sha256::digest(body)),
+                });
+                let bytes = whole.bytes.to_string();
+                for (name, value) in [
+                    (HEADER_BODY_TRUNCATED, "true"),
+                    (HEADER_BODY_ORIGINAL_BYTES, bytes.as_str()),
+                    (HEADER_BODY_SHA256, whole.sha256.as_str()),
+                ] {
+                    sent_headers = sent_headers.insert(Header { key: name, value: Some(value) });
+                }
+            }
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(sent_headers);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            if let Some(p) = sent_body {
+                record = record.payload(p);
+            }
+            if let Some(ts) = timestamp_ms {
+                record = record.timestamp(ts);
+            }
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     self.in_flight.push(delivery);
                     return Ok(());
                 }
-                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     // The local queue is full: wait for what is in flight, then retry.
-                    record = r;
-                    self.flush().await?;
+                    Box::pin(self.flush()).await?;
+                }
+                // The producer counts the letter bigger than estimated: cut further.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
+                    if sent_body.is_some_and(|b| !b.is_empty()) =>
+                {
+                    let sent = key_len + headers_len + sent_body.map_or(0, <[u8]>::len);
+                    self.max_bytes = below_refused(self.max_bytes, sent);
                 }
                 Err((source, _)) => {
-                    return Err(Error::Kafka { context: format!("sending a dead letter to {}", self.topic), source });
+                    return Err(Error::Kafka {
+                        context: format!(
+                            "sending a dead letter of {} bytes (key {key_len}, headers {headers_len}) to {}",
+                            key_len + headers_len + sent_body.map_or(0, <[u8]>::len),
+                            self.topic
+                        ),
+                        source,
+                    });
                 }
             }
         }
+    }
+
+    /// Sends again, with a shorter body, a letter the broker refused as too large: the
+    /// dead-letter topic's limit is below the producer's.
+    async fn resend_smaller(&mut self, refused: OwnedMessage) -> Result<()> {
+        let body = refused.payload().unwrap_or_default();
+        let (mut headers, mut whole_bytes, mut whole_sha256) = (OwnedHeaders::new(), None, None);
+        if let Some(sent) = refused.headers() {
+            for h in sent.iter() {
+                let value = h.value.map(String::from_utf8_lossy);
+                match h.key {
+                    HEADER_BODY_ORIGINAL_BYTES => whole_bytes = value.and_then(|v| v.parse().ok()),
+                    HEADER_BODY_SHA256 => whole_sha256 = value.map(|v| v.into_owned()),
+                    HEADER_BODY_TRUNCATED => {}
+                    _ => headers = headers.insert(Header { key: h.key, value: h.value }),
+                }
+            }
+        }
+        let whole = match (whole_bytes, whole_sha256) {
+            (Some(bytes), Some(sha256)) => Some(WholeBody { bytes, sha256 }),
+            _ => None,
+        };
+        let sent =
+            refused.key().map_or(0, <[u8]>::len) + body.len() + headers_size(headers.iter().map(|h| (h.key, h.value)));
+        self.max_bytes = below_refused(self.max_bytes, sent);
+        let timestamp = refused.timestamp().to_millis();
+        self.produce(headers, refused.key(), refused.payload(), timestamp, whole).await
     }
 
     /// Waits until every queued dead letter is acknowledged by the broker; an error means
     /// some may not be, and the source offsets must not be committed past them.
     pub async fn flush(&mut self) -> Result<u64> {
         let n = self.in_flight.len() as u64;
-        for delivery in self.in_flight.drain(..) {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((source, _))) => {
-                    return Err(Error::Kafka {
-                        context: format!("delivering a dead letter to {}", self.topic),
-                        source,
-                    });
-                }
-                Err(_cancelled) => {
-                    return Err(Error::Topic {
-                        topic: self.topic.clone(),
-                        message: "the producer dropped a dead letter before delivering it".into(),
-                    });
-                }
+        // Letters sent again smaller join `in_flight` and are waited for in the next round.
+        while !self.in_flight.is_empty() {
+            for delivery in std::mem::take(&mut self.in_flight) {
+                self.delivered(delivery).await?;
             }
         }
         Ok(n)
+    }
+
+    /// Waits for one letter's acknowledgement; one the broker refuses as too large goes again
+    /// with its body cut.
+    async fn delivered(&mut self, delivery: DeliveryFuture) -> Result<()> {
+        match delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), refused)))
+                if refused.payload().is_some_and(|b| !b.is_empty()) =>
+            {
+                tracing::warn!(topic = %self.topic, bytes = refused.payload().map_or(0, <[u8]>::len),
+                    "the broker refused a dead letter as too large; sending it again with its body cut");
+                self.resend_smaller(refused).await
+            }
+            Ok(Err((source, _))) => {
+                Err(Error::Kafka { context: format!("delivering a dead letter to {}", self.topic), source })
+            }
+            Err(_cancelled) => Err(Error::Topic {
+                topic: self.topic.clone(),
+                message: "the producer dropped a dead letter before delivering it".into(),
+            }),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod consumer;
 pub mod dlq;
 pub mod group;
+pub mod letter_size;
 pub mod producer;
 
 use rdkafka::ClientConfig;

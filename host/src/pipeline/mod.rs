@@ -139,10 +139,14 @@ impl<'a> Pipeline<'a> {
     pub async fn open(config: &'a Config, topic_name: &str) -> Result<Self> {
         let topic = config.topic(topic_name)?;
         let registry = match (&config.registry, topic.framing) {
-            (Some(r), crate::config::Framing::Confluent) => Some(
-                SchemaRegistry::new(r)
-                    .map_err(|e| Error::Topic { topic: topic.name.clone(), message: e.to_string() })?,
-            ),
+            (Some(r), crate::config::Framing::Confluent) => {
+                let registry = SchemaRegistry::new(r)
+                    .map_err(|e| Error::Topic { topic: topic.name.clone(), message: e.to_string() })?;
+                Some(match topic.allow_other_subjects {
+                    true => registry,
+                    false => registry.requiring_subject(topic.subject()),
+                })
+            }
             _ => None,
         };
         // The table's starting schema: the topic's file, or its subject's latest version.
