@@ -213,6 +213,11 @@ fn value(wire: &mut Wire, kind: &Kind, field: usize) -> Result<Raw, FieldError> 
                 Some(size) => wire.take(*size as u64, "fixed")?,
                 None => wire.length_prefixed("bytes")?,
             };
+            // apache-avro (and Java's BigInteger) refuse an empty unscaled value; so does this
+            // reader, rather than read it as 0, so both paths store the same rows.
+            if r.is_empty() {
+                return Err(DatumError::EmptyDecimal { at: r.start }.into());
+            }
             let len = r.len();
             Raw::Decimal(i128_from_be(&body[r]).ok_or(DatumError::DecimalWidth { len })?)
         }
@@ -327,6 +332,10 @@ mod tests {
         let mut bad = body.clone();
         bad[1] = 0xFF;
         assert!(plan.read(&bad, &mut out).unwrap_err().to_string().contains("utf-8"));
+        // An empty bytes decimal (`p` after s, n, i, b, f, d and side), which apache-avro refuses too.
+        let mut empty = body[..30].to_vec();
+        empty.push(0x00);
+        assert!(plan.read(&empty, &mut out).unwrap_err().to_string().starts_with("avro: p: decimal of 0 bytes"));
         // A varint that never ends.
         assert!(plan.read(&[0xFF; 12], &mut out).unwrap_err().to_string().contains("varint"));
         // A string claiming more bytes than are left names the field, the length and what is left.

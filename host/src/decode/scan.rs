@@ -371,7 +371,9 @@ impl Scan<'_, '_> {
                 None
             };
             let left = self.wire.left();
-            if min_item == 0 {
+            // How many items the bytes left can hold; none when the items take no bytes.
+            let room = left.checked_div(min_item);
+            if room.is_none() {
                 // Zero-byte items: nothing to read, nothing to check them against but a cap.
                 let total = usize::try_from(declared).ok().and_then(|d| d.checked_add(self.empty_items));
                 match total.filter(|&t| t <= MAX_EMPTY_ITEMS) {
@@ -380,7 +382,7 @@ impl Scan<'_, '_> {
                 }
                 index += declared;
             } else {
-                if declared > (left / min_item) as u64 {
+                if declared > room.unwrap_or(0) as u64 {
                     return Err(DatumError::Block { what, declared, left, min_item, at }.into());
                 }
                 let start = self.wire.pos();

@@ -40,6 +40,8 @@ pub enum DatumError {
     TooDeep { max: usize, at: usize },
     #[error("decimal of {len} bytes is wider than 128 bits")]
     DecimalWidth { len: usize },
+    #[error("decimal of 0 bytes at byte {at}: an unscaled value takes at least one")]
+    EmptyDecimal { at: usize },
     #[error("the schema names type `{name}` without defining it")]
     UnknownType { name: String },
 }
