@@ -307,6 +307,7 @@ fn decoder(dir: &Path, name: &str, text: &str) -> (TopicDecoder, ColumnsBuilder)
         table: None,
         schema: Some(path.clone()),
         subject: None,
+        allow_other_subjects: false,
         framing: crate::config::Framing::Plain,
         schema_ids: Default::default(),
         validator: None,
