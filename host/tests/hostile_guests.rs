@@ -99,7 +99,7 @@ fn verdicts_outside_the_batch_are_refused() {
     let err = batch_error("duplicate-index");
     assert!(err.contains("rejected record index 0 twice"), "{err}");
     let err = batch_error("oversized");
-    assert!(err.contains("returned 11 rejections for a batch of 10"), "{err}");
+    assert!(err.contains("returned 11 rejections for a batch of 10, refused unread"), "{err}");
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn clocks_randomness_sleep_stdin_and_exit_trap_naming_the_import() {
         );
         assert!(!err.contains('\n'), "one line: {err}");
         // The guest asked to sleep 600 s: the call must end long before, not at the sleep's end.
-        assert!(started.elapsed() < Duration::from_secs(60), "mode {m} blocked the host for {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(10), "mode {m} blocked the host for {:?}", started.elapsed());
     }
 }
 

@@ -183,10 +183,14 @@ fn store(path: &Path, component: &Component, sha256: &str) -> std::io::Result<()
     let dir = path.parent().expect("cache entries are inside the cache folder");
     let code = component.serialize().map_err(std::io::Error::other)?;
     let source = hex::decode(sha256).map_err(std::io::Error::other)?;
+    // Unique per process and per write, so two loads of one module in one process (two topics
+    // with the same validator) never share a temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     // A leftover of a crashed process with this pid, or a planted symlink: removing a link
     // removes the link, not what it points at.

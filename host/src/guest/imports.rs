@@ -8,9 +8,10 @@
 
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, HasData, Linker, ResourceTable, ResourceType};
+use wasmtime::component::{Component, HasData, Linker, Resource, ResourceTable, ResourceType, WasmList};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::p2::bindings::sync as wasi;
+use wasmtime_wasi::p2::bindings::sync::io::streams::StreamError;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, IoError};
 use wasmtime_wasi::random::WasiRandom;
 
@@ -19,7 +20,9 @@ use crate::guest::instance::GuestState;
 /// The WASI interfaces a guest gets, by name without version: stdout and stderr discard what
 /// is written; the environment and arguments are empty; the hash seed std asks for is a fixed
 /// number (so a validator's `HashMap` iterates the same way on every replay); and the stream,
-/// pollable and error types they need. A stream of those is always ready, so `poll` cannot wait.
+/// pollable and error types they need. A stream of those is always ready, so `poll` cannot wait:
+/// that holds only while stdin and the clocks stay denied, the two sources of pollables that
+/// are not.
 const GRANTED: &[&str] = &[
     "wasi:io/error",
     "wasi:io/poll",
@@ -65,6 +68,7 @@ pub(crate) fn link(linker: &mut Linker<GuestState>, engine: &Engine, component: 
     wasi::cli::stderr::add_to_linker::<GuestState, WasiCli>(linker, GuestState::cli)?;
     wasi::cli::environment::add_to_linker::<GuestState, WasiCli>(linker, GuestState::cli)?;
     wasi::random::insecure_seed::add_to_linker::<GuestState, WasiRandom>(linker, |s| s.wasi().random())?;
+    discard_writes(linker)?;
 
     // A denied interface may name a granted one's resource (a clock hands out `pollable`s):
     // that resource must keep the type wasmtime-wasi gave it, or the import does not link.
@@ -110,6 +114,25 @@ fn granted_resource(import: &str, item: &str) -> Option<ResourceType> {
         ("wasi:io/error", "error") => Some(ResourceType::host::<IoError>()),
         _ => None,
     }
+}
+
+/// The version of WASI wasmtime-wasi links its interfaces under; guests built against any
+/// 0.2.x resolve to it. Named here to replace two of its functions.
+const WASI_VERSION: &str = "0.2.12";
+
+/// Replaces the two stream writes that take a `list<u8>`: wasmtime-wasi's copy the whole list
+/// into the host before anything looks at it (up to the guest's whole memory per call), only
+/// to discard it, since stdout and stderr are sinks. These read nothing of the list.
+fn discard_writes(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut streams = linker.instance(&format!("wasi:io/streams@{WASI_VERSION}"))?;
+    for method in ["[method]output-stream.write", "[method]output-stream.blocking-write-and-flush"] {
+        streams.func_wrap(method, |_, (_stream, _bytes): (Resource<DynOutputStream>, WasmList<u8>)| {
+            Ok((Ok::<(), StreamError>(()),))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// Whether `import` (e.g. `wasi:io/streams@0.2.6`) is one of [`GRANTED`], in any version.

@@ -39,8 +39,10 @@ const READS_MAX_FIELDS: usize = 10_000;
 /// What one call may make the host copy out of the guest, beyond its state: with at most one
 /// rejection and one event per record, each cut to the caps above, a verdict costs the host at
 /// most this many bytes per record of the batch (the documented margin over guest memory).
-pub const VERDICT_MAX_BYTES_PER_RECORD: usize =
-    CODE_MAX_BYTES + MESSAGE_MAX_BYTES + KEY_MAX_BYTES + 2 * 64 + 4 * std::mem::size_of::<char>();
+pub const VERDICT_MAX_BYTES_PER_RECORD: usize = CODE_MAX_BYTES + MESSAGE_MAX_BYTES + KEY_MAX_BYTES
+    // Three cut marks (`…`, 3 bytes each), and the host's own record for a rejection and an
+    // event (index, kind, three numbers, three string headers), rounded up.
+    + 3 * 3 + 2 * 64;
 
 /// Store data of one instance: a WASI context that grants nothing (see `imports`), the
 /// sandbox limits, the log budget and the instance's place among the process's live ones.
@@ -63,7 +65,22 @@ pub struct GuestState {
 struct SandboxLimits {
     bytes: usize,
     used: usize,
+    /// The last growth allowed, (current, desired) in bytes: wasmtime may still fail it (a
+    /// memory's own declared maximum), and then it is taken back out of `used`.
+    last: Option<(usize, usize)>,
     hit: bool,
+}
+
+/// Host resources (stdout and stderr handles, their pollables, errors) one instance may hold
+/// at once. Each costs host memory outside the guest's budget, and a guest that asked for
+/// stdout in a loop without dropping the handles would otherwise grow the host's table to
+/// wasmtime's default of a million entries.
+const RESOURCES_MAX: usize = 64;
+
+fn bounded_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(RESOURCES_MAX);
+    table
 }
 
 /// Table elements a guest may grow one table to; far beyond what a validator needs.
@@ -83,9 +100,17 @@ impl SandboxLimits {
         let allowed = total <= self.bytes;
         if allowed {
             self.used = total;
+            self.last = Some((current, desired));
         }
         self.hit |= !allowed;
         allowed
+    }
+
+    /// Takes back the last growth allowed, which did not happen after all.
+    fn undo_last(&mut self) {
+        if let Some((current, desired)) = self.last.take() {
+            self.used = self.used.saturating_sub(desired).saturating_add(current);
+        }
     }
 }
 
@@ -94,11 +119,22 @@ impl ResourceLimiter for SandboxLimits {
         Ok(self.grow(current, desired))
     }
 
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.undo_last();
+        Ok(())
+    }
+
     fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > TABLE_ELEMENTS_MAX {
+            self.hit = true;
             return Ok(false);
         }
         Ok(self.grow(current.saturating_mul(TABLE_ELEMENT_BYTES), desired.saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.undo_last();
+        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -319,8 +355,8 @@ fn start(
     let base_us = limits.call_timeout_ms.saturating_mul(1000);
     let state = GuestState {
         wasi: WasiCtx::builder().insecure_random_seed(HASH_SEED).build(),
-        table: ResourceTable::new(),
-        limits: SandboxLimits { bytes: limits.memory_limit_bytes, used: 0, hit: false },
+        table: bounded_table(),
+        limits: SandboxLimits { bytes: limits.memory_limit_bytes, used: 0, last: None, hit: false },
         log_budget: LOG_LINES_PER_CALL,
         log_suppressed: 0,
         module: path.display().to_string(),
@@ -420,7 +456,7 @@ impl ValidatorInstance {
         let first = input.offsets.first().copied().unwrap_or(-1);
         let (verdict,) = result.map_err(|e| {
             if let Some(many) = e.downcast_ref::<TooManyItems>() {
-                let message = format!("returned {} {} for a batch of {len}", many.count, many.noun);
+                let message = format!("returned {} {} for a batch of {len}, refused unread", many.count, many.noun);
                 return CallFailure::new(FailureKind::BadVerdict, self.err(message));
             }
             let message = format!(
@@ -647,7 +683,26 @@ mod tests {
     }
 
     fn limits(bytes: usize) -> SandboxLimits {
-        SandboxLimits { bytes, used: 0, hit: false }
+        SandboxLimits { bytes, used: 0, last: None, hit: false }
+    }
+
+    #[test]
+    fn a_growth_wasmtime_then_fails_is_taken_back() {
+        let mut l = limits(100);
+        assert!(l.memory_growing(0, 10, None).unwrap());
+        assert!(l.memory_growing(10, 90, None).unwrap());
+        l.memory_grow_failed(wasmtime::format_err!("over the memory's own maximum")).unwrap();
+        assert_eq!(l.used, 10, "only the growth that happened counts");
+        assert!(l.memory_growing(10, 100, None).unwrap(), "the budget is still there");
+    }
+
+    #[test]
+    fn a_guest_cannot_hold_more_than_a_few_host_resources() {
+        let mut table = bounded_table();
+        for _ in 0..RESOURCES_MAX {
+            table.push(()).unwrap();
+        }
+        assert!(table.push(()).is_err());
     }
 
     #[test]

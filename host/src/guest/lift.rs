@@ -17,14 +17,17 @@
 use std::cell::Cell;
 
 use wasmtime::ValRaw;
+use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
 use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
 use wasmtime::component::{ComponentType, Lift, WasmList};
 
 /// Marks a string the host cut at its cap.
 const CUT_MARK: char = '…';
 
-/// A guest string of which the host keeps at most `MAX` bytes (in the guest's string encoding's
-/// units), cut at a character boundary and marked with `…` when longer.
+/// A guest string of which the host keeps at most `MAX` bytes, cut at a character boundary and
+/// marked with `…` when longer. Only UTF-8 guests are read (Rust's, and every toolchain's
+/// default): in UTF-16 a length counts code units, and a cut would have to keep the encoding's
+/// tag bit, so such a string is refused rather than measured wrongly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Text<const MAX: usize>(pub String);
 
@@ -57,10 +60,15 @@ thread_local! {
 /// Runs `call` (a guest call, on this thread) with lists in its results and in its calls to
 /// host imports limited to `limit` items each.
 pub fn with_item_limit<R>(limit: usize, call: impl FnOnce() -> R) -> R {
-    let previous = ITEM_LIMIT.replace(limit);
-    let result = call();
-    ITEM_LIMIT.set(previous);
-    result
+    /// Puts the previous limit back however the call ends, a panic included.
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ITEM_LIMIT.set(self.0);
+        }
+    }
+    let _restore = Restore(ITEM_LIMIT.replace(limit));
+    call()
 }
 
 unsafe impl<const MAX: usize> ComponentType for Text<MAX> {
@@ -74,6 +82,7 @@ unsafe impl<const MAX: usize> ComponentType for Text<MAX> {
 
 unsafe impl<const MAX: usize> Lift for Text<MAX> {
     fn linear_lift_from_flat(cx: &mut LiftContext<'_>, ty: InterfaceType, src: &Self::Lower) -> wasmtime::Result<Self> {
+        utf8_only(cx)?;
         let len = src[1].get_u32() as usize;
         lift_capped::<MAX>(len, |cut| {
             let mut pair = *src;
@@ -83,6 +92,7 @@ unsafe impl<const MAX: usize> Lift for Text<MAX> {
     }
 
     fn linear_lift_from_memory(cx: &mut LiftContext<'_>, ty: InterfaceType, bytes: &[u8]) -> wasmtime::Result<Self> {
+        utf8_only(cx)?;
         /// A (pointer, length) pair as it lies in guest memory, aligned as wasmtime expects.
         #[repr(C, align(8))]
         struct Pair([u8; 8]);
@@ -95,7 +105,15 @@ unsafe impl<const MAX: usize> Lift for Text<MAX> {
     }
 }
 
-/// Lifts a string of `len` units through `lift(n)`, which reads its first `n`: all of it when
+/// Refuses a guest whose strings are not UTF-8 (see [`Text`]).
+fn utf8_only(cx: &LiftContext<'_>) -> wasmtime::Result<()> {
+    match cx.options().string_encoding {
+        StringEncoding::Utf8 => Ok(()),
+        other => Err(wasmtime::format_err!("returned a string in {other:?}; the host reads only UTF-8 strings")),
+    }
+}
+
+/// Lifts a string of `len` bytes through `lift(n)`, which reads its first `n`: all of it when
 /// within `MAX`, else the longest prefix up to `MAX` that ends on a character boundary.
 fn lift_capped<const MAX: usize>(
     len: usize,

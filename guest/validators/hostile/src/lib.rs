@@ -16,7 +16,9 @@
 //! setting `alias_mib`, default 8): `alias-messages`, `alias-codes`, `alias-keys` (one rejection
 //! or event per record), `alias-reads` (10,000 field names), `alias-error` (the batch's error),
 //! and `huge-create-error` (`create` refuses with one such string). Mode `host-code` rejects
-//! record 0 with the code in the setting `code`, to try passing off the host's own codes. Mode `show-batch`
+//! record 0 with the code in the setting `code`, to try passing off the host's own codes.
+//! Mode `stdout-flood` writes its `alias_mib` buffer to stdout and stderr many times in single
+//! raw WASI writes, which the host must not copy. Mode `show-batch`
 //! rejects record 0 with code `batch` and a message listing what the batch holds (its columns
 //! and how many Kafka offsets, timestamps and keys); mode `none` (the default) does nothing,
 //! which the benchmark uses as a floor.
@@ -71,6 +73,7 @@ const MODES: &[&str] = &[
     "alias-error",
     "huge-create-error",
     "host-code",
+    "stdout-flood",
 ];
 
 pub struct Hostile {
@@ -225,6 +228,15 @@ impl Validate for Hostile {
             }
             "alias-error" => return Err(aliases(1, self.alias_bytes).remove(0)),
             "host-code" => verdict.reject(0, &self.code, "a validator's rejection".into()),
+            #[cfg(target_arch = "wasm32")]
+            "stdout-flood" => {
+                let big = vec![b'o'; self.alias_bytes];
+                let (out, err) = (wasip2::cli::stdout::get_stdout(), wasip2::cli::stderr::get_stderr());
+                for _ in 0..n {
+                    let _ = out.write(&big);
+                    let _ = err.blocking_write_and_flush(&big);
+                }
+            }
             "hashmap" => {
                 let map: std::collections::HashMap<u32, ()> = (0..16).map(|k| (k, ())).collect();
                 let order: Vec<String> = map.keys().map(u32::to_string).collect();
