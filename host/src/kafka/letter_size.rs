@@ -97,6 +97,18 @@ mod tests {
     }
 
     #[test]
+    fn a_record_whose_key_and_headers_alone_fill_the_brokers_limit_still_fits_as_a_letter() {
+        // A hostile producer: 1,040,000 bytes of headers, under the broker's 1,048,588, over
+        // the producer's 1,000,000. The letter must fit, or the topic stops on every restart.
+        let (key, headers, body) = (8, 1_040_000, 100);
+        let BodyFit::Truncated { keep } = fit_body(LIBRDKAFKA_MESSAGE_MAX_BYTES, key, headers, body) else {
+            panic!("a letter over the producer's limit must be cut")
+        };
+        let sent = key + headers + TRUNCATION_HEADERS + keep + RECORD_OVERHEAD;
+        assert!(sent <= LIBRDKAFKA_MESSAGE_MAX_BYTES, "the letter is {sent} bytes");
+    }
+
+    #[test]
     fn the_truncation_headers_fit_their_reserve() {
         let digits = u64::MAX.to_string();
         let sha = "f".repeat(64);
