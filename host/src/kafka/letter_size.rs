@@ -1,4 +1,7 @@
-//! Whether a dead letter fits the producer's message size limit, and how much of its body does.
+//! Whether a dead letter fits the producer's message size limit, and what of the record is cut
+//! so that it does: its body first, then its own headers, then its key.
+
+use sha2::{Digest, Sha256};
 
 use crate::config::KafkaConfig;
 
@@ -20,6 +23,16 @@ pub const HEADER_BODY_TRUNCATED: &str = "k2.body.truncated";
 pub const HEADER_BODY_ORIGINAL_BYTES: &str = "k2.body.original_bytes";
 pub const HEADER_BODY_SHA256: &str = "k2.body.sha256";
 
+/// Headers added to a letter whose record headers were dropped: how many there were, and the
+/// SHA-256 (hex) of them as read, encoded by [`headers_sha256`].
+pub const HEADER_HEADERS_DROPPED: &str = "k2.headers.dropped";
+pub const HEADER_HEADERS_SHA256: &str = "k2.headers.sha256";
+
+/// Headers added to a letter whose key was replaced by an empty one: the key's size and its
+/// SHA-256 (hex).
+pub const HEADER_KEY_ORIGINAL_BYTES: &str = "k2.key.original_bytes";
+pub const HEADER_KEY_SHA256: &str = "k2.key.sha256";
+
 /// The size the truncation headers take at most: "true", 20 digits of a u64, 64 hex digits.
 const TRUNCATION_HEADERS: usize = HEADER_BODY_TRUNCATED.len()
     + 4
@@ -28,6 +41,14 @@ const TRUNCATION_HEADERS: usize = HEADER_BODY_TRUNCATED.len()
     + HEADER_BODY_SHA256.len()
     + 64
     + 3 * HEADER_OVERHEAD;
+
+/// The size the dropped-headers headers take at most: 20 digits of a u64, 64 hex digits.
+const HEADERS_DROPPED_HEADERS: usize =
+    HEADER_HEADERS_DROPPED.len() + 20 + HEADER_HEADERS_SHA256.len() + 64 + 2 * HEADER_OVERHEAD;
+
+/// The size the dropped-key headers take at most: 20 digits of a u64, 64 hex digits.
+const KEY_DROPPED_HEADERS: usize =
+    HEADER_KEY_ORIGINAL_BYTES.len() + 20 + HEADER_KEY_SHA256.len() + 64 + 2 * HEADER_OVERHEAD;
 
 /// The producer's `message.max.bytes` as the config sets it (`kafka.options`), else librdkafka's
 /// default. A value that is not a number is left for librdkafka to refuse when the client is made.
@@ -40,24 +61,95 @@ pub fn headers_size<'a>(headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>
     headers.map(|(name, value)| name.len() + value.map_or(0, <[u8]>::len) + HEADER_OVERHEAD).sum()
 }
 
+/// The SHA-256 (hex) of headers given as (name, value) pairs, in order, each encoded as the
+/// name's length (4 bytes, big-endian), the name's bytes, then the value's length (4 bytes,
+/// big-endian) and its bytes, or `ff ff ff ff` for a null value. Fixed-width lengths keep it
+/// unambiguous (`a`+`bc` and `ab`+`c` differ) and easy to recompute in any language.
+pub fn headers_sha256<'a>(headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>) -> String {
+    let mut digest = Sha256::new();
+    for (name, value) in headers {
+        // Kafka bounds a whole record far below 4 GiB, so a length always fits in 4 bytes.
+        digest.update((name.len() as u32).to_be_bytes());
+        digest.update(name.as_bytes());
+        match value {
+            Some(v) => {
+                digest.update((v.len() as u32).to_be_bytes());
+                digest.update(v);
+            }
+            None => digest.update(u32::MAX.to_be_bytes()),
+        }
+    }
+    hex::encode(digest.finalize())
+}
+
 /// How much of a letter's body is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFit {
-    /// The letter fits as it is.
+    /// The body is sent whole.
     Whole,
-    /// Only the first `keep` bytes fit, next to the truncation headers; `keep` may be 0 when the
-    /// key and headers alone take the room (then the producer's refusal names the letter).
+    /// Only the first `keep` bytes fit, next to the truncation headers (`keep` may be 0).
     Truncated { keep: usize },
 }
 
-/// Whether a letter of `key` + `headers` + `body` bytes fits under `max_bytes` with room for
-/// [`RECORD_OVERHEAD`], and if not, how many body bytes do once the truncation headers are added.
-pub fn fit_body(max_bytes: usize, key: usize, headers: usize, body: usize) -> BodyFit {
-    let room = max_bytes.saturating_sub(RECORD_OVERHEAD + key + headers);
-    if body <= room {
-        return BodyFit::Whole;
+/// The sizes of a letter's parts as the broker counts them (headers by [`headers_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LetterParts {
+    pub key: usize,
+    /// The source record's own headers (renamed where they could pass for the host's).
+    pub record_headers: usize,
+    /// The host's `k2.*` headers: always sent, whatever else is cut.
+    pub host_headers: usize,
+    pub body: usize,
+}
+
+/// What of a letter is sent: its body whole or cut, and whether the record's headers and its
+/// key were dropped (each then said by its own `k2.*` headers, which the fit leaves room for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LetterFit {
+    pub body: BodyFit,
+    pub headers_dropped: bool,
+    pub key_dropped: bool,
+}
+
+/// Even the host's own headers, with an empty key and body, exceed the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the dead letter's own k2.* headers ({host_headers} bytes) leave no room under {max_bytes} bytes")]
+pub struct LetterTooLarge {
+    pub host_headers: usize,
+    pub max_bytes: usize,
+}
+
+/// What of a letter fits under `max_bytes` with room for [`RECORD_OVERHEAD`]. The body is cut
+/// first (it is still at its source offset, and `k2.body.sha256` identifies it); only when the
+/// key and the record's headers do not fit even with an empty body are the record's headers
+/// dropped, and only if that is not enough the key too — a hostile record must not stop the
+/// topic. Whatever is dropped frees room, and the body gets as much of it as fits. The host's
+/// headers are never cut: they say why and where from, and are small.
+pub fn fit_letter(max_bytes: usize, parts: LetterParts) -> Result<LetterFit, LetterTooLarge> {
+    // Each step drops more; a step that would drop nothing (no headers, an empty key) is the
+    // step before it, already tried.
+    let steps = [(false, false), (parts.record_headers > 0, false), (parts.record_headers > 0, parts.key > 0)];
+    let mut tried = None;
+    for (headers_dropped, key_dropped) in steps {
+        if tried == Some((headers_dropped, key_dropped)) {
+            continue;
+        }
+        tried = Some((headers_dropped, key_dropped));
+        let fixed = RECORD_OVERHEAD
+            + parts.host_headers
+            + if headers_dropped { HEADERS_DROPPED_HEADERS } else { parts.record_headers }
+            + if key_dropped { KEY_DROPPED_HEADERS } else { parts.key };
+        let Some(room) = max_bytes.checked_sub(fixed) else { continue };
+        let body = if parts.body <= room {
+            BodyFit::Whole
+        } else if let Some(keep) = room.checked_sub(TRUNCATION_HEADERS) {
+            BodyFit::Truncated { keep }
+        } else {
+            continue;
+        };
+        return Ok(LetterFit { body, headers_dropped, key_dropped });
     }
-    BodyFit::Truncated { keep: room.saturating_sub(TRUNCATION_HEADERS).min(body) }
+    Err(LetterTooLarge { host_headers: parts.host_headers, max_bytes })
 }
 
 /// A limit below a letter of `refused` bytes that the broker turned down: its own limit (the
@@ -71,33 +163,120 @@ pub fn below_refused(max_bytes: usize, refused: usize) -> usize {
 mod tests {
     use super::*;
 
+    const MAX: usize = LIBRDKAFKA_MESSAGE_MAX_BYTES;
+    /// About what the host's reason, source and validator headers take.
+    const HOST: usize = 400;
+
+    fn parts(key: usize, record_headers: usize, body: usize) -> LetterParts {
+        LetterParts { key, record_headers, host_headers: HOST, body }
+    }
+
+    /// The bytes the broker counts for a letter sent as `fit` says, the added k2.* headers at
+    /// their largest.
+    fn sent(p: LetterParts, fit: LetterFit) -> usize {
+        let body = match fit.body {
+            BodyFit::Whole => p.body,
+            BodyFit::Truncated { keep } => keep + TRUNCATION_HEADERS,
+        };
+        let headers = if fit.headers_dropped { HEADERS_DROPPED_HEADERS } else { p.record_headers };
+        let key = if fit.key_dropped { KEY_DROPPED_HEADERS } else { p.key };
+        RECORD_OVERHEAD + p.host_headers + headers + key + body
+    }
+
     #[test]
     fn a_letter_that_fits_is_sent_whole() {
-        assert_eq!(fit_body(1_000_000, 10, 200, 500_000), BodyFit::Whole);
-        let at_the_edge = 1_000_000 - RECORD_OVERHEAD - 10 - 200;
-        assert_eq!(fit_body(1_000_000, 10, 200, at_the_edge), BodyFit::Whole);
-        assert_ne!(fit_body(1_000_000, 10, 200, at_the_edge + 1), BodyFit::Whole);
+        let whole = LetterFit { body: BodyFit::Whole, headers_dropped: false, key_dropped: false };
+        assert_eq!(fit_letter(MAX, parts(10, 200, 500_000)), Ok(whole));
+        let at_the_edge = MAX - RECORD_OVERHEAD - HOST - 10 - 200;
+        assert_eq!(fit_letter(MAX, parts(10, 200, at_the_edge)), Ok(whole));
+        assert_ne!(fit_letter(MAX, parts(10, 200, at_the_edge + 1)), Ok(whole));
     }
 
     #[test]
     fn a_body_at_the_brokers_limit_is_cut_to_what_fits_with_the_truncation_headers() {
         // The broker's default limit is 1,048,588 bytes; librdkafka's producer default is lower.
-        let (key, headers, body) = (8, 300, 1_048_500);
-        let BodyFit::Truncated { keep } = fit_body(LIBRDKAFKA_MESSAGE_MAX_BYTES, key, headers, body) else {
-            panic!("a letter over the producer's limit must be cut")
-        };
-        let sent = key + headers + TRUNCATION_HEADERS + keep + RECORD_OVERHEAD;
-        assert!(sent <= LIBRDKAFKA_MESSAGE_MAX_BYTES, "{sent}");
-        assert!(keep > LIBRDKAFKA_MESSAGE_MAX_BYTES - 2 * RECORD_OVERHEAD - headers, "as much as fits is kept: {keep}");
+        let p = parts(8, 300, 1_048_500);
+        let fit = fit_letter(MAX, p).unwrap();
+        let BodyFit::Truncated { keep } = fit.body else { panic!("a letter over the producer's limit must be cut") };
+        assert!(!fit.headers_dropped && !fit.key_dropped, "{fit:?}");
+        assert!(sent(p, fit) <= MAX, "{}", sent(p, fit));
+        assert!(keep > MAX - 2 * RECORD_OVERHEAD - 300 - HOST, "as much as fits is kept: {keep}");
     }
 
     #[test]
-    fn key_and_headers_alone_over_the_limit_leave_no_body() {
-        assert_eq!(fit_body(1_000, 900, 200, 50), BodyFit::Truncated { keep: 0 });
+    fn key_and_headers_that_fit_only_with_an_empty_body_keep_them_and_send_no_body() {
+        let p = parts(8, MAX - RECORD_OVERHEAD - HOST - 8 - TRUNCATION_HEADERS, 500);
+        let fit = fit_letter(MAX, p).unwrap();
+        assert_eq!(fit, LetterFit { body: BodyFit::Truncated { keep: 0 }, headers_dropped: false, key_dropped: false });
+        assert_eq!(sent(p, fit), MAX);
     }
 
     #[test]
-    fn the_truncation_headers_fit_their_reserve() {
+    fn a_record_whose_key_and_headers_alone_fill_the_brokers_limit_still_fits_as_a_letter() {
+        // A hostile producer: 1,040,000 bytes of headers, under the broker's 1,048,588, over
+        // the producer's 1,000,000. The letter must fit, or the topic stops on every restart.
+        let p = parts(8, 1_040_000, 100);
+        let fit = fit_letter(MAX, p).unwrap();
+        // Once the headers are gone the small body fits again, whole.
+        assert_eq!(fit, LetterFit { body: BodyFit::Whole, headers_dropped: true, key_dropped: false });
+        assert!(sent(p, fit) <= MAX, "the letter is {} bytes", sent(p, fit));
+    }
+
+    #[test]
+    fn dropped_headers_free_room_for_as_much_body_as_fits() {
+        // Headers that fit only with no body at all (999,000 bytes) leave no room for one.
+        let p = parts(8, 999_000, 1_000_000);
+        let fit = fit_letter(MAX, p).unwrap();
+        let BodyFit::Truncated { keep } = fit.body else { panic!("{fit:?}") };
+        assert!(fit.headers_dropped && !fit.key_dropped, "{fit:?}");
+        assert_eq!(sent(p, fit), MAX, "the body takes all the room left: {keep}");
+    }
+
+    #[test]
+    fn a_key_too_large_even_without_the_headers_is_dropped_too() {
+        for p in [parts(1_040_000, 0, 100), parts(999_000, 340_000, 5_000), parts(1_040_000, 20, 0)] {
+            let fit = fit_letter(MAX, p).unwrap();
+            assert!(fit.key_dropped, "{p:?}: {fit:?}");
+            assert_eq!(fit.headers_dropped, p.record_headers > 0, "headers are dropped only if there are any: {p:?}");
+            assert_eq!(fit.body, BodyFit::Whole, "{p:?}");
+            assert!(sent(p, fit) <= MAX, "{p:?}: {}", sent(p, fit));
+        }
+    }
+
+    #[test]
+    fn a_key_that_fits_once_the_headers_are_dropped_is_kept() {
+        let fit = fit_letter(MAX, parts(500_000, 600_000, 0)).unwrap();
+        assert!(fit.headers_dropped && !fit.key_dropped, "{fit:?}");
+    }
+
+    #[test]
+    fn host_headers_alone_over_the_limit_are_an_error_naming_them() {
+        let p = LetterParts { key: 10, record_headers: 10, host_headers: 2_000, body: 10 };
+        let err = fit_letter(1_500, p).unwrap_err();
+        assert_eq!(err, LetterTooLarge { host_headers: 2_000, max_bytes: 1_500 });
+        assert_eq!(err.to_string(), "the dead letter's own k2.* headers (2000 bytes) leave no room under 1500 bytes");
+    }
+
+    #[test]
+    fn the_headers_digest_is_over_names_and_values_with_fixed_width_lengths() {
+        // Expected values from Python: hashlib.sha256 over struct.pack('>I', len) + bytes.
+        let headers = [("trace-id", Some("t1".as_bytes())), ("k2.reason.code", None)];
+        assert_eq!(
+            headers_sha256(headers.into_iter()),
+            "d05fdc931245f2176fd25dd91ed6b1ec9abb68ca75eac2725f2ba7533d5c4c13"
+        );
+        assert_eq!(headers_sha256(std::iter::empty()), hex::encode(Sha256::digest(b"")));
+        let split = |a: &'static str, b: &'static str| headers_sha256([(a, Some(b.as_bytes()))].into_iter());
+        assert_ne!(split("ab", "c"), split("a", "bc"), "where a name ends is part of the digest");
+        assert_ne!(
+            headers_sha256([("h", None)].into_iter()),
+            headers_sha256([("h", Some(&b""[..]))].into_iter()),
+            "a null value is not an empty one"
+        );
+    }
+
+    #[test]
+    fn the_added_headers_fit_their_reserves() {
         let digits = u64::MAX.to_string();
         let sha = "f".repeat(64);
         let worst = headers_size(
@@ -109,6 +288,17 @@ mod tests {
             .into_iter(),
         );
         assert_eq!(worst, TRUNCATION_HEADERS);
+        let count = usize::MAX.to_string();
+        let worst = headers_size(
+            [(HEADER_HEADERS_DROPPED, Some(count.as_bytes())), (HEADER_HEADERS_SHA256, Some(sha.as_bytes()))]
+                .into_iter(),
+        );
+        assert_eq!(worst, HEADERS_DROPPED_HEADERS);
+        let worst = headers_size(
+            [(HEADER_KEY_ORIGINAL_BYTES, Some(digits.as_bytes())), (HEADER_KEY_SHA256, Some(sha.as_bytes()))]
+                .into_iter(),
+        );
+        assert_eq!(worst, KEY_DROPPED_HEADERS);
     }
 
     #[test]
