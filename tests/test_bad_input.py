@@ -657,7 +657,7 @@ def largest_body_the_broker_takes(k2: K2, key: str, low: int, high: int, client:
     return low
 
 
-def test_a_body_at_the_broker_size_limit_is_dead_lettered_cut_with_its_size_and_digest(world):
+def test_records_at_the_broker_size_limit_are_dead_lettered_cut_with_sizes_and_digests(world):
     k2 = world
     limit = broker_message_max_bytes(k2)
     # The client's own limits out of the way: the broker's is the one under test.
@@ -666,13 +666,24 @@ def test_a_body_at_the_broker_size_limit_is_dead_lettered_cut_with_its_size_and_
     assert limit - 200 < size <= limit, (size, limit)
     # A good trade padded with trailing bytes to the limit: undecodable.
     body = REF_BODY + b"\x00" * (size - len(REF_BODY))
+    # A small undecodable body under headers that fill the broker's limit on their own: its
+    # letter cannot keep them (plus the k2.* reasons) under the producer's limit.
+    small = REF_BODY + b"\x00"
+    headers = [(f"h{i:03d}", b"v" * 9_900) for i in range((size - 8_192) // 9_905)]
     good = {"good-0": trade(0, 0), "good-1": trade(1, 0, sequence=2)}
     create_topic(k2, k2.big, 1)
     placed = produce(k2, k2.big, [(0, "good-0", trade_body(good["good-0"]), []), (0, "at-limit", body, []),
+                                  (0, "huge-headers", small, headers),
                                   (0, "good-1", trade_body(good["good-1"]), [])], one_per_batch=True, **client)
-    case = Case("at-limit", body, TRAILING)
-    run = consume(k2, k2.bad_config, k2.big, "big", placed, good, [case])
+    cases = [Case("at-limit", body, TRAILING), Case("huge-headers", small, TRAILING)]
+    run = consume(k2, k2.bad_config, k2.big, "big", placed, good, cases)
 
     assert_exited_normally(run)
     assert_table_is_exactly_the_good_records(run, trade_expect)
     assert_dead_lettered(run, "at-limit")
+    assert_dead_lettered(run, "huge-headers")
+    [letter] = [letter for letter in run.letters if letter["key"] == b"huge-headers"]
+    kept = dict(letter["header_list"])
+    assert kept.get("k2.headers.dropped") == str(len(headers)).encode(), "the record's headers were dropped, and said so"
+    assert len(kept.get("k2.headers.sha256", b"")) == 64
+    assert not any(k.startswith("h") for k, _ in letter["header_list"])
