@@ -229,7 +229,7 @@ pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::path::PathBuf;
@@ -240,7 +240,7 @@ mod tests {
         path
     }
 
-    fn topic(schema: PathBuf, framing: Framing, ids: &[(&str, PathBuf)]) -> TopicConfig {
+    pub(crate) fn topic(schema: PathBuf, framing: Framing, ids: &[(&str, PathBuf)]) -> TopicConfig {
         TopicConfig {
             name: "t".into(),
             table: None,

@@ -302,22 +302,7 @@ fn hostile(valid: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u
 fn decoder(dir: &Path, name: &str, text: &str) -> (TopicDecoder, ColumnsBuilder) {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    let topic = crate::config::TopicConfig {
-        name: "t".into(),
-        table: None,
-        schema: Some(path.clone()),
-        subject: None,
-        allow_other_subjects: false,
-        framing: crate::config::Framing::Plain,
-        schema_ids: Default::default(),
-        validator: None,
-        on_invalid: Default::default(),
-        on_duplicate: Default::default(),
-        on_gap: Default::default(),
-        dlq_topic: None,
-        events_table: None,
-        partition_by: Vec::new(),
-    };
+    let topic = crate::decode::avro::tests::topic(path.clone(), crate::config::Framing::Plain, &[]);
     let schema = crate::decode::schema::load_avsc(&path).unwrap();
     let d = TopicDecoder::new(&topic, schema).unwrap();
     let columns = match iceberg_schema(d.table_schema(), &path, true) {
