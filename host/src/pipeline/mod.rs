@@ -1,6 +1,7 @@
 //! The consume loop: Kafka → decode → per-partition batches → validator → writer → commit.
 
 mod event_log;
+pub(crate) mod ledger;
 pub(crate) mod policy;
 mod progress;
 mod rebalance;
