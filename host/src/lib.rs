@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod rewind;
 pub mod sample;
+pub mod schema;
 pub mod sink;
 pub mod status;
 

@@ -16,7 +16,7 @@ use crate::guest::imports::{DeniedImport, HASH_SEED};
 use crate::guest::lift::{Item, Listed, Text, TooManyItems, with_item_limit};
 use crate::guest::{EventKind, FAILED_CODE, ModuleInfo, Rejection, SequenceEvent, Verdict};
 use crate::kafka::dlq::CODE_UNDECODABLE;
-use crate::pipeline::policy::DUPLICATE_CODE;
+use crate::pipeline::route::DUPLICATE_CODE;
 
 /// The WIT package version this host implements.
 pub const WIT_VERSION: &str = "0.2.0";

@@ -46,6 +46,8 @@ pub struct SupervisedValidator {
     /// progress and restarts at once; failing record after record is not, and slows down.
     isolated_in_a_row: u32,
     stats: RecoveryStats,
+    /// `stats` as last handed out by `take_recovery`.
+    reported: RecoveryStats,
 }
 
 impl SupervisedValidator {
@@ -70,6 +72,7 @@ impl SupervisedValidator {
             last_good: state,
             isolated_in_a_row: 0,
             stats: RecoveryStats::default(),
+            reported: RecoveryStats::default(),
         })
     }
 
@@ -79,6 +82,16 @@ impl SupervisedValidator {
 
     pub fn stats(&self) -> RecoveryStats {
         self.stats
+    }
+
+    /// What recovery did since the last call: each restart, isolation and trap is reported once.
+    pub fn take_recovery(&mut self) -> RecoveryStats {
+        let (now, before) = (self.stats, std::mem::replace(&mut self.reported, self.stats));
+        RecoveryStats {
+            restarts: now.restarts - before.restarts,
+            isolated: now.isolated - before.isolated,
+            traps: now.traps - before.traps,
+        }
     }
 
     /// The guest's state now: after the last batch it validated.

@@ -1,0 +1,169 @@
+//! The commit sequence: data files closed, dead letters acknowledged, events committed, validator state written, one table commit carrying the offsets, then the group.
+
+use std::time::Instant;
+
+use rdkafka::Offset;
+use rdkafka::consumer::Consumer;
+
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::kafka::consumer::{BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets};
+use crate::sink::commit::{CommitOutcome, append_with_offsets};
+use crate::sink::offsets::{PartitionOffsets, render, render_ranges, stored_offsets};
+use crate::sink::state::{StateFiles, write_state};
+
+use super::Pipeline;
+use super::ledger::Conflict;
+use super::run_events::{Commit, RunEvent};
+
+/// Commits re-applied after conflicts with other writers' disjoint commits, before giving up.
+const MAX_COMMIT_ATTEMPTS: u32 = 20;
+
+impl Pipeline<'_> {
+    /// Commits the written files and offsets to Iceberg, then the offsets to the group. Each
+    /// step comes only after the one before is durable: a record set aside counts as done
+    /// only once the dead-letter topic has it, and the group moves only once the table has
+    /// the data.
+    pub(super) async fn commit(&mut self, consumer: &GroupConsumer) -> Result<()> {
+        self.last_commit = Instant::now();
+        if let Some(catch_up) = self.ledger.take_group_catch_up() {
+            // The table already holds these offsets: only the group is behind.
+            self.commit_group(consumer, &catch_up);
+            self.run.record(RunEvent::GroupCaughtUp { offsets: &render(&catch_up) });
+            return Ok(());
+        }
+        if self.ledger.to_commit().is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let files = match self.writer.take() {
+            Some(w) => w.close().await.inspect_err(|_| self.run.record(RunEvent::WriteFailed))?,
+            None => Vec::new(),
+        };
+        if let Some(dl) = self.dead_letters.as_mut() {
+            let count = dl.flush().await?;
+            self.run.record(RunEvent::DeadLettersAcknowledged { topic: dl.topic(), count });
+        }
+        if let Some(events) = self.events.as_mut()
+            && !self.pending_events.is_empty()
+        {
+            let (catalog, sink) = (self.table.catalog(), &self.config.sink);
+            let added =
+                events.commit(catalog, sink, &self.topic.name, &self.pending_events, self.ledger.to_commit()).await?;
+            self.pending_events.clear();
+            self.run.record(RunEvent::EventsRecorded { table: &events.identifier(), added });
+        }
+        let states = self.write_states().await?;
+        failpoint::hit("after-files-closed");
+        let records: u64 = files.iter().map(|f| f.record_count()).sum();
+        let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
+        let file_count = files.len() as u64;
+        for attempt in 1.. {
+            if attempt > MAX_COMMIT_ATTEMPTS {
+                return Err(Error::Topic {
+                    topic: self.topic.name.clone(),
+                    message: format!(
+                        "{MAX_COMMIT_ATTEMPTS} commits in a row conflicted with other writers of {}",
+                        self.run.summary().table
+                    ),
+                });
+            }
+            let (catalog, base) = (self.table.catalog(), self.table.table());
+            let outcome =
+                append_with_offsets(catalog, base, files.clone(), &self.topic.name, self.ledger.to_commit(), &states)
+                    .await
+                    .inspect_err(|_| self.run.record(RunEvent::CommitFailed))?;
+            match outcome {
+                CommitOutcome::Committed(table) => {
+                    self.table.set(table);
+                    break;
+                }
+                CommitOutcome::Conflict => {
+                    self.run.record(RunEvent::CommitConflict);
+                    if !self.resolve_conflict(consumer, records).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        failpoint::hit("after-table-commit");
+        let ranges = render_ranges(self.ledger.uncommitted_from(), self.ledger.to_commit());
+        // Only now, with the data durable in the table, may the group move on.
+        let group = self.ledger.committed();
+        self.commit_group(consumer, &group);
+        let commit = Commit {
+            table: self.run.summary().table.clone(),
+            snapshot_id: self.table.table().metadata().current_snapshot().map(|s| s.snapshot_id()),
+            records,
+            files: file_count,
+            bytes,
+            took: started.elapsed(),
+            ranges,
+            at_unix_secs: super::now_micros() as f64 / 1e6,
+        };
+        self.run.record(RunEvent::Committed(&commit));
+        Ok(())
+    }
+
+    /// Writes the validator state of every partition committed now, beside the data.
+    async fn write_states(&mut self) -> Result<StateFiles> {
+        let mut files = StateFiles::new();
+        let partitions: Vec<i32> = self.ledger.to_commit().keys().copied().collect();
+        for p in partitions {
+            let state = match self.buffers.get_mut(&p).and_then(|b| b.validator.as_mut()) {
+                Some(v) => v.snapshot()?,
+                None => match self.ledger.revoked_state(p) {
+                    Some(s) => s.clone(),
+                    None => continue,
+                },
+            };
+            files.insert(p, write_state(self.table.table(), &self.topic.name, p, &state).await?);
+        }
+        Ok(files)
+    }
+
+    /// After a conflict: reloads the table and lets the ledger judge whether another writer
+    /// committed offsets we hold records for. If not, returns true to re-apply our files on
+    /// the new version. If so, everything uncommitted is dropped (the files stay as orphans
+    /// no snapshot references), our partitions are sought back to the table's offsets, and
+    /// it returns false.
+    async fn resolve_conflict(&mut self, consumer: &GroupConsumer, records: u64) -> Result<bool> {
+        let fresh = self.table.reload().await?.ok_or_else(|| Error::Topic {
+            topic: self.topic.name.clone(),
+            message: format!("table {} disappeared during a commit", self.run.summary().table),
+        })?;
+        let stored = stored_offsets(&fresh, &self.topic.name);
+        self.table.set(fresh);
+        let table = &self.run.summary().table;
+        let (overlapping, rewind) = match self.ledger.conflict(&stored) {
+            Conflict::Disjoint => {
+                tracing::info!(%table, "commit conflict with another writer's disjoint partitions; re-applying");
+                return Ok(true);
+            }
+            Conflict::Overlap { overlapping, rewind } => (overlapping, rewind),
+        };
+        tracing::warn!(%table, partitions = ?overlapping, records,
+            "another writer committed records this instance holds; dropping uncommitted data and re-reading from the table's offsets");
+        self.run.record(RunEvent::DroppedAlreadyCommitted(records));
+        // Their records are read again and their events reported again; the events table
+        // already holds those it committed and drops the repeats.
+        self.pending_events.clear();
+        for (p, to) in rewind {
+            // The partition's buffer and validator go too: the validator saw the dropped records.
+            self.buffers.remove(&p);
+            if let Err(e) = consumer.seek(&self.topic.name, p, Offset::Offset(to), BROKER_REQUEST_TIMEOUT) {
+                // Not ours any more: its next owner starts at the table's offsets anyway.
+                tracing::info!(partition = p, error = %e, "not rewound (no longer assigned)");
+            }
+        }
+        Ok(false)
+    }
+
+    /// Commits offsets to the group. The table is the truth, so a failure (e.g. the
+    /// partition moved to another member meanwhile) is logged, not fatal.
+    fn commit_group(&self, consumer: &GroupConsumer, offsets: &PartitionOffsets) {
+        if let Err(e) = commit_offsets(consumer, &self.topic.name, offsets) {
+            tracing::warn!(error = %e, "group offset commit failed; the table holds the offsets");
+        }
+    }
+}
