@@ -157,38 +157,44 @@ struct Key {
 
 fn sections(items: &BTreeMap<String, Item>) -> Vec<Section> {
     let mut out = Vec::new();
-    walk(items, "Config", "", "", None, false, false, &mut out);
+    walk(items, "Config", "", "", Shape::Table, &mut out);
     out
 }
 
-fn walk(
-    items: &BTreeMap<String, Item>,
-    name: &str,
-    path: &str,
-    doc: &str,
-    variant: Option<String>,
-    tagged: bool,
-    array: bool,
-    out: &mut Vec<Section>,
-) {
+/// How a section is written in the file.
+#[derive(Clone)]
+enum Shape {
+    Table,
+    ArrayOfTables,
+    /// One variant of a tagged enum: `[catalog]` with `type = "rest"`.
+    Tagged(String),
+    /// A table inside such a variant: `[catalog.s3]`, for `type = "rest"` only.
+    Within(String),
+}
+
+fn walk(items: &BTreeMap<String, Item>, name: &str, path: &str, doc: &str, shape: Shape, out: &mut Vec<Section>) {
     let item = items.get(name).unwrap_or_else(|| panic!("no `pub struct {name}` found in host/src/config/*.rs"));
-    let heading = match (&variant, array) {
-        (Some(v), _) if tagged => format!("`[{path}]` with `type = \"{v}\"`"),
-        (Some(v), _) => format!("`[{path}]` (with `type = \"{v}\"`)"),
-        (None, true) => format!("`[[{path}]]`"),
-        (None, false) if path.is_empty() => String::new(),
-        (None, false) => format!("`[{path}]`"),
+    let heading = match &shape {
+        Shape::Tagged(v) => format!("`[{path}]` with `type = \"{v}\"`"),
+        Shape::Within(v) => format!("`[{path}]` (with `type = \"{v}\"`)"),
+        Shape::ArrayOfTables => format!("`[[{path}]]`"),
+        Shape::Table if path.is_empty() => String::new(),
+        Shape::Table => format!("`[{path}]`"),
+    };
+    let variant = match &shape {
+        Shape::Tagged(v) | Shape::Within(v) => Some(v.clone()),
+        _ => None,
     };
     // The field's doc says what the section is for; the struct's own doc, if any, says more.
     let doc = [doc, item.doc.as_str()].iter().filter(|d| !d.is_empty()).copied().collect::<Vec<_>>().join(" ");
     let index = out.len();
     out.push(Section { path: path.to_string(), heading, doc, variant: variant.clone(), keys: Vec::new() });
-    if let Some(tag) = variant.as_ref().filter(|_| tagged).map(|_| "type") {
+    if let Shape::Tagged(v) = &shape {
         out[index].keys.push(Key {
-            name: tag.into(),
+            name: "type".into(),
             ty: "string".into(),
             required: true,
-            doc: format!("`\"{}\"`.", variant.as_deref().unwrap()),
+            doc: format!("`\"{v}\"`."),
             origin: format!("{name} (serde tag)"),
             is_map: false,
         });
@@ -198,13 +204,17 @@ fn walk(
         let child_path = if path.is_empty() { field.name.clone() } else { format!("{path}.{}", field.name) };
         match items.get(inner) {
             Some(child) if !child.is_enum && !child.from_string => {
-                let array = field.ty.starts_with("Vec<");
-                walk(items, inner, &child_path, &field.doc, variant.clone(), false, array, out);
+                let shape = match (&variant, field.ty.starts_with("Vec<")) {
+                    (Some(v), _) => Shape::Within(v.clone()),
+                    (None, true) => Shape::ArrayOfTables,
+                    (None, false) => Shape::Table,
+                };
+                walk(items, inner, &child_path, &field.doc, shape, out);
             }
             Some(child) if child.is_enum && child.members.iter().any(|v| !v.ty.is_empty()) => {
                 for v in &child.members {
                     let doc = format!("{} {}", field.doc, v.doc);
-                    walk(items, &v.ty, &child_path, &doc, Some(v.name.to_lowercase()), true, false, out);
+                    walk(items, &v.ty, &child_path, &doc, Shape::Tagged(v.name.to_lowercase()), out);
                 }
             }
             _ => out[index].keys.push(Key {
