@@ -85,9 +85,9 @@ pub struct RestCatalogConfig {
     pub properties: BTreeMap<String, String>,
 }
 
-/// S3-compatible storage. Any field left out falls back to the AWS defaults: credentials
-/// from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, the profile files or
-/// instance metadata; region from `AWS_REGION`.
+/// Any field left out falls back to the AWS defaults: credentials from `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, the profile files or instance metadata;
+/// region from `AWS_REGION`.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {

@@ -36,7 +36,8 @@ pub struct Config {
     /// Batching and bounded-run behaviour.
     #[serde(default)]
     pub pipeline: PipelineConfig,
-    /// When accumulated data is committed to Iceberg.
+    /// When accumulated data is committed to Iceberg: at whichever of these limits is reached
+    /// first, and at the end of a bounded run. A batch is not a commit: see `pipeline.batch_records`.
     #[serde(default)]
     pub commit: CommitConfig,
     /// Data file settings.
@@ -66,7 +67,10 @@ pub struct KafkaConfig {
     #[serde(default = "default_poll_timeout_ms")]
     pub poll_timeout_ms: u64,
     /// Extra librdkafka properties passed through as is (e.g. `"security.protocol" = "SSL"`).
-    /// Offset handling keys (`enable.auto.commit`, `enable.auto.offset.store`) are ours and refused.
+    /// Offset handling keys (`enable.auto.commit`, `enable.auto.offset.store`) and `group.id`,
+    /// `bootstrap.servers` are ours and refused. Unless set here, k2-ingest's consumer uses
+    /// `fetch.queue.backoff.ms = 20` and `queued.min.messages = 30000` instead of librdkafka's
+    /// defaults, which leave a fast consumer idle (see docs/performance.md). Default: none.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }
@@ -106,15 +110,17 @@ impl OffsetReset {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Records handed to a validator per call and appended to the writer at once. Default 1000.
+    /// Records handed to a validator per call and appended to the writer at once: the unit of
+    /// work, not of commits (those follow `[commit]`, so a fast stream does not make a snapshot
+    /// per batch). Default 1000; at least 1.
     #[serde(default = "default_batch_records")]
     pub batch_records: usize,
     /// A bounded run stops when no message arrived for this long, in milliseconds. Default 5000.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// After SIGINT/SIGTERM, the longest the final commit may take before the process
-    /// exits anyway (uncommitted data is then read again on restart), in milliseconds.
-    /// Default 30000.
+    /// exits anyway (uncommitted data is then read again on restart), in milliseconds; a second
+    /// signal exits at once. Default 30000.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
 }
@@ -122,14 +128,14 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommitConfig {
-    /// Commit once this many records are written since the last commit. Default 1,000,000.
+    /// Commit once this many records are written since the last commit. Default 1,000,000; at least 1.
     #[serde(default = "default_commit_records")]
     pub max_records: u64,
     /// Commit once this many bytes (in memory, Arrow) are written since the last commit.
-    /// Default 268435456 (256 MiB).
+    /// Default 268435456 (256 MiB); at least 1.
     #[serde(default = "default_commit_bytes")]
     pub max_bytes: u64,
-    /// Commit at least this often while data flows, in milliseconds. Default 60000.
+    /// Commit at least this often while data flows, in milliseconds. Default 60000; at least 1.
     #[serde(default = "default_commit_interval_ms")]
     pub interval_ms: u64,
 }
@@ -137,7 +143,8 @@ pub struct CommitConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    /// A data file is closed and a new one started past this size, in bytes. Default 536870912 (512 MiB).
+    /// A data file is closed and a new one started past this size, in bytes. Default 536870912
+    /// (512 MiB); at least 1.
     #[serde(default = "default_target_file_size")]
     pub target_file_size_bytes: usize,
     /// Parquet compression: `zstd`, `snappy` or `none`. Default `zstd`.
@@ -148,7 +155,7 @@ pub struct SinkConfig {
     pub metadata_columns: bool,
     /// Data files open at once per topic in a partitioned table; past it the least recently
     /// written is closed (its file is committed with the rest) and reopened if needed. Each
-    /// open file buffers up to a row group in memory. Default 32.
+    /// open file buffers up to a row group in memory. Default 32; at least 1.
     #[serde(default = "default_max_open_writers")]
     pub max_open_writers: usize,
 }
@@ -254,16 +261,19 @@ pub struct TopicConfig {
     #[serde(default)]
     pub on_gap: GapPolicy,
     /// The dead-letter topic (created with one partition if missing). Default `<name>.dlq`.
+    /// Refused, the default too, if it is a source topic of this config: dead letters must not
+    /// be read back as input.
     #[serde(default)]
     pub dlq_topic: Option<String>,
     /// Iceberg table of the sequence events the validator reports, in the catalog's
-    /// namespace (created if missing). Default `<table>_events`.
+    /// namespace (created if missing). Default `<table>_events`. Refused, the default too, if it
+    /// is the data table of a topic of this config.
     #[serde(default)]
     pub events_table: Option<String>,
     /// How the table is partitioned when k2-ingest creates it, e.g.
     /// `["day(exchange_ts)", "symbol", "bucket(16, trade_id)", "truncate(4, symbol)"]`
     /// (also `year`, `month`, `hour`, `identity(column)`). An existing table must already be
-    /// partitioned this way. Default: not partitioned.
+    /// partitioned this way (see docs/schemas.md, Partitioning). Default: not partitioned.
     #[serde(default)]
     pub partition_by: Vec<PartitionField>,
 }
@@ -308,6 +318,7 @@ pub struct ValidatorConfig {
     /// Path of the validator component (.wasm). Relative to the config file.
     pub module: PathBuf,
     /// String settings handed to the validator's `create`, e.g. `future_tolerance_ms = "5000"`.
+    /// Default: none.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
     /// What a failed validator call (trap, deadline, memory limit, bad verdict) does:

@@ -33,7 +33,7 @@ pub struct RegistryConfig {
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Most schemas kept in memory, by id; a schema is fetched once and kept until pushed out
-    /// by newer ones. Default 1000.
+    /// by newer ones. Default 1000; at least 1.
     #[serde(default = "default_cache_schemas")]
     pub cache_schemas: u64,
 }
