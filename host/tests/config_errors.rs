@@ -75,6 +75,10 @@ fn bad_configs_give_the_exact_error_text() {
         let name = file.file_stem().unwrap().to_string_lossy();
         assert_eq!(code, Some(1), "{name}: exit code (stderr: {stderr})");
         assert_eq!(stdout, "", "{name}: nothing on stdout");
+        // A topic that cannot start leaves no table behind (none of these gets to its records).
+        let tables = scratch.path().join("warehouse");
+        let made: Vec<_> = walk_files(&tables).into_iter().filter(|p| p.to_string_lossy().contains("/metadata/")).collect();
+        assert!(made.is_empty(), "{name}: a table was made: {made:?}");
         let golden = file.with_extension("err");
         if update {
             std::fs::write(&golden, &stderr).unwrap();
@@ -92,4 +96,15 @@ fn bad_configs_give_the_exact_error_text() {
         files.len(),
         failures.join("\n")
     );
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .flat_map(|e| match e.path().is_dir() {
+            true => walk_files(&e.path()),
+            false => vec![e.path()],
+        })
+        .collect()
 }

@@ -484,7 +484,7 @@ impl Config {
     /// Parses `text` (read from `path`) with `env` supplying overrides.
     pub fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let err = |message: String| Error::Config { path: path.to_path_buf(), message };
-        let mut config: Config = toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| err(plain_types(e.to_string().trim_end())))?;
 
         if let Some(v) = env(ENV_BOOTSTRAP) {
             config.kafka.bootstrap_servers = v;
@@ -619,8 +619,42 @@ fn default_note(is_default: bool) -> &'static str {
     if is_default { " (the default)" } else { "" }
 }
 
+/// serde names the Rust type a value failed to fit ("expected usize"); users wrote TOML and
+/// should read what TOML value is wanted.
+fn plain_types(message: &str) -> String {
+    const NAMES: [(&str, &str); 8] = [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u16", "expected a whole number, 0 or more"),
+        ("expected u8", "expected a whole number, 0 or more"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ];
+    let mut out = message.to_string();
+    for (rust, toml) in NAMES {
+        if let Some(at) = out.rfind(rust)
+            && out[at + rust.len()..].chars().next().is_none_or(|c| !c.is_alphanumeric())
+        {
+            out.replace_range(at..at + rust.len(), toml);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn type_errors_name_toml_values_not_rust_types() {
+        assert_eq!(
+            plain_types("invalid type: string \"1000\", expected usize"),
+            "invalid type: string \"1000\", expected a whole number, 0 or more"
+        );
+        assert_eq!(plain_types("expected u8 or usizes"), "expected a whole number, 0 or more or usizes");
+    }
+
     use super::*;
 
     const MINIMAL: &str = r#"

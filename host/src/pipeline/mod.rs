@@ -82,8 +82,7 @@ impl<'a> Pipeline<'a> {
             }
             _ => None,
         };
-        let (decoder, origin) = crate::schema::starting_decoder(topic, registry.as_ref()).await?;
-        let table = TopicTable::open(config, topic, decoder.table_schema(), &origin).await?;
+        // The module first: a topic that cannot start must not leave a new table behind.
         let module = match &topic.validator {
             Some(v) => {
                 let module = GuestEngine::new(&config.wasm)?.load_pinned(&v.module, v.sha256.as_deref())?;
@@ -93,6 +92,8 @@ impl<'a> Pipeline<'a> {
             }
             None => None,
         };
+        let (decoder, origin) = crate::schema::starting_decoder(topic, registry.as_ref()).await?;
+        let table = TopicTable::open(config, topic, decoder.table_schema(), &origin).await?;
         let dead_letters = match topic.uses_dlq() {
             true => {
                 let validator = module.as_ref().map(|m| m.info()).transpose()?;
