@@ -53,11 +53,17 @@ def scaffold(binary, tmp_path_factory) -> tuple[pathlib.Path, str]:
 
 def test_scaffold_has_its_files_and_prints_the_next_commands(scaffold):
     crate, stdout = scaffold
-    for file in ["Cargo.toml", "src/lib.rs", "README.md", ".gitignore"]:
+    for file in ["Cargo.toml", "src/lib.rs", "README.md", ".gitignore", "rustfmt.toml"]:
         assert (crate / file).is_file(), f"{file} missing from the scaffold"
     manifest = (crate / "Cargo.toml").read_text()
     assert f'name = "{NAME}"' in manifest
-    assert f'k2-validator-sdk = {{ path = "{ROOT / "guest" / "sdk"}" }}' in manifest
+    # The SDK is a copy in the crate, not a path into the checkout the binary was built from.
+    assert 'k2-validator-sdk = { path = "k2-validator-sdk" }' in manifest
+    sdk = ROOT / "guest" / "sdk"
+    for file in [p.relative_to(sdk) for p in sdk.rglob("*") if p.is_file()]:
+        assert (crate / "k2-validator-sdk" / file).read_bytes() == (sdk / file).read_bytes(), f"sdk {file} not copied"
+    assert str(ROOT) not in manifest + (crate / "README.md").read_text()
+    assert len((crate / "src" / "lib.rs").read_text().splitlines()) <= 40, "the scaffold's lib.rs grew past 40 lines"
     assert "\n[workspace]\n" in manifest, "the crate must be its own workspace"
     assert "target/" in (crate / ".gitignore").read_text().splitlines()
     for command in [
@@ -98,7 +104,7 @@ def test_scaffold_runs_on_the_example_records(scaffold, binary):
 def test_scaffold_native_tests_pass(scaffold):
     crate, _ = scaffold
     proc = cargo(crate, "test")
-    assert "test result: ok. 2 passed" in proc.stdout, proc.stdout
+    assert "test result: ok. 1 passed" in proc.stdout, proc.stdout
 
 
 def test_scaffold_is_rustfmt_clean(scaffold):
@@ -124,6 +130,14 @@ def test_refuses_a_bad_name_naming_it(binary, tmp_path, name):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], f"not one line: {proc.stderr!r}"
     assert f"invalid validator name `{name}`" in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == [], "a refused name must create nothing"
+
+
+def test_depends_on_an_sdk_given_with_sdk_path(binary, tmp_path):
+    proc = k2_ingest(binary, "module", "new", NAME, "--dir", str(tmp_path), "--sdk", str(ROOT / "guest" / "sdk"))
+    assert proc.returncode == 0, proc.stderr
+    crate = tmp_path / NAME
+    assert f'k2-validator-sdk = {{ path = "{ROOT / "guest" / "sdk"}" }}' in (crate / "Cargo.toml").read_text()
+    assert not (crate / "k2-validator-sdk").exists(), "no copy when --sdk names one"
 
 
 def test_refuses_a_missing_sdk_naming_it(binary, tmp_path):

@@ -11,8 +11,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Decimal128Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, GenericStringArray, OffsetSizeTrait, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use k2_validator_sdk::bindings::k2::ingest::types as wit;
-use k2_validator_sdk::{Batch, ColumnData, Packed};
+use k2_validator_sdk::{Batch, ColumnData, Decimals, NamedColumn, Packed};
 
 use crate::sample_stream::{SampleStream, StreamBatch};
 
@@ -31,7 +30,7 @@ pub fn sdk_batch(stream: &SampleStream, batch: &StreamBatch) -> anyhow::Result<B
     })
 }
 
-fn columns(records: &RecordBatch, fields: &[usize]) -> anyhow::Result<Vec<wit::Column>> {
+fn columns(records: &RecordBatch, fields: &[usize]) -> anyhow::Result<Vec<NamedColumn>> {
     let schema = records.schema();
     fields
         .iter()
@@ -45,7 +44,7 @@ fn columns(records: &RecordBatch, fields: &[usize]) -> anyhow::Result<Vec<wit::C
                     field.data_type()
                 )
             })?;
-            Ok(wit::Column { name: field.name().clone(), data, nulls: validity(array) })
+            Ok(NamedColumn { name: field.name().clone(), data, nulls: validity(array) })
         })
         .collect()
 }
@@ -68,7 +67,7 @@ fn column_data(array: &dyn Array) -> Option<ColumnData> {
         DataType::Float64 => ColumnData::Float64(array.as_primitive::<Float64Type>().values().to_vec()),
         DataType::Utf8 => ColumnData::Utf8(packed_strings(array.as_string::<i32>())),
         DataType::Decimal128(precision, scale) if *precision <= 18 && *scale >= 0 => {
-            ColumnData::Decimal(wit::DecimalColumn {
+            ColumnData::Decimal(Decimals {
                 scale: *scale as u8,
                 // Precision 18 bounds the unscaled value by 10^18 < 2^63.
                 unscaled: array.as_primitive::<Decimal128Type>().values().iter().map(|&v| v as i64).collect(),

@@ -11,7 +11,7 @@ use k2_ingest::config::WasmConfig;
 use k2_ingest::guest::{GuestEngine, ValidatorInstance, ValidatorModule};
 use k2_quotes_validator::Quotes;
 use k2_trades_validator::Trades;
-use k2_validator_sdk::{KafkaMetadata, Reads, Settings, Validate, Verdict};
+use k2_validator_sdk::{FromSettings, KafkaMetadata, Reads, Settings, Validate, Verdict};
 use serde::Serialize;
 
 use crate::Output;
@@ -243,14 +243,14 @@ fn chunks(records: usize, batch_size: usize) -> impl Iterator<Item = Vec<std::op
 /// asking for what the validator reads. The paths take turns chunk by chunk (who goes first
 /// rotates each chunk), so all are timed under the same machine load even when that load
 /// changes within milliseconds, as it does on a shared machine.
-fn run_round<V: Validate>(
+fn run_round<V: Validate + FromSettings>(
     modules: &Modules,
     stream: &SampleStream,
     batch_size: usize,
     clock: Clock,
 ) -> anyhow::Result<Round> {
     let mut instance = modules.validator.instantiate(&[])?;
-    let mut native = V::new(&Settings::default()).map_err(anyhow::Error::msg)?;
+    let mut native = V::from_settings(&Settings::default()).map_err(anyhow::Error::msg)?;
     let mut floor = modules.floor.instantiate(&floor_settings(&native.reads()))?;
     let (mut wasm_measured, mut native_measured) = (Measured::default(), Measured::default());
     let mut floor_measured = Measured::default();
@@ -272,10 +272,10 @@ fn run_round<V: Validate>(
         let mut run_native = || -> anyhow::Result<()> {
             let started = clock.now();
             for batch in &sdk_batches {
-                let mut verdict = Verdict::empty();
+                let mut verdict = Verdict::new();
                 native.validate(black_box(batch), &mut verdict).map_err(anyhow::Error::msg)?;
-                native_measured.rejected += verdict.rejected.len();
-                native_measured.events += verdict.events.len();
+                native_measured.rejected += verdict.rejected().len();
+                native_measured.events += verdict.events().len();
                 black_box(verdict);
             }
             native_measured.elapsed += clock.now() - started;

@@ -1,6 +1,64 @@
-//! Read access to a batch's columns by name, in the layouts the host sends.
+//! A batch of records as the host lays it out (one buffer per column), and read access by name.
 
-use crate::{Batch, ColumnData, Packed};
+/// Records of one topic-partition, as columns: one value per record in every column.
+///
+/// The fields are the layout the host sends; read columns through [`Batch::utf8`],
+/// [`Batch::int64`], [`Batch::decimal`] and the like, which name a missing column in their error.
+/// Tests build batches with [`crate::testing::BatchBuilder`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub topic: String,
+    pub partition: i32,
+    pub records: u32,
+    /// One Kafka offset per record, or none unless [`crate::Validate::reads`] asks for them.
+    pub offsets: Vec<i64>,
+    /// One Kafka timestamp (microseconds since the epoch) per record, or none.
+    pub timestamps: Vec<i64>,
+    /// The Kafka keys, or no offsets at all unless asked for.
+    pub keys: Packed,
+    /// The fields the validator reads, named after the Avro fields.
+    pub columns: Vec<NamedColumn>,
+    /// The host's clock when it handed the batch over, microseconds since the epoch: the
+    /// sandbox has no clock of its own.
+    pub now_micros: i64,
+}
+
+/// Values of variable length packed into one buffer: value `i` is `data[offsets[i]..offsets[i + 1]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Packed {
+    pub data: Vec<u8>,
+    pub offsets: Vec<u32>,
+}
+
+/// One column: its field's name, its values and, when any value is null, a validity bitmap
+/// (least significant bit first; a set bit is a value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedColumn {
+    pub name: String,
+    pub data: ColumnData,
+    pub nulls: Option<Vec<u8>>,
+}
+
+/// A column's values, by the Avro type's layout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnData {
+    Boolean(Vec<bool>),
+    /// int, long, timestamps and dates.
+    Int64(Vec<i64>),
+    /// float and double.
+    Float64(Vec<f64>),
+    /// strings and enums.
+    Utf8(Packed),
+    Binary(Packed),
+    Decimal(Decimals),
+}
+
+/// Decimal values as unscaled integers: value `i` is `unscaled[i] / 10^scale`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decimals {
+    pub scale: u8,
+    pub unscaled: Vec<i64>,
+}
 
 /// Strings of one column (or the record keys), borrowed from the batch's packed buffer.
 ///
@@ -107,6 +165,22 @@ impl Batch {
         match self.column(name)?.data {
             ColumnData::Utf8(p) => Ok(Strings::new(p)),
             _ => Err(format!("column `{name}` is not a string column")),
+        }
+    }
+
+    /// A bytes column (read each value with [`Strings::bytes`]).
+    pub fn binary(&self, name: &str) -> Result<Strings<'_>, String> {
+        match self.column(name)?.data {
+            ColumnData::Binary(p) => Ok(Strings::new(p)),
+            _ => Err(format!("column `{name}` is not a bytes column")),
+        }
+    }
+
+    /// A boolean column.
+    pub fn boolean(&self, name: &str) -> Result<&[bool], String> {
+        match self.column(name)?.data {
+            ColumnData::Boolean(v) => Ok(v),
+            _ => Err(format!("column `{name}` is not a boolean column")),
         }
     }
 

@@ -1,213 +1,223 @@
 //! The k2-ingest validator SDK: implement [`Validate`] for a type and call [`export_validator!`].
 //!
+//! The smallest useful validator, a function that rejects records whose `price` is not positive:
+//!
 //! ```
-//! use k2_validator_sdk::{export_validator, Batch, Settings, Validate, Verdict};
+//! use k2_validator_sdk::{Batch, Verdict, export_validator};
 //!
-//! pub struct NonEmptySymbol;
+//! fn positive_price(batch: &Batch, verdict: &mut Verdict) -> Result<(), String> {
+//!     let price = batch.decimal("price")?;
+//!     for i in (0..batch.len()).filter(|&i| price.unscaled[i] <= 0) {
+//!         verdict.reject(i, "price-not-positive", "price is not > 0");
+//!     }
+//!     Ok(())
+//! }
 //!
-//! impl Validate for NonEmptySymbol {
-//!     const NAME: &'static str = "non-empty-symbol";
-//!     const VERSION: &'static str = "0.1.0";
-//!     fn new(_settings: &Settings) -> Result<Self, String> { Ok(Self) }
-//!     // input: a batch of records from one topic-partition, as columns
-//!     // output: the indices it rejects, with a code and a message
+//! export_validator!(fn positive_price);
+//! ```
+//!
+//! A validator with state is a type. Its state goes in one field whose type implements
+//! [`State`] (a [`SequenceTracker`] does), named in the macro: the host commits that field with
+//! the data and restores it after a restart, a rebalance or a failure, so the events stay exact.
+//!
+//! ```
+//! use k2_validator_sdk::{Batch, Reads, SequenceTracker, Validate, Verdict, export_validator};
+//!
+//! // input: a batch of records from one topic-partition, as columns
+//! // output: rejections (index, code, message) and sequence events per symbol
+//! #[derive(Default)]
+//! pub struct Checks {
+//!     sequences: SequenceTracker,
+//! }
+//!
+//! impl Validate for Checks {
+//!     fn reads(&self) -> Reads {
+//!         Reads::fields(&["symbol", "sequence"])
+//!     }
+//!
 //!     fn validate(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String> {
-//!         let symbols = batch.utf8("symbol")?;
-//!         for i in 0..batch.len() {
-//!             if symbols.get(i).is_empty() {
-//!                 verdict.reject(i, "symbol-empty", "symbol is empty".into());
+//!         let (symbol, sequence) = (batch.utf8("symbol")?, batch.int64("sequence")?);
+//!         for (i, &seq) in sequence.iter().enumerate() {
+//!             if symbol.get(i).is_empty() {
+//!                 verdict.reject(i, "symbol-empty", "symbol is empty");
+//!             } else if let Some(event) = self.sequences.observe(i, symbol.get(i), seq) {
+//!                 verdict.event(event);
 //!             }
 //!         }
 //!         Ok(())
 //!     }
 //! }
 //!
-//! export_validator!(NonEmptySymbol);
+//! export_validator!(Checks, state = sequences);
 //! ```
 //!
-//! State that must survive restarts (sequence numbers) goes in [`Validate::snapshot`] and
-//! [`Validate::restore`]; the host commits it with the data. Naming the fields a validator
-//! reads in [`Validate::reads`] spares the host copying the others into the guest.
+//! A validator with settings implements [`FromSettings`] instead of deriving `Default`. The
+//! name and version `k2-ingest module check` shows are the crate's unless the macro is given
+//! `name = ".."` or `version = ".."`. [`testing`] builds batches for native tests.
 
 mod batch;
-mod key;
-mod sequence;
-pub mod words;
-
 #[doc(hidden)]
-pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "validator",
-        pub_export_macro: true,
-        export_macro_name: "__export_k2_bindings",
-        default_bindings_module: "k2_validator_sdk::bindings",
-    });
-}
+pub mod component;
+mod key;
+pub mod listing;
+mod reads;
+mod sequence;
+mod settings;
+pub mod testing;
+mod verdict;
+mod words;
 
-use std::cell::RefCell;
-
-pub use batch::{Column, DecimalColumn, Strings};
-pub use bindings::k2::ingest::host::Level;
-pub use bindings::k2::ingest::types::{
-    Batch, ColumnData, EventKind, KafkaMetadata, ModuleInfo, Packed, Reads, Rejection, SequenceEvent, Verdict,
-};
+pub use batch::{Batch, Column, ColumnData, DecimalColumn, Decimals, NamedColumn, Packed, Strings};
+pub use reads::{KafkaMetadata, Reads};
 pub use sequence::SequenceTracker;
+pub use settings::Settings;
+pub use verdict::{EventKind, Rejection, SequenceEvent, Verdict};
 
-use bindings::exports::k2::ingest::validation::{GuestValidator, Validator};
-
-/// The version of the WIT package this SDK is built against.
+/// The version of the WIT package this SDK is built against (the host's test keeps it equal to
+/// the `package` line of `wit/k2-ingest.wit`).
 pub const WIT_VERSION: &str = "0.2.0";
 
-/// A validator's settings: string keys and values from the host's config.
-#[derive(Debug, Clone, Default)]
-pub struct Settings(Vec<(String, String)>);
-
-impl Settings {
-    pub fn new(pairs: Vec<(String, String)>) -> Self {
-        Self(pairs)
-    }
-
-    /// The raw value of `key`, if set.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-
-    /// `key` parsed as `T`, or `default` when unset; the error names the key and value.
-    pub fn parse_or<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(raw) => raw.parse().map_err(|_| format!("setting `{key}`: cannot parse `{raw}`")),
-        }
-    }
-
-    /// Fails on a key outside `known`, so a typo in the config is not silently ignored.
-    pub fn only(&self, known: &[&str]) -> Result<(), String> {
-        match self.0.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-            None => Ok(()),
-            Some((k, _)) => Err(format!("unknown setting `{k}` (known: {})", known.join(", "))),
-        }
-    }
-}
-
 /// A validator: checks batches from one topic-partition and keeps state between them.
-pub trait Validate: Sized + 'static {
-    /// The validator's name, as `k2-ingest module check` shows it.
-    const NAME: &'static str;
-    /// The validator's own version.
-    const VERSION: &'static str;
-
-    /// Builds the validator from its settings; an error names the bad setting.
-    fn new(settings: &Settings) -> Result<Self, String>;
-
-    /// What the validator reads of each batch, asked once after [`Validate::new`]. The host
-    /// copies only this into the guest; the default, everything, is always correct. A column
-    /// left out is absent from the batch, so reading it fails with an error naming it.
+pub trait Validate: 'static {
+    /// What the validator reads of each batch, asked once after it is built. The host copies
+    /// only this into the guest; the default, everything, is always correct. A column left out
+    /// is absent from the batch, so reading it fails with an error naming it.
     fn reads(&self) -> Reads {
         Reads::everything()
     }
 
     /// Checks one batch: reject records and report sequence events into `verdict`.
-    /// An `Err` is a fault that stops the topic, not a bad record.
+    /// An `Err` is a fault that stops the topic (e.g. a missing column), not a bad record.
     fn validate(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String>;
+}
 
-    /// The state to commit with the data (empty for a stateless validator).
-    fn snapshot(&self) -> Vec<u8> {
-        Vec::new()
-    }
+/// Builds a validator from the settings in the host's config.
+///
+/// Every `Default` type has it, taking no settings; a validator with settings implements it
+/// instead of deriving `Default` (both at once do not compile). A setting the validator never
+/// asked for (through [`Settings::get`] or [`Settings::parse_or`]) is refused after this returns,
+/// so a typo in the config stops the start instead of being silently ignored.
+pub trait FromSettings: Sized {
+    /// The validator for `settings`; an error names the bad setting.
+    fn from_settings(settings: &Settings) -> Result<Self, String>;
+}
 
-    /// Restores state from [`Validate::snapshot`].
-    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
-        Ok(())
+impl<T: Default> FromSettings for T {
+    fn from_settings(_settings: &Settings) -> Result<Self, String> {
+        Ok(T::default())
     }
+}
+
+/// State that must outlive a batch: the host commits [`State::snapshot`] with the data and hands
+/// it to [`State::restore`] of a fresh instance after a restart, a rebalance or a failure.
+pub trait State {
+    /// The state as bytes; equal states should give equal bytes.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the state with one from [`State::snapshot`]; empty bytes mean no state yet.
+    fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+}
+
+/// How much a [`log`] line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
 }
 
 /// Logs through the host (bounded by the host; use for rare events, not per record).
 pub fn log(level: Level, message: &str) {
-    bindings::k2::ingest::host::log(level, message);
+    component::log(level, message);
 }
 
-impl Reads {
-    /// Every field and all Kafka metadata.
-    pub fn everything() -> Self {
-        Reads { fields: None, kafka: KafkaMetadata::all() }
-    }
-
-    /// Only the fields `names`, and no Kafka metadata (add it with [`Reads::with_kafka`]).
-    pub fn fields(names: &[&str]) -> Self {
-        Reads { fields: Some(names.iter().map(|n| n.to_string()).collect()), kafka: KafkaMetadata::empty() }
-    }
-
-    /// These reads plus the Kafka metadata `kafka` (e.g. `KafkaMetadata::KEYS`).
-    pub fn with_kafka(mut self, kafka: KafkaMetadata) -> Self {
-        self.kafka |= kafka;
-        self
-    }
-}
-
-impl Verdict {
-    /// An empty verdict: every record accepted, no event.
-    pub fn empty() -> Self {
-        Verdict { rejected: Vec::new(), events: Vec::new() }
-    }
-
-    /// Rejects record `index` with a stable `code` and a message naming the bad value.
-    pub fn reject(&mut self, index: usize, code: &str, message: String) {
-        self.rejected.push(Rejection { index: index as u32, code: code.to_string(), message });
-    }
-}
-
-/// Bridges a [`Validate`] type to the generated resource interface. Public only for the macro.
-#[doc(hidden)]
-pub struct Adapter<T>(RefCell<T>);
-
-impl<T: Validate> GuestValidator for Adapter<T> {
-    fn create(config: Vec<(String, String)>) -> Result<Validator, String> {
-        let inner = T::new(&Settings::new(config))?;
-        Ok(Validator::new(Adapter(RefCell::new(inner))))
-    }
-
-    fn reads(&self) -> Reads {
-        self.0.borrow().reads()
-    }
-
-    fn validate(&self, batch: Batch) -> Result<Verdict, String> {
-        let mut verdict = Verdict::empty();
-        self.0.borrow_mut().validate(&batch, &mut verdict)?;
-        Ok(verdict)
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.borrow().snapshot()
-    }
-
-    fn restore(&self, state: Vec<u8>) -> Result<(), String> {
-        self.0.borrow_mut().restore(&state)
-    }
-}
-
-/// The [`ModuleInfo`] of a [`Validate`] type. Public only for the macro.
-#[doc(hidden)]
-pub fn info_of<T: Validate>() -> ModuleInfo {
-    ModuleInfo { name: T::NAME.to_string(), version: T::VERSION.to_string(), wit_version: WIT_VERSION.to_string() }
-}
-
-/// Exports a [`Validate`] type as this component's validator.
+/// Exports a validator as this component's.
+///
+/// - `export_validator!(MyType)`: a type implementing [`Validate`] and [`FromSettings`] (any
+///   `Default` type does).
+/// - `export_validator!(MyType, state = field)`: also commits and restores `field` (a [`State`]).
+/// - `export_validator!(fn my_function)`: a stateless validator that is one function
+///   `fn(&Batch, &mut Verdict) -> Result<(), String>`, reading every field.
+///
+/// Each form takes `name = ".."` and `version = ".."` before `state`; they default to the crate's
+/// `CARGO_PKG_NAME` and `CARGO_PKG_VERSION`.
 #[macro_export]
 macro_rules! export_validator {
-    ($ty:ty) => {
+    (fn $function:path $(, name = $name:expr)? $(, version = $version:expr)? $(,)?) => {
+        #[doc(hidden)]
+        #[derive(Default)]
+        pub struct __K2Function;
+
+        impl $crate::Validate for __K2Function {
+            fn validate(&mut self, batch: &$crate::Batch, verdict: &mut $crate::Verdict) -> Result<(), String> {
+                $function(batch, verdict)
+            }
+        }
+
+        $crate::export_validator!(__K2Function $(, name = $name)? $(, version = $version)?);
+    };
+    ($ty:ty $(, name = $name:expr)? $(, version = $version:expr)? $(, state = $state:ident)? $(,)?) => {
+        impl $crate::component::Exported for $ty {
+            // `env!` expands in the user's crate, so these are its name and version.
+            const NAME: &'static str = $crate::__k2_first!($($name,)? ::core::env!("CARGO_PKG_NAME"));
+            const VERSION: &'static str = $crate::__k2_first!($($version,)? ::core::env!("CARGO_PKG_VERSION"));
+
+            fn snapshot(&self) -> ::std::vec::Vec<u8> {
+                $crate::__k2_snapshot!(self $(, $state)?)
+            }
+
+            fn restore(&mut self, state: &[u8]) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__k2_restore!(self, state $(, $state)?)
+            }
+        }
+
         #[doc(hidden)]
         pub struct __K2Component;
 
-        impl $crate::bindings::exports::k2::ingest::validation::Guest for __K2Component {
-            type Validator = $crate::Adapter<$ty>;
+        impl $crate::component::Guest for __K2Component {
+            type Validator = $crate::component::Adapter<$ty>;
 
-            fn info() -> $crate::ModuleInfo {
-                $crate::info_of::<$ty>()
+            fn info() -> $crate::component::ModuleInfo {
+                $crate::component::info::<$ty>()
             }
         }
 
         #[cfg(target_arch = "wasm32")]
-        $crate::bindings::__export_k2_bindings!(__K2Component with_types_in $crate::bindings);
+        $crate::component::bindings::__export_k2_bindings!(__K2Component with_types_in $crate::component::bindings);
+    };
+}
+
+/// The first of its arguments: a name or version given to [`export_validator!`], else the default.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __k2_first {
+    ($first:expr $(, $rest:expr)*) => {
+        $first
+    };
+}
+
+/// The snapshot of the field named in [`export_validator!`]'s `state`, or none.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __k2_snapshot {
+    ($this:ident) => {
+        ::std::vec::Vec::new()
+    };
+    ($this:ident, $field:ident) => {
+        $crate::State::snapshot(&$this.$field)
+    };
+}
+
+/// The restore of the field named in [`export_validator!`]'s `state`; without one, state is ignored.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __k2_restore {
+    ($this:ident, $bytes:ident) => {{
+        let _ = $bytes;
+        Ok(())
+    }};
+    ($this:ident, $bytes:ident, $field:ident) => {
+        $crate::State::restore(&mut $this.$field, $bytes)
     };
 }

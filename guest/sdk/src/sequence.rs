@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use crate::key::ShortKey;
-use crate::{EventKind, SequenceEvent};
+use crate::{EventKind, SequenceEvent, State};
 
 /// Snapshot format version; bump on any change to the encoding below.
 const SNAPSHOT_V1: u8 = 1;
@@ -23,6 +23,8 @@ struct Entry {
     last: i64,
 }
 
+/// The last sequence number per key, and the events of the rules above. It is a [`State`]: name
+/// it in `export_validator!(.., state = field)` and the host commits and restores it.
 #[derive(Debug, Clone)]
 pub struct SequenceTracker {
     entries: Vec<Entry>,
@@ -174,6 +176,23 @@ impl SequenceTracker {
             return Err("sequence state has trailing bytes".to_string());
         }
         Ok(())
+    }
+}
+
+/// Sessions start at 1.
+impl Default for SequenceTracker {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl State for SequenceTracker {
+    fn snapshot(&self) -> Vec<u8> {
+        SequenceTracker::snapshot(self)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        SequenceTracker::restore(self, state)
     }
 }
 

@@ -7,13 +7,13 @@
 
 /// Bytes `at..at + 4` of `b` as the low half of a word. Panics when out of range, like indexing.
 #[inline(always)]
-pub fn le4(b: &[u8], at: usize) -> u64 {
+pub(crate) fn le4(b: &[u8], at: usize) -> u64 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64
 }
 
 /// Bytes `at..at + 8` of `b` as a word. Panics when out of range, like indexing.
 #[inline(always)]
-pub fn le8(b: &[u8], at: usize) -> u64 {
+pub(crate) fn le8(b: &[u8], at: usize) -> u64 {
     // The slice is 8 bytes (or indexing panicked), so the conversion cannot fail.
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
 }

@@ -33,7 +33,7 @@
 //! that the host's recovery keeps the sequence state exact.
 
 use k2_validator_sdk::{
-    Batch, EventKind, KafkaMetadata, Level, Reads, Rejection, SequenceEvent, SequenceTracker, Settings, Validate,
+    Batch, EventKind, FromSettings, KafkaMetadata, Level, Reads, SequenceEvent, SequenceTracker, Settings, Validate,
     Verdict, export_validator, log,
 };
 
@@ -85,11 +85,8 @@ pub struct Hostile {
     code: String,
 }
 
-impl Validate for Hostile {
-    const NAME: &'static str = "hostile";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-
-    fn new(settings: &Settings) -> Result<Self, String> {
+impl FromSettings for Hostile {
+    fn from_settings(settings: &Settings) -> Result<Self, String> {
         let mode = settings.get("mode").unwrap_or("none").to_string();
         // A misspelt mode must not pass for `none`, which the benchmark relies on as its floor.
         if !MODES.contains(&mode.as_str()) {
@@ -121,7 +118,9 @@ impl Validate for Hostile {
         let code = settings.get("code").unwrap_or("sequence-duplicate").to_string();
         Ok(Self { mode, poison, sequences: SequenceTracker::new(1), reads, alias_bytes, code })
     }
+}
 
+impl Validate for Hostile {
     fn reads(&self) -> Reads {
         if self.mode == "panic-reads" {
             panic!("hostile: panic in reads");
@@ -130,14 +129,6 @@ impl Validate for Hostile {
             return Reads { fields: Some(aliases(10_000, self.alias_bytes)), kafka: KafkaMetadata::all() };
         }
         self.reads.clone()
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.sequences.snapshot()
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        self.sequences.restore(state)
     }
 
     fn validate(&mut self, batch: &Batch, verdict: &mut Verdict) -> Result<(), String> {
@@ -175,29 +166,29 @@ impl Validate for Hostile {
                 );
                 verdict.reject(0, "batch", message);
             }
-            "bad-index" => verdict.reject(n + 7, "bad", "outside".into()),
+            "bad-index" => verdict.reject(n + 7, "bad", "outside"),
             "duplicate-index" => {
-                verdict.reject(0, "twice", "first".into());
-                verdict.reject(0, "twice", "second".into());
+                verdict.reject(0, "twice", "first");
+                verdict.reject(0, "twice", "second");
             }
             "oversized" => {
                 for i in 0..=n {
-                    verdict.reject(i % n.max(1), "many", "too many".into());
+                    verdict.reject(i % n.max(1), "many", "too many");
                 }
             }
             "read-file" => {
                 if std::fs::read("/etc/hostname").is_ok() || std::fs::read_dir("/").is_ok() {
-                    verdict.reject(0, "escaped", "read a host file".into());
+                    verdict.reject(0, "escaped", "read a host file");
                 }
             }
             "read-env" => {
                 if std::env::vars().next().is_some() || std::env::args().next().is_some() {
-                    verdict.reject(0, "escaped", "saw the host environment".into());
+                    verdict.reject(0, "escaped", "saw the host environment");
                 }
             }
             "socket" => {
                 if std::net::TcpStream::connect("127.0.0.1:19092").is_ok() {
-                    verdict.reject(0, "escaped", "opened a socket".into());
+                    verdict.reject(0, "escaped", "opened a socket");
                 }
             }
             "log-flood" => {
@@ -208,15 +199,16 @@ impl Validate for Hostile {
             }
             "alias-messages" | "alias-codes" => {
                 let big = aliases(n, self.alias_bytes);
+                // The strings are moved into the verdict, so every one still points at the buffer.
                 for (i, text) in big.into_iter().enumerate() {
                     let (code, message) =
                         if self.mode == "alias-codes" { (text, String::new()) } else { ("alias".into(), text) };
-                    verdict.rejected.push(Rejection { index: i as u32, code, message });
+                    verdict.reject(i, code, message);
                 }
             }
             "alias-keys" => {
                 for (i, key) in aliases(n, self.alias_bytes).into_iter().enumerate() {
-                    verdict.events.push(SequenceEvent {
+                    verdict.event(SequenceEvent {
                         index: i as u32,
                         kind: EventKind::Gap,
                         key,
@@ -227,7 +219,7 @@ impl Validate for Hostile {
                 }
             }
             "alias-error" => return Err(aliases(1, self.alias_bytes).remove(0)),
-            "host-code" => verdict.reject(0, &self.code, "a validator's rejection".into()),
+            "host-code" => verdict.reject(0, self.code.as_str(), "a validator's rejection"),
             #[cfg(target_arch = "wasm32")]
             "stdout-flood" => {
                 let big = vec![b'o'; self.alias_bytes];
@@ -321,7 +313,7 @@ impl Hostile {
                 }
             }
             if let Some(event) = self.sequences.observe_listing(i, exchange.get(i), symbol.get(i), sequence[i]) {
-                verdict.events.push(event);
+                verdict.event(event);
             }
         }
         Ok(())
@@ -338,4 +330,4 @@ fn depth(n: u64) -> u64 {
     1 + depth(std::hint::black_box(n - 1)) + local[3] % 2
 }
 
-export_validator!(Hostile);
+export_validator!(Hostile, name = "hostile", state = sequences);

@@ -5,21 +5,19 @@
 //! Output: rejections (`crossed-book` when bid > ask, `size-negative`) and sequence events per
 //! `EXCHANGE:SYMBOL`. Settings: `session_start` (default 1).
 
-use k2_validator_sdk::{Batch, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator};
+use k2_validator_sdk::{Batch, FromSettings, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator};
 
 pub struct Quotes {
     sequences: SequenceTracker,
 }
 
-impl Validate for Quotes {
-    const NAME: &'static str = "quotes";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-
-    fn new(settings: &Settings) -> Result<Self, String> {
-        settings.only(&["session_start"])?;
+impl FromSettings for Quotes {
+    fn from_settings(settings: &Settings) -> Result<Self, String> {
         Ok(Self { sequences: SequenceTracker::new(settings.parse_or("session_start", 1)?) })
     }
+}
 
+impl Validate for Quotes {
     fn reads(&self) -> Reads {
         Reads::fields(&["symbol", "exchange", "bid_price", "ask_price", "bid_size", "ask_size", "sequence"])
     }
@@ -43,32 +41,31 @@ impl Validate for Quotes {
                     format!("bid {} is above ask {} (unscaled, scale {})", bid.unscaled[i], ask.unscaled[i], bid.scale),
                 );
             } else if bid_size.unscaled[i] < 0 || ask_size.unscaled[i] < 0 {
-                verdict.reject(i, "size-negative", "a bid or ask size is below 0".to_string());
+                verdict.reject(i, "size-negative", "a bid or ask size is below 0");
             } else if let Some(event) = self.sequences.observe_listing(i, exchange.get(i), symbol.get(i), sequence[i]) {
-                verdict.events.push(event);
+                verdict.event(event);
             }
         }
         Ok(())
     }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.sequences.snapshot()
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        self.sequences.restore(state)
-    }
 }
 
-export_validator!(Quotes);
+export_validator!(Quotes, name = "quotes", state = sequences);
 
 #[cfg(test)]
 mod tests {
+    use k2_validator_sdk::testing::{BatchBuilder, Value, check};
+
     use super::*;
 
     #[test]
-    fn rejects_unknown_setting() {
-        let err = Quotes::new(&Settings::new(vec![("tolerance".into(), "1".into())])).err().unwrap();
-        assert!(err.contains("unknown setting `tolerance`"), "{err}");
+    fn rejects_a_crossed_book() {
+        let columns = ["symbol", "exchange", "bid_price", "ask_price", "bid_size", "ask_size", "sequence"];
+        let quote = |bid, ask| {
+            ("AAPL", "XNAS", Value::decimal(bid), Value::decimal(ask), Value::decimal("5"), Value::decimal("5"), 1)
+        };
+        let batch = BatchBuilder::new(columns).row(quote("1.01", "1.00")).build();
+        let verdict = check(&mut Quotes::from_settings(&Settings::default()).unwrap(), &batch);
+        assert_eq!(verdict.rejected()[0].message, "bid 101 is above ask 100 (unscaled, scale 2)");
     }
 }

@@ -6,60 +6,16 @@
 //! `symbol-format`, `timestamp-in-future`) and sequence events per `EXCHANGE:SYMBOL`.
 //! Settings: `session_start` (default 1), `future_tolerance_ms` (default 5000).
 
-use k2_validator_sdk::words::{le4, le8};
-use k2_validator_sdk::{Batch, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator};
+use k2_validator_sdk::listing::symbol_is_well_formed;
+use k2_validator_sdk::{Batch, FromSettings, Reads, SequenceTracker, Settings, Validate, Verdict, export_validator};
 
 pub struct Trades {
     sequences: SequenceTracker,
     future_tolerance_micros: i64,
 }
 
-/// Symbols are 1 to 16 characters of upper-case letters, digits, `.`, `/` and `-`.
-///
-/// Checked eight bytes at a time without a loop: in a WebAssembly guest every loop iteration
-/// pays the host's deadline check, which cost more than the byte test itself.
-pub fn symbol_is_well_formed(symbol: &str) -> bool {
-    symbol_bytes_are_well_formed(symbol.as_bytes())
-}
-
-/// [`symbol_is_well_formed`] on the bytes, so a test can try every byte value.
-#[inline(always)]
-fn symbol_bytes_are_well_formed(b: &[u8]) -> bool {
-    let n = b.len();
-    // Overlapping loads cover every byte; a repeated byte changes nothing in an "every byte" test.
-    let (lo, hi) = match n {
-        1..=3 => {
-            let (first, mid, last) = (b[0] as u64, b[n / 2] as u64, b[n - 1] as u64);
-            ((first * 0x0101_0101_0100_0000) | (last << 16) | (mid << 8) | first, 0)
-        }
-        4..=8 => (le4(b, 0) | le4(b, n - 4) << 32, 0),
-        9..=16 => (le8(b, 0), le8(b, n - 8)),
-        _ => return false,
-    };
-    all_symbol_bytes(lo) && (n <= 8 || all_symbol_bytes(hi))
-}
-
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Whether every byte of `w` is in `-./0-9` (0x2d-0x39) or `A-Z` (0x41-0x5a).
-#[inline(always)]
-fn all_symbol_bytes(w: u64) -> bool {
-    // For bytes below 0x80, byte + (0x80 - lo) has its high bit set exactly when byte >= lo, and
-    // byte + (0x7f - hi) exactly when byte > hi; no sum carries into the next byte.
-    let in_range = |lo: u8, hi: u8| {
-        let at_least = w.wrapping_add(0x0101_0101_0101_0101 * (0x80 - lo) as u64);
-        let above = w.wrapping_add(0x0101_0101_0101_0101 * (0x7f - hi) as u64);
-        at_least & !above & HIGHS
-    };
-    w & HIGHS == 0 && in_range(0x2d, 0x39) | in_range(0x41, 0x5a) == HIGHS
-}
-
-impl Validate for Trades {
-    const NAME: &'static str = "trades";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-
-    fn new(settings: &Settings) -> Result<Self, String> {
-        settings.only(&["session_start", "future_tolerance_ms"])?;
+impl FromSettings for Trades {
+    fn from_settings(settings: &Settings) -> Result<Self, String> {
         let tolerance_ms: i64 = settings.parse_or("future_tolerance_ms", 5_000)?;
         if tolerance_ms < 0 {
             return Err(format!("setting `future_tolerance_ms`: must be >= 0, got {tolerance_ms}"));
@@ -69,7 +25,9 @@ impl Validate for Trades {
             future_tolerance_micros: tolerance_ms.saturating_mul(1_000),
         })
     }
+}
 
+impl Validate for Trades {
     fn reads(&self) -> Reads {
         Reads::fields(&["symbol", "exchange", "exchange_ts", "price", "size", "side", "sequence"])
     }
@@ -106,18 +64,10 @@ impl Validate for Trades {
                 verdict.reject(i, "timestamp-in-future", format!("exchange_ts {} us is beyond now + tolerance", ts[i]));
             // Only accepted records advance the sequence: a rejected record is not data.
             } else if let Some(event) = self.sequences.observe_listing(i, exchange.get(i), sym, sequence[i]) {
-                verdict.events.push(event);
+                verdict.event(event);
             }
         }
         Ok(())
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.sequences.snapshot()
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        self.sequences.restore(state)
     }
 }
 
@@ -132,41 +82,14 @@ fn show(unscaled: i64, scale: u8) -> String {
     format!("{sign}{}.{:0width$}", v.abs() / div, v.abs() % div, width = scale as usize)
 }
 
-export_validator!(Trades);
+export_validator!(Trades, name = "trades", state = sequences);
 
 #[cfg(test)]
 mod tests {
+    use k2_validator_sdk::EventKind;
+    use k2_validator_sdk::testing::{BatchBuilder, Value, check, restart};
+
     use super::*;
-
-    #[test]
-    fn symbol_format() {
-        assert!(symbol_is_well_formed("AAPL"));
-        assert!(symbol_is_well_formed("BRK.B"));
-        assert!(symbol_is_well_formed("BTC/USD"));
-        assert!(!symbol_is_well_formed(""));
-        assert!(!symbol_is_well_formed("aapl"));
-        assert!(!symbol_is_well_formed("TOOLONGSYMBOLNAME1"));
-    }
-
-    #[test]
-    fn symbol_format_agrees_with_the_byte_by_byte_rule_for_every_byte_at_every_position() {
-        let rule = |b: &[u8]| {
-            (1..=16).contains(&b.len())
-                && b.iter().all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || b"./-".contains(&c))
-        };
-        for len in 1..=17 {
-            for at in 0..len {
-                for c in 0..=255u8 {
-                    let mut b = vec![b'Q'; len];
-                    b[at] = c;
-                    assert_eq!(symbol_bytes_are_well_formed(&b), rule(&b), "length {len}, byte {c:#x} at {at}");
-                }
-            }
-        }
-        let multi = "\u{e9}A";
-        assert_eq!(symbol_is_well_formed(multi), rule(multi.as_bytes()));
-        assert!(!symbol_is_well_formed(""));
-    }
 
     #[test]
     fn shows_decimals() {
@@ -176,8 +99,21 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unknown_setting() {
-        let err = Trades::new(&Settings::new(vec![("tolerance".into(), "1".into())])).err().unwrap();
-        assert!(err.contains("unknown setting `tolerance`"), "{err}");
+    fn rejects_a_bad_price_and_reports_a_gap_across_a_restart() {
+        let columns = ["symbol", "exchange", "exchange_ts", "price", "size", "side", "sequence"];
+        let trade = |price, seq| ("AAPL", "XNAS", 0, Value::decimal(price), Value::decimal("1.00"), "BUY", seq);
+        let mut trades = Trades::from_settings(&Settings::default()).unwrap();
+        let verdict =
+            check(&mut trades, &BatchBuilder::new(columns).rows([trade("1.50", 1), trade("0.00", 2)]).build());
+        assert_eq!(verdict.rejected()[0].message, "price 0.00 is not > 0");
+        let verdict = check(&mut restart(&trades), &BatchBuilder::new(columns).row(trade("1.50", 3)).build());
+        assert_eq!((verdict.events()[0].kind, verdict.events()[0].missing), (EventKind::Gap, 1));
+    }
+
+    #[test]
+    fn refuses_a_negative_tolerance() {
+        let settings = Settings::new(vec![("future_tolerance_ms".into(), "-1".into())]);
+        let err = Trades::from_settings(&settings).err().unwrap();
+        assert_eq!(err, "setting `future_tolerance_ms`: must be >= 0, got -1");
     }
 }

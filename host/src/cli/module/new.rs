@@ -9,12 +9,13 @@ use clap::Args;
 
 /// Create a validator crate that builds as is: one `Validate` impl and `export_validator!`.
 ///
-/// The crate holds Cargo.toml (depending on the k2 validator SDK by path, its own workspace),
-/// src/lib.rs with a small working validator and a native test, a README with the commands to
-/// build, check and test it, and a .gitignore.
+/// The crate holds Cargo.toml (its own workspace), src/lib.rs with a small working validator and
+/// a native test, a copy of the validator SDK this binary was built with (k2-validator-sdk/,
+/// unless --sdk names another), a README with the commands to build, check and test it, a
+/// rustfmt.toml and a .gitignore.
 ///
 /// The validator rejects records whose `symbol` is empty and tracks `sequence` per symbol
-/// (gaps, duplicates, out-of-order, resets), with its state in snapshot/restore. Edit it
+/// (gaps, duplicates, out-of-order, resets), with its state committed with the data. Edit it
 /// from there.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  \
@@ -30,17 +31,39 @@ pub struct NewArgs {
     #[arg(long, value_name = "PARENT", default_value = ".")]
     dir: PathBuf,
 
-    /// The validator SDK: the guest/sdk folder of a k2-ingest checkout. Default: the one this
-    /// binary was built from.
+    /// Depend on the validator SDK in this folder (e.g. the guest/sdk of a k2-ingest checkout)
+    /// instead of a copy in the crate. Default: a copy of the SDK this binary was built with.
     #[arg(long, value_name = "PATH")]
     sdk: Option<PathBuf>,
 }
 
-/// The SDK of the checkout this binary was built from; gone if the binary was moved elsewhere.
-const BUILT_WITH_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/sdk");
-
 /// The SDK's package name, checked so `--sdk` pointing at the wrong folder fails here, not in cargo.
 const SDK_PACKAGE: &str = "k2-validator-sdk";
+
+/// Where the crate keeps its copy of the SDK, relative to its folder.
+const VENDORED_SDK_DIR: &str = "k2-validator-sdk";
+
+/// The SDK this binary was built with, file by file (relative to guest/sdk), written into each
+/// new crate. Why a copy and not a path to the checkout or a registry: the binary may run where
+/// no checkout is (a path baked in at compile time dangles once it is moved), and the SDK is not
+/// on any registry, so a copy is the one way a user outside the checkout, with no network, gets
+/// an SDK; and it is the SDK whose WIT this binary speaks. (The SDK's own two dependencies come
+/// from cargo's cache or registry, as any crate's do.) A test checks this list against guest/sdk.
+const SDK_FILES: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../../../guest/sdk/Cargo.toml")),
+    ("wit/k2-ingest.wit", include_str!("../../../../guest/sdk/wit/k2-ingest.wit")),
+    ("src/batch.rs", include_str!("../../../../guest/sdk/src/batch.rs")),
+    ("src/component.rs", include_str!("../../../../guest/sdk/src/component.rs")),
+    ("src/key.rs", include_str!("../../../../guest/sdk/src/key.rs")),
+    ("src/lib.rs", include_str!("../../../../guest/sdk/src/lib.rs")),
+    ("src/listing.rs", include_str!("../../../../guest/sdk/src/listing.rs")),
+    ("src/reads.rs", include_str!("../../../../guest/sdk/src/reads.rs")),
+    ("src/sequence.rs", include_str!("../../../../guest/sdk/src/sequence.rs")),
+    ("src/settings.rs", include_str!("../../../../guest/sdk/src/settings.rs")),
+    ("src/testing.rs", include_str!("../../../../guest/sdk/src/testing.rs")),
+    ("src/verdict.rs", include_str!("../../../../guest/sdk/src/verdict.rs")),
+    ("src/words.rs", include_str!("../../../../guest/sdk/src/words.rs")),
+];
 
 /// Each file of the crate (relative to its folder) and its embedded template, whose
 /// placeholders are `{{key}}`: see [`Placeholders`].
@@ -49,6 +72,8 @@ const FILES: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../../templates/validator/lib.rs.tmpl")),
     ("README.md", include_str!("../../../templates/validator/README.md.tmpl")),
     (".gitignore", include_str!("../../../templates/validator/gitignore.tmpl")),
+    // The project's style, so `cargo fmt` leaves the scaffold and the SDK copy as they are.
+    ("rustfmt.toml", include_str!("../../../../rustfmt.toml")),
 ];
 
 /// Why the crate was not created; each message names the input at fault.
@@ -60,19 +85,30 @@ enum NewError {
     #[error("{} already exists: choose another name or --dir", path.display())]
     Exists { path: PathBuf },
 
-    #[error("validator sdk not found at {}: pass --sdk PATH (the guest/sdk folder of a k2-ingest checkout)", path.display())]
+    #[error("validator sdk not found at {}: pass --sdk PATH (the guest/sdk folder of a k2-ingest checkout), or leave --sdk out for a copy in the crate", path.display())]
     SdkMissing { path: PathBuf },
 
-    #[error("{} is not the validator sdk (no Cargo.toml of package `{SDK_PACKAGE}`): pass --sdk PATH (the guest/sdk folder of a k2-ingest checkout)", path.display())]
+    #[error("{} is not the validator sdk (no Cargo.toml of package `{SDK_PACKAGE}`): pass --sdk PATH (the guest/sdk folder of a k2-ingest checkout), or leave --sdk out for a copy in the crate", path.display())]
     NotSdk { path: PathBuf },
 
     #[error("{} is not valid UTF-8, so Cargo.toml cannot name it", path.display())]
     NotUtf8 { path: PathBuf },
 }
 
+/// Where the new crate's SDK comes from.
+enum Sdk {
+    /// A copy of [`SDK_FILES`] in the crate.
+    Vendored,
+    /// A folder given with `--sdk`, absolute and checked.
+    At(PathBuf),
+}
+
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
     check_name(&args.name)?;
-    let sdk = find_sdk(args.sdk.as_deref())?;
+    let sdk = match args.sdk.as_deref() {
+        Some(path) => Sdk::At(find_sdk(path)?),
+        None => Sdk::Vendored,
+    };
 
     fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let crate_dir = args.dir.join(&args.name);
@@ -90,10 +126,16 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
 
     let lib = lib_name(&args.name);
     println!("created validator crate `{}` in {}", args.name, crate_dir.display());
-    println!("  Cargo.toml   depends on {SDK_PACKAGE} at {}", sdk.display());
-    println!("  src/lib.rs   the validator: one Validate impl and export_validator!, with a native test");
-    println!("  README.md    the commands below and how to use the validator in a config");
-    println!("  .gitignore");
+    match &sdk {
+        Sdk::Vendored => println!("  Cargo.toml         depends on {SDK_PACKAGE} in {VENDORED_SDK_DIR}/"),
+        Sdk::At(path) => println!("  Cargo.toml         depends on {SDK_PACKAGE} at {}", path.display()),
+    }
+    println!("  src/lib.rs         the validator: one Validate impl and export_validator!, with a native test");
+    if let Sdk::Vendored = sdk {
+        println!("  {VENDORED_SDK_DIR}/  the validator sdk this k2-ingest was built with");
+    }
+    println!("  README.md          the commands below and how to use the validator in a config");
+    println!("  rustfmt.toml, .gitignore");
     println!();
     println!("next:");
     println!("  cd {}", shell_word(&crate_dir.display().to_string()));
@@ -141,9 +183,8 @@ const RUST_KEYWORDS: &[&str] = &[
     "try", "type", "typeof", "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
 ];
 
-/// The SDK folder, absolute, after checking it holds the SDK's Cargo.toml.
-fn find_sdk(given: Option<&Path>) -> Result<PathBuf, anyhow::Error> {
-    let path = given.unwrap_or(Path::new(BUILT_WITH_SDK));
+/// The SDK folder `path`, absolute, after checking it holds the SDK's Cargo.toml.
+fn find_sdk(path: &Path) -> Result<PathBuf, anyhow::Error> {
     let sdk = match fs::canonicalize(path) {
         Ok(p) => p,
         Err(e) if e.kind() == ErrorKind::NotFound => return Err(NewError::SdkMissing { path: path.into() }.into()),
@@ -158,17 +199,27 @@ fn find_sdk(given: Option<&Path>) -> Result<PathBuf, anyhow::Error> {
 }
 
 /// Writes every file of the crate into `crate_dir`, which exists and is empty.
-fn write_crate(name: &str, sdk: &Path, crate_dir: &Path) -> anyhow::Result<()> {
+fn write_crate(name: &str, sdk: &Sdk, crate_dir: &Path) -> anyhow::Result<()> {
     let absolute = fs::canonicalize(crate_dir).with_context(|| format!("cannot resolve {}", crate_dir.display()))?;
     let placeholders = Placeholders::new(name, sdk, &absolute)?;
     for (file, template) in FILES {
-        let path = crate_dir.join(file);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        write_file(&crate_dir.join(file), &placeholders.fill(template))?;
+    }
+    if let Sdk::Vendored = sdk {
+        // Copied as they are: the SDK's files are not templates.
+        for (file, text) in SDK_FILES {
+            write_file(&crate_dir.join(VENDORED_SDK_DIR).join(file), text)?;
         }
-        fs::write(&path, placeholders.fill(template)).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Writes `text` to `path`, creating its folder.
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The values the templates need. Paths are TOML strings (quoted and escaped), since the
@@ -178,19 +229,34 @@ struct Placeholders {
 }
 
 impl Placeholders {
-    fn new(name: &str, sdk: &Path, crate_dir: &Path) -> Result<Self, NewError> {
+    fn new(name: &str, sdk: &Sdk, crate_dir: &Path) -> Result<Self, NewError> {
         let toml_path = |path: &Path| match path.to_str() {
             Some(s) => Ok(toml::Value::String(s.to_string()).to_string()),
             None => Err(NewError::NotUtf8 { path: path.into() }),
         };
         let lib = lib_name(name);
         let module = crate_dir.join("target/wasm32-wasip2/release").join(format!("{lib}.wasm"));
+        let (sdk_path, sdk_origin, sdk_readme) = match sdk {
+            Sdk::Vendored => (
+                toml_path(Path::new(VENDORED_SDK_DIR))?,
+                "The copy in\n# k2-validator-sdk/ is the SDK the k2-ingest that made this crate was built with."
+                    .to_string(),
+                format!("a copy in `{VENDORED_SDK_DIR}/`, the one the k2-ingest that made this crate was built with"),
+            ),
+            Sdk::At(path) => (
+                toml_path(path)?,
+                "It is the\n# folder given to `k2-ingest module new --sdk`.".to_string(),
+                format!("`{}`, given to `k2-ingest module new --sdk`", path.display()),
+            ),
+        };
         Ok(Self {
             pairs: vec![
                 ("name", name.to_string()),
                 ("lib_name", lib),
                 ("type_name", type_name(name)),
-                ("sdk_path", toml_path(sdk)?),
+                ("sdk_path", sdk_path),
+                ("sdk_origin", sdk_origin),
+                ("sdk_readme", sdk_readme),
                 ("module_path", toml_path(&module)?),
             ],
         })
@@ -289,16 +355,56 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled() {
-        let p =
-            Placeholders::new("my-checks", Path::new("/opt/k2 \"x\"/guest/sdk"), Path::new("/tmp/my-checks")).unwrap();
-        for (file, template) in FILES {
-            let text = p.fill(template);
-            assert!(!text.contains("{{"), "{file} has an unfilled placeholder:\n{text}");
+        let given = Sdk::At(PathBuf::from("/opt/k2 \"x\"/guest/sdk"));
+        for (sdk, path) in [(&Sdk::Vendored, VENDORED_SDK_DIR), (&given, "/opt/k2 \"x\"/guest/sdk")] {
+            let p = Placeholders::new("my-checks", sdk, Path::new("/tmp/my-checks")).unwrap();
+            for (file, template) in FILES {
+                let text = p.fill(template);
+                assert!(!text.contains("{{"), "{file} has an unfilled placeholder:\n{text}");
+            }
+            let manifest: toml::Table = p.fill(FILES[0].1).parse().unwrap();
+            assert_eq!(manifest["package"]["name"].as_str(), Some("my-checks"));
+            assert_eq!(manifest["dependencies"][SDK_PACKAGE]["path"].as_str(), Some(path));
+            assert!(manifest["workspace"].as_table().unwrap().is_empty(), "the crate must be its own workspace");
         }
-        let manifest: toml::Table = p.fill(FILES[0].1).parse().unwrap();
-        assert_eq!(manifest["package"]["name"].as_str(), Some("my-checks"));
-        assert_eq!(manifest["dependencies"][SDK_PACKAGE]["path"].as_str(), Some("/opt/k2 \"x\"/guest/sdk"));
-        assert!(manifest["workspace"].as_table().unwrap().is_empty(), "the crate must be its own workspace");
+    }
+
+    /// The SDK folder of this checkout, read at test time.
+    fn sdk_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/sdk")
+    }
+
+    #[test]
+    fn the_vendored_sdk_is_every_file_of_guest_sdk() {
+        let mut on_disk = vec!["Cargo.toml".to_string()];
+        for (folder, ext) in [("src", "rs"), ("wit", "wit")] {
+            for entry in fs::read_dir(sdk_dir().join(folder)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == ext) {
+                    on_disk.push(format!("{folder}/{}", path.file_name().unwrap().to_str().unwrap()));
+                }
+            }
+        }
+        on_disk.sort();
+        let mut vendored: Vec<String> = SDK_FILES.iter().map(|(f, _)| f.to_string()).collect();
+        vendored.sort();
+        assert_eq!(vendored, on_disk, "SDK_FILES must list every file of guest/sdk");
+        for (file, text) in SDK_FILES {
+            assert_eq!(*text, fs::read_to_string(sdk_dir().join(file)).unwrap(), "{file} changed: rebuild");
+        }
+    }
+
+    #[test]
+    fn the_sdk_wit_is_the_contract_byte_for_byte() {
+        let contract = include_str!("../../../../wit/k2-ingest.wit");
+        let copy = SDK_FILES.iter().find(|(f, _)| *f == "wit/k2-ingest.wit").unwrap().1;
+        assert!(copy == contract, "guest/sdk/wit/k2-ingest.wit differs from wit/k2-ingest.wit: copy it over");
+        let version = contract.lines().find_map(|l| l.strip_prefix("package k2:ingest@")?.strip_suffix(';')).unwrap();
+        let lib = SDK_FILES.iter().find(|(f, _)| *f == "src/lib.rs").unwrap().1;
+        assert!(
+            lib.contains(&format!("pub const WIT_VERSION: &str = \"{version}\";")),
+            "the sdk's WIT_VERSION is not {version}"
+        );
     }
 
     #[test]
