@@ -17,7 +17,7 @@ help:
 	@echo "make demo           produce sample trades, ingest them, read the table back"
 	@echo "make test           every test: unit, guest contract, end-to-end on real services"
 	@echo "make services-up    start Kafka (127.0.0.1:19092) and a schema registry (:18081); REST=1 adds S3Proxy and a REST catalog (services-down stops them)"
-	@echo "make build          the k2-ingest binary and the validator components"
+	@echo "make build          the k2-ingest and k2-sample binaries and the validator components"
 	@echo "make bench          validator throughput (wasm vs native) and end-to-end ingest vs a bare consumer"
 	@echo "make fuzz           the decode and verdict-check property tests on hostile input, FUZZ_CASES per property (default 200000)"
 
