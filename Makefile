@@ -7,6 +7,7 @@ CARGO ?= cargo
 GUEST_TARGET := wasm32-wasip2
 GUEST_WASM := guest/target/$(GUEST_TARGET)/release/k2_trades_validator.wasm
 BIN := target/debug/k2-ingest
+SAMPLE_BIN := target/debug/k2-sample
 # The venv lives in the services state folder (.k2, or $K2_STATE_DIR as services.sh uses).
 PY := $(or $(K2_STATE_DIR),.k2)/venv/bin/python
 
@@ -16,7 +17,7 @@ help:
 	@echo "make demo           produce sample trades, ingest them, read the table back"
 	@echo "make test           every test: unit, guest contract, end-to-end on real services"
 	@echo "make services-up    start Kafka (127.0.0.1:19092) and a schema registry (:18081); REST=1 adds S3Proxy and a REST catalog (services-down stops them)"
-	@echo "make build          the k2-ingest binary and the validator components"
+	@echo "make build          the k2-ingest and k2-sample binaries and the validator components"
 	@echo "make bench          validator throughput (wasm vs native) and end-to-end ingest vs a bare consumer"
 	@echo "make fuzz           the decode and verdict-check property tests on hostile input, FUZZ_CASES per property (default 200000)"
 
@@ -29,8 +30,9 @@ guest: toolchain
 	$(CARGO) build --release --manifest-path guest/Cargo.toml --target $(GUEST_TARGET)
 
 ## Tests and the demo share the dev profile (dependencies optimised), so a cold build compiles them once.
+## k2-sample (dev/sample) produces the generated market data the demo and the e2e tests ingest.
 build: guest
-	$(CARGO) build -p k2-ingest
+	$(CARGO) build -p k2-ingest -p k2-sample
 
 demo: build services-up venv
 	bash dev/demo.sh
@@ -43,11 +45,11 @@ test-guest:
 
 ## Host unit tests and guest-contract tests on the real .wasm (no network).
 test-rust: guest
-	$(CARGO) test -p k2-ingest
+	$(CARGO) test -p k2-ingest -p k2-sample
 
 ## End-to-end tests against the real broker, read back with pyiceberg.
 test-e2e: build services-up-rest venv
-	K2_BIN=$(abspath $(BIN)) $(PY) -m pytest tests -v -rs
+	K2_BIN=$(abspath $(BIN)) K2_SAMPLE_BIN=$(abspath $(SAMPLE_BIN)) $(PY) -m pytest tests -v -rs
 
 ## Both decode paths on hostile bodies (host/src/decode/fuzz.rs) and the check of a guest's verdict
 ## (guest/instance.rs): `make test` runs each property a few hundred to a few thousand times; this
@@ -62,9 +64,9 @@ fuzz:
 BENCH_RECORDS ?= 2000000
 BENCH_ROUNDS ?= 1
 bench: guest services-up
-	$(CARGO) build --release -p k2-ingest -p k2-bench
+	$(CARGO) build --release -p k2-ingest -p k2-sample -p k2-bench
 	target/release/k2-bench validators
-	target/release/k2-bench ingest --k2-bin target/release/k2-ingest --records $(BENCH_RECORDS) --rounds $(BENCH_ROUNDS)
+	target/release/k2-bench ingest --k2-bin target/release/k2-ingest --sample-bin target/release/k2-sample --records $(BENCH_RECORDS) --rounds $(BENCH_ROUNDS)
 
 clean:
 	$(CARGO) clean

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=target/debug/k2-ingest
+SAMPLE=target/debug/k2-sample
 PY=.k2/venv/bin/python
 CONFIG=k2.example.toml
 TOPIC=market.trades.raw
@@ -29,7 +30,7 @@ done
 
 echo
 echo "== produce $COUNT sample trades over 3 partitions, with injected anomalies"
-$BIN produce-sample --config "$CONFIG" --topic "$TOPIC" --count "$COUNT" --partitions 3 --seed 7 \
+$SAMPLE --config "$CONFIG" --topic "$TOPIC" --count "$COUNT" --partitions 3 --seed 7 \
     --gaps 5 --duplicates 5 --malformed 4 --invalid 6 --output json > "$DEMO.produce.json"
 $PY -c 'import json,sys; s=json.load(open(sys.argv[1])); print("produced {produced}: gaps {gaps}, duplicates {duplicates}, malformed {malformed}, invalid {invalid}".format(**s))' "$DEMO.produce.json"
 

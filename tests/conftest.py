@@ -20,6 +20,15 @@ def binary() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def sample_binary(binary) -> pathlib.Path:
+    """The dev generator of test data (dev/sample), built next to k2-ingest unless K2_SAMPLE_BIN says."""
+    path = pathlib.Path(os.environ.get("K2_SAMPLE_BIN", binary.with_name("k2-sample")))
+    if not path.is_file():
+        pytest.fail(f"k2-sample binary not found at {path}: run `make build` (make test does)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def bootstrap() -> str:
     # Services are started by `make services-up`; tests find them through the environment.
     return os.environ.get("K2_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
@@ -33,7 +42,7 @@ def catalog() -> str:
 
 
 @pytest.fixture()
-def k2(binary, bootstrap, tmp_path, catalog) -> K2:
+def k2(binary, sample_binary, bootstrap, tmp_path, catalog) -> K2:
     """A config of its own: fresh topic names, group and warehouse (or REST namespace), absolute paths."""
     return K2(binary=binary, bootstrap=bootstrap, root=ROOT, workdir=tmp_path, run_id=uuid.uuid4().hex[:10],
-              catalog_kind=catalog)
+              catalog_kind=catalog, sample_binary=sample_binary)

@@ -30,8 +30,12 @@ class K2:
     # "sql": the embedded SQLite catalog in workdir; "rest": the shared REST catalog over S3,
     # where each test gets a namespace of its own.
     catalog_kind: str = "sql"
+    # The dev generator (dev/sample) that produces the test data; by default next to `binary`.
+    sample_binary: pathlib.Path | None = None
 
     def __post_init__(self):
+        if self.sample_binary is None:
+            self.sample_binary = self.binary.with_name("k2-sample")
         self.namespace = "market" if self.catalog_kind == "sql" else f"e2e_{self.run_id}"
         self.database = self.workdir / "catalog.db"
         self.warehouse = self.workdir / "warehouse"
@@ -124,28 +128,30 @@ access_key_id = "{S3_KEY}"
 secret_access_key = "{S3_SECRET}"
 """
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(self, *args: str, check: bool = True, timeout: float = 600, env: dict | None = None,
+            binary: pathlib.Path | None = None) -> subprocess.CompletedProcess:
+        binary = binary or self.binary
         proc = subprocess.run(
-            [str(self.binary), *args], capture_output=True, text=True, timeout=timeout,
+            [str(binary), *args], capture_output=True, text=True, timeout=timeout,
             env={"PATH": "/usr/bin:/bin", "K2_LOG": "info", **(env or {})},
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"k2-ingest {' '.join(args)} exited {proc.returncode}\nstderr:\n{proc.stderr[-4000:]}")
+            raise AssertionError(f"{binary.name} {' '.join(args)} exited {proc.returncode}\nstderr:\n{proc.stderr[-4000:]}")
         return proc
 
-    def run_json(self, *args: str) -> dict:
-        proc = self.run(*args, "--output", "json")
+    def run_json(self, *args: str, binary: pathlib.Path | None = None) -> dict:
+        proc = self.run(*args, "--output", "json", binary=binary)
         lines = [l for l in proc.stdout.splitlines() if l.strip()]
         assert len(lines) == 1, f"expected exactly one JSON line on stdout, got {proc.stdout!r}"
         return json.loads(lines[0])
 
     def produce(self, topic: str, count: int, manifest: pathlib.Path | None = None, **options) -> dict:
-        args = ["produce-sample", "--config", str(self.config), "--topic", topic, "--count", str(count)]
+        args = ["--config", str(self.config), "--topic", topic, "--count", str(count)]
         for key, value in options.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         if manifest is not None:
             args += ["--manifest", str(manifest)]
-        return self.run_json(*args)
+        return self.run_json(*args, binary=self.sample_binary)
 
     def consume(self, topic: str, *extra: str) -> dict:
         return self.run_json("consume", "--config", str(self.config), "--topic", topic, *extra)

@@ -41,7 +41,7 @@ def test_three_instances_one_killed_one_added_land_every_record_once(k2, tmp_pat
     procs = [k2.spawn_consume(k2.trades, config, tmp_path / f"i{i}.log") for i in range(3)]
     time.sleep(4)  # all three join, so they ingest side by side and their commits race
     producer = subprocess.Popen(
-        [str(k2.binary), "produce-sample", "--config", str(k2.config), "--topic", k2.trades,
+        [str(k2.sample_binary), "--config", str(k2.config), "--topic", k2.trades,
          "--count", str(count - 6), "--symbols", "60", "--seed", "9", "--output", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={"PATH": "/usr/bin:/bin"},
     )

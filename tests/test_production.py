@@ -25,7 +25,7 @@ CHUNK_PAUSE_S = 2
 def produce_in_chunks(k2, return_codes: list[int]):
     for chunk in range(CHUNKS):
         proc = subprocess.run(
-            [str(k2.binary), "produce-sample", "--config", str(k2.config), "--topic", k2.trades,
+            [str(k2.sample_binary), "--config", str(k2.config), "--topic", k2.trades,
              "--count", str((COUNT - PARTITIONS) // CHUNKS), "--symbols", "300", "--seed", str(31 + chunk),
              "--output", "json"],
             capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=600,
@@ -73,7 +73,7 @@ def test_three_instances_on_rest_and_s3_land_every_record_once(k2, tmp_path):
         instances.append((proc, port))
         time.sleep(4)  # instances join at different times: each join rebalances the group
     producer.join(timeout=600)
-    assert not producer.is_alive() and return_codes == [0] * CHUNKS, f"produce-sample failed: {return_codes}"
+    assert not producer.is_alive() and return_codes == [0] * CHUNKS, f"k2-sample failed: {return_codes}"
     high = k2.high_watermarks(k2.trades)
 
     deadline = time.monotonic() + 600

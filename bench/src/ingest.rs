@@ -22,6 +22,9 @@ pub struct IngestArgs {
     /// The k2-ingest binary to measure (a release build).
     #[arg(long, default_value = "target/release/k2-ingest")]
     k2_bin: PathBuf,
+    /// The sample generator that produces the dataset.
+    #[arg(long, default_value = "target/release/k2-sample")]
+    sample_bin: PathBuf,
     /// Kafka bootstrap servers.
     #[arg(long, env = "K2_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:19092")]
     bootstrap: String,
@@ -92,6 +95,11 @@ impl Figures {
 
 pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     ensure!(args.k2_bin.is_file(), "k2-ingest binary {} not found: build it in release first", args.k2_bin.display());
+    ensure!(
+        args.sample_bin.is_file(),
+        "k2-sample binary {} not found: build it in release first",
+        args.sample_bin.display()
+    );
     let topic = format!("{TOPIC_PREFIX}.{}.p{}.s{}", args.records, args.partitions, args.seed);
     let work = args.out.join("work");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -236,15 +244,15 @@ fn ensure_dataset(args: &IngestArgs, config: &Path, topic: &str) -> anyhow::Resu
     }
     ensure!(held == 0, "{topic} holds {held} records, not {}: delete the topic or change --seed", args.records);
     eprintln!("dataset: producing {} records into {topic}", args.records);
-    let status = Command::new(&args.k2_bin)
-        .args(["produce-sample", "--config"])
+    let status = Command::new(&args.sample_bin)
+        .arg("--config")
         .arg(config)
         .args(["--topic", topic, "--count", &args.records.to_string()])
         .args(["--partitions", &args.partitions.to_string(), "--seed", &args.seed.to_string()])
         .args(["--symbols", "500", "--output", "json"])
         .stdout(Stdio::null())
         .status()?;
-    ensure!(status.success(), "produce-sample failed ({status})");
+    ensure!(status.success(), "{} failed ({status})", args.sample_bin.display());
     Ok(())
 }
 

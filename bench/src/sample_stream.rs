@@ -11,7 +11,7 @@ use k2_ingest::decode::avro::TopicDecoder;
 use k2_ingest::decode::columns::{ColumnsBuilder, KafkaMeta};
 use k2_ingest::decode::schema::{field_columns, iceberg_schema, record_fields};
 use k2_ingest::guest::BatchInput;
-use k2_ingest::sample::{Injected, SampleGenerator, SampleKind, SamplePlan};
+use k2_sample::{Injected, SampleGenerator, SampleKind, SamplePlan};
 use serde_json::json;
 
 /// Exchange timestamp of the first record (2023-11-14), so every run sees the same data.

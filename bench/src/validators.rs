@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use k2_ingest::config::WasmConfig;
+use k2_ingest::config::{Profiler, WasmConfig};
 use k2_ingest::guest::{GuestEngine, ValidatorInstance, ValidatorModule};
 use k2_quotes_validator::Quotes;
 use k2_trades_validator::Trades;
@@ -98,9 +98,33 @@ pub struct ValidatorsArgs {
     #[arg(long, value_enum, default_value_t = Clock::ThreadCpu)]
     clock: Clock,
 
+    /// What wasmtime tells `perf` about guest code, as `[wasm] profiler` in k2-ingest's config.
+    #[arg(long, value_enum, default_value_t = WasmProfiler::None)]
+    profiler: WasmProfiler,
+
     /// How to print the result.
     #[arg(long, value_enum, default_value_t)]
     output: Output,
+}
+
+/// The values of `[wasm] profiler`, spelled as in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WasmProfiler {
+    None,
+    #[value(name = "perfmap")]
+    PerfMap,
+    #[value(name = "jitdump")]
+    JitDump,
+}
+
+impl From<WasmProfiler> for Profiler {
+    fn from(p: WasmProfiler) -> Self {
+        match p {
+            WasmProfiler::None => Profiler::None,
+            WasmProfiler::PerfMap => Profiler::PerfMap,
+            WasmProfiler::JitDump => Profiler::JitDump,
+        }
+    }
 }
 
 /// What the benchmark times with.
@@ -366,7 +390,7 @@ pub fn run(args: ValidatorsArgs) -> anyhow::Result<()> {
     }
     let mut validators = args.validators.clone();
     validators.dedup();
-    let engine = GuestEngine::new(&WasmConfig::default())?;
+    let engine = GuestEngine::new(&WasmConfig { profiler: args.profiler.into(), ..WasmConfig::default() })?;
     let mut report = Report {
         benchmark: "validators",
         records_per_round: args.records,

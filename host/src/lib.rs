@@ -9,7 +9,6 @@ pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 pub mod rewind;
-pub mod sample;
 pub mod schema;
 pub mod sink;
 pub mod status;

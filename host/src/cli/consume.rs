@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use k2_ingest::config::Config;
+use k2_ingest::guest::GuestEngine;
 use k2_ingest::pipeline::{Pipeline, RunBounds, RunSummary};
 
 use super::Output;
@@ -64,7 +65,8 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         max_messages: args.max_messages,
         idle_timeout: (!args.follow).then(|| Duration::from_millis(config.pipeline.idle_timeout_ms)),
     };
-    let mut pipeline = Pipeline::open(&config, &args.topic).await?;
+    let engine = GuestEngine::new(&config.wasm)?;
+    let mut pipeline = Pipeline::open(&config, &engine, &args.topic).await?;
     let (tx, rx) = tokio::sync::watch::channel(Default::default());
     pipeline.report_progress(tx);
     let interval = Duration::from_secs(args.progress_interval.max(1));

@@ -2,7 +2,6 @@
 
 mod consume;
 mod module;
-mod produce_sample;
 mod progress;
 mod rewind;
 mod status;
@@ -32,7 +31,6 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Consume(consume::ConsumeArgs),
-    ProduceSample(produce_sample::ProduceSampleArgs),
     Module(module::ModuleArgs),
     Status(status::StatusArgs),
     Rewind(rewind::RewindArgs),
@@ -69,7 +67,6 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Consume(args) => consume::run(args).await,
-            Command::ProduceSample(args) => produce_sample::run(args).await,
             Command::Module(args) => module::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Rewind(args) => rewind::run(args).await,

@@ -204,6 +204,22 @@ pub struct WasmConfig {
     /// Default `$XDG_CACHE_HOME/k2-ingest/modules`, else `~/.cache/k2-ingest/modules`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// What wasmtime tells a native profiler about compiled validator code, for profiling
+    /// validators: `none`; `perfmap` writes `/tmp/perf-PID.map` so `perf report` names guest
+    /// functions; `jitdump` writes the machine code too, for `perf inject --jit` and
+    /// `perf annotate`. Default `none`: both write files for as long as the process runs.
+    #[serde(default)]
+    pub profiler: Profiler,
+}
+
+/// The `[wasm] profiler` setting.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Profiler {
+    #[default]
+    None,
+    PerfMap,
+    JitDump,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -441,6 +457,7 @@ impl Default for WasmConfig {
             restart_backoff_max_ms: default_restart_backoff_max_ms(),
             cache: true,
             cache_dir: None,
+            profiler: Profiler::default(),
         }
     }
 }
@@ -691,6 +708,15 @@ mod tests {
         let msg = parse(&text).unwrap_err().to_string();
         assert!(msg.starts_with("config /etc/k2/k2.toml: "), "{msg}");
         assert!(msg.contains("unknown field `bootstrap`"), "{msg}");
+    }
+
+    #[test]
+    fn wasm_profiler_is_off_by_default_and_refuses_unknown_values() {
+        assert_eq!(parse(MINIMAL).unwrap().wasm.profiler, Profiler::None);
+        let jitdump = format!("{MINIMAL}\n[wasm]\nprofiler = \"jitdump\"\n");
+        assert_eq!(parse(&jitdump).unwrap().wasm.profiler, Profiler::JitDump);
+        let msg = parse(&format!("{MINIMAL}\n[wasm]\nprofiler = \"perf\"\n")).unwrap_err().to_string();
+        assert!(msg.contains("unknown variant `perf`, expected one of `none`, `perfmap`, `jitdump`"), "{msg}");
     }
 
     #[test]

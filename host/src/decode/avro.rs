@@ -219,7 +219,7 @@ fn decode_exact(writer: &AvroSchema, body: &[u8], reader: Option<&AvroSchema>) -
     Ok(value)
 }
 
-/// Frames an encoded datum the Confluent way (used by `produce-sample`).
+/// Frames an encoded datum the Confluent way (used by the `k2-sample` generator).
 pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(CONFLUENT_HEADER_LEN + datum.len());
     out.push(CONFLUENT_MAGIC);

@@ -6,7 +6,6 @@ pub mod direct;
 pub mod evolve;
 #[cfg(test)]
 mod fuzz;
-pub mod json;
 pub mod registry;
 pub mod scan;
 pub mod schema;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, StoreContextMut};
 
-use crate::config::WasmConfig;
+use crate::config::{Profiler, WasmConfig};
 use crate::error::{Error, Result};
 use crate::guest::ModuleInfo;
 use crate::guest::bindings::{Level, ValidatorPre};
@@ -21,6 +21,11 @@ use crate::guest::lift::Text;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The process-wide engine and the sandbox limits every instance gets.
+///
+/// Built once at the edge (a CLI command, the benchmark) and handed to whatever loads modules:
+/// a clone is a cheap handle to the same engine, ticker and instance count. Each engine has its
+/// own epoch ticker thread, which ends once the last handle (and every module and instance
+/// built from it) is dropped.
 #[derive(Clone)]
 pub struct GuestEngine {
     engine: Engine,
@@ -30,23 +35,18 @@ pub struct GuestEngine {
 }
 
 impl GuestEngine {
-    /// Builds the engine with epoch interruption on and starts its ticker thread.
+    /// Builds the engine with epoch interruption on and starts its ticker thread. Call it once
+    /// per process and clone the result.
     pub fn new(limits: &WasmConfig) -> Result<Self> {
         let mut config = Config::new();
         // Deadlines by epoch cost far less per call than fuel metering.
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        // Lets `perf` name guest functions (it reads /tmp/perf-PID.map); `jitdump` instead writes
-        // the machine code too, for `perf inject --jit` and `perf annotate`. For profiling validators.
-        match std::env::var("K2_WASM_PERFMAP").as_deref() {
-            Ok("jitdump") => {
-                config.profiler(wasmtime::ProfilingStrategy::JitDump);
-            }
-            Ok(_) => {
-                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-            }
-            Err(_) => {}
-        }
+        config.profiler(match limits.profiler {
+            Profiler::None => wasmtime::ProfilingStrategy::None,
+            Profiler::PerfMap => wasmtime::ProfilingStrategy::PerfMap,
+            Profiler::JitDump => wasmtime::ProfilingStrategy::JitDump,
+        });
         let engine = Engine::new(&config).map_err(|e| Error::Guest {
             module: PathBuf::from("<engine>"),
             message: format!("cannot create the wasmtime engine: {e}"),
@@ -176,5 +176,27 @@ impl ValidatorModule {
     /// A fresh instance in its own store, built with `settings`.
     pub fn instantiate(&self, settings: &[(String, String)]) -> Result<ValidatorInstance> {
         ValidatorInstance::new(&self.engine, &self.pre, &self.path, settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticker_lets_go_of_the_engine_when_the_last_handle_drops() {
+        let engine = GuestEngine::new(&WasmConfig::default()).unwrap();
+        let handle = engine.clone();
+        let weak = engine.engine().weak();
+        drop(engine);
+        std::thread::sleep(EPOCH_TICK * 3);
+        assert!(weak.upgrade().is_some(), "a clone still holds the engine");
+        drop(handle);
+        // The ticker holds the engine only while it ticks, so it is gone within a tick or two.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while weak.upgrade().is_some() {
+            assert!(std::time::Instant::now() < deadline, "the engine outlived its last handle");
+            std::thread::sleep(EPOCH_TICK);
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! A producer and topic creation, for `produce-sample`.
+//! A producer and topic creation, for the dead-letter topics and the `k2-sample` generator.
 
 use std::time::Duration;
 

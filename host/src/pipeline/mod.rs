@@ -68,8 +68,9 @@ pub struct Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
-    /// Prepares the run: schemas, catalog and table (created if missing), validator module.
-    pub async fn open(config: &'a Config, topic_name: &str) -> Result<Self> {
+    /// Prepares the run: schemas, catalog and table (created if missing), validator module
+    /// (loaded into the process's `engine`).
+    pub async fn open(config: &'a Config, engine: &GuestEngine, topic_name: &str) -> Result<Self> {
         let topic = config.topic(topic_name)?;
         let registry = match (&config.registry, topic.framing) {
             (Some(r), crate::config::Framing::Confluent) => {
@@ -85,7 +86,7 @@ impl<'a> Pipeline<'a> {
         // The module first: a topic that cannot start must not leave a new table behind.
         let module = match &topic.validator {
             Some(v) => {
-                let module = GuestEngine::new(&config.wasm)?.load_pinned(&v.module, v.sha256.as_deref())?;
+                let module = engine.load_pinned(&v.module, v.sha256.as_deref())?;
                 tracing::info!(module = %v.module.display(), sha256 = module.sha256(), pinned = v.sha256.is_some(),
                     cache = module.cache_status().as_str(), "validator module loaded");
                 Some(module)

@@ -8,7 +8,7 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use crate::error::{Error, Result};
 use crate::sink::catalog::TableCatalog;
 use crate::sink::offsets::{PartitionOffsets, next_summary};
-use crate::sink::pinned::PinnedTable;
+use crate::sink::overlay::TableOverlay;
 use crate::sink::state::{StateFiles, next_state_files};
 
 /// How a commit ended.
@@ -47,7 +47,7 @@ pub async fn append_with_offsets(
         source,
     };
     let tx = append.apply(tx).map_err(|e| err("preparing the append", e))?;
-    match tx.commit(&PinnedTable::new(catalog.catalog(), base.clone())).await {
+    match tx.commit(&TableOverlay::pinned(catalog.catalog(), base.clone())).await {
         Ok(table) => Ok(CommitOutcome::Committed(table)),
         Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => Ok(CommitOutcome::Conflict),
         Err(e) => Err(err("committing", e)),

@@ -1,15 +1,12 @@
 //! Evolves a table's schema to what a topic's Avro schema needs: added columns, widened types.
 
-use std::collections::HashMap;
-
-use async_trait::async_trait;
-use iceberg::spec::{PrimitiveType, Schema as IcebergSchema, TableMetadata, Type};
+use iceberg::spec::{PrimitiveType, Schema as IcebergSchema, Type};
 use iceberg::table::Table;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
-use iceberg::{Catalog, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
 
 use crate::error::{Error, Result};
 use crate::sink::catalog::TableCatalog;
+use crate::sink::overlay::TableOverlay;
 
 /// What a table's schema must gain before records of a newer writer schema are written.
 #[derive(Debug, Default, PartialEq)]
@@ -127,13 +124,14 @@ fn widening(from: &PrimitiveType, to: &PrimitiveType) -> Widening {
 }
 
 /// Commits `change` to `table` and returns the table as it then is. Columns are added with
-/// iceberg-rust's schema update; widening has no public API there, see [`PromotingCatalog`].
+/// iceberg-rust's schema update; widening has no public API there, see [`TableOverlay::widened`].
 pub async fn apply(catalog: &TableCatalog, table: &Table, change: &TableChange, topic: &str) -> Result<Table> {
     let name = table.identifier().to_string();
     let err = |context: &str, source| Error::Iceberg { table: name.clone(), context: context.to_string(), source };
     let mut table = table.clone();
     if !change.promote.is_empty() {
-        let promoting = PromotingCatalog { inner: catalog.catalog(), promote: &change.promote };
+        let types = change.promote.iter().map(|(id, _, to)| (*id, to.clone()));
+        let promoting = TableOverlay::widened(catalog.catalog(), table.identifier(), types);
         let tx = Transaction::new(&table);
         let tx = tx.update_schema().apply(tx).map_err(|e| err("widening columns", e))?;
         tx.commit(&promoting).await.map_err(|e| err("widening columns", e))?;
@@ -158,116 +156,6 @@ pub async fn apply(catalog: &TableCatalog, table: &Table, change: &TableChange, 
         table = tx.commit(catalog.catalog()).await.map_err(|e| err("adding columns", e))?;
     }
     Ok(table)
-}
-
-/// A catalog that shows the table with its columns already widened, and commits through the
-/// real one.
-///
-/// iceberg-rust 0.10 has no public way to change a column's type: its schema update only adds
-/// and deletes columns, and commits can only be built by its own actions. An empty schema
-/// update, though, commits the table's current schema as a new one (with a check that the
-/// current schema id has not moved). The transaction reloads the table before it builds that
-/// commit; through this wrapper it reloads a copy whose current schema has the widened types
-/// under the same field ids, so the schema committed is the widened one. Field ids, and so
-/// the data already written, are untouched, which is what Iceberg's own promotion does.
-#[derive(Debug)]
-struct PromotingCatalog<'a> {
-    inner: &'a dyn Catalog,
-    promote: &'a [(i32, String, PrimitiveType)],
-}
-
-impl PromotingCatalog<'_> {
-    fn widened(&self, table: Table) -> iceberg::Result<Table> {
-        let types: HashMap<i32, &PrimitiveType> = self.promote.iter().map(|(id, _, t)| (*id, t)).collect();
-        let metadata = widen_metadata(table.metadata(), &types)?;
-        let mut builder = Table::builder()
-            .metadata(metadata)
-            .identifier(table.identifier().clone())
-            .file_io(table.file_io().clone())
-            .runtime(iceberg::Runtime::current());
-        if let Some(location) = table.metadata_location() {
-            builder = builder.metadata_location(location);
-        }
-        builder.build()
-    }
-}
-
-/// `metadata` with the current schema's fields of the given ids retyped, through the metadata's
-/// JSON form (the only way to change a schema in place from outside iceberg-rust).
-fn widen_metadata(metadata: &TableMetadata, types: &HashMap<i32, &PrimitiveType>) -> iceberg::Result<TableMetadata> {
-    let invalid = |e: serde_json::Error| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string());
-    let mut json = serde_json::to_value(metadata).map_err(invalid)?;
-    let current = metadata.current_schema_id();
-    let schemas = json.get_mut("schemas").and_then(|s| s.as_array_mut());
-    for schema in schemas.into_iter().flatten() {
-        if schema.get("schema-id").and_then(|v| v.as_i64()) != Some(current as i64) {
-            continue;
-        }
-        for field in schema.get_mut("fields").and_then(|f| f.as_array_mut()).into_iter().flatten() {
-            let id = field.get("id").and_then(|v| v.as_i64()).unwrap_or(-1) as i32;
-            if let Some(ty) = types.get(&id) {
-                field["type"] = serde_json::to_value(Type::Primitive((*ty).clone())).map_err(invalid)?;
-            }
-        }
-    }
-    serde_json::from_value(json).map_err(invalid)
-}
-
-#[async_trait]
-impl Catalog for PromotingCatalog<'_> {
-    async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
-        self.widened(self.inner.load_table(table).await?)
-    }
-    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
-        self.inner.update_table(commit).await
-    }
-    async fn list_namespaces(&self, parent: Option<&NamespaceIdent>) -> iceberg::Result<Vec<NamespaceIdent>> {
-        self.inner.list_namespaces(parent).await
-    }
-    async fn create_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> iceberg::Result<Namespace> {
-        self.inner.create_namespace(namespace, properties).await
-    }
-    async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
-        self.inner.get_namespace(namespace).await
-    }
-    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
-        self.inner.namespace_exists(namespace).await
-    }
-    async fn update_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> iceberg::Result<()> {
-        self.inner.update_namespace(namespace, properties).await
-    }
-    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
-        self.inner.drop_namespace(namespace).await
-    }
-    async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
-        self.inner.list_tables(namespace).await
-    }
-    async fn create_table(&self, namespace: &NamespaceIdent, creation: TableCreation) -> iceberg::Result<Table> {
-        self.inner.create_table(namespace, creation).await
-    }
-    async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-        self.inner.drop_table(table).await
-    }
-    async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-        self.inner.purge_table(table).await
-    }
-    async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
-        self.inner.table_exists(table).await
-    }
-    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
-        self.inner.rename_table(src, dest).await
-    }
-    async fn register_table(&self, table: &TableIdent, metadata_location: String) -> iceberg::Result<Table> {
-        self.inner.register_table(table, metadata_location).await
-    }
 }
 
 #[cfg(test)]
@@ -306,27 +194,5 @@ mod tests {
         assert!(msg.starts_with("field `qty`: type int in the table cannot become string"), "{msg}");
         let loosened = schema(vec![NestedField::optional(1, "qty", Type::Primitive(PrimitiveType::Int))]);
         assert!(plan(&table, &loosened).unwrap_err().contains("column is required"));
-    }
-
-    #[test]
-    fn widened_metadata_keeps_field_ids_and_schema_id() {
-        let table = schema(vec![NestedField::required(1, "qty", Type::Primitive(PrimitiveType::Int))]);
-        let metadata = iceberg::spec::TableMetadataBuilder::new(
-            table,
-            iceberg::spec::PartitionSpec::unpartition_spec(),
-            iceberg::spec::SortOrder::unsorted_order(),
-            "file:///tmp/t".into(),
-            iceberg::spec::FormatVersion::V2,
-            HashMap::new(),
-        )
-        .unwrap()
-        .build()
-        .unwrap()
-        .metadata;
-        let long = PrimitiveType::Long;
-        let widened = widen_metadata(&metadata, &HashMap::from([(1, &long)])).unwrap();
-        assert_eq!(widened.current_schema_id(), metadata.current_schema_id());
-        let field = widened.current_schema().field_by_id(1).unwrap();
-        assert_eq!((field.name.as_str(), &*field.field_type), ("qty", &Type::Primitive(PrimitiveType::Long)));
     }
 }

@@ -3,6 +3,7 @@
 mod check;
 mod list;
 mod new;
+mod records;
 mod test;
 
 use clap::{Args, Subcommand};

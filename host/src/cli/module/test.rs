@@ -14,6 +14,7 @@ use k2_ingest::decode::schema::{iceberg_schema, load_avsc, record_fields};
 use k2_ingest::guest::{BatchInput, GuestEngine};
 use serde_json::json;
 
+use super::records;
 use crate::cli::Output;
 
 /// Run a validator component on sample records and print what it rejects and which
@@ -169,7 +170,7 @@ fn read_records(path: &Path, schema: &AvroSchema) -> anyhow::Result<Vec<Vec<(Str
             let at = || format!("input {}: line {}", path.display(), n + 1);
             let json: serde_json::Value =
                 serde_json::from_str(&line).with_context(|| format!("{}: not JSON (nor an Avro file)", at()))?;
-            match k2_ingest::decode::json::to_avro(schema, &json) {
+            match records::to_avro(schema, &json) {
                 Ok(Value::Record(fields)) => records.push(fields),
                 Ok(_) => bail!("{}: not a record", at()),
                 Err(e) => bail!("{}: {e}", at()),

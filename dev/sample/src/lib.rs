@@ -1,4 +1,4 @@
-//! Seeded generator of market data with injected anomalies, for `produce-sample`, tests and benchmarks.
+//! Seeded generator of market data with injected anomalies, for the demo, the tests and the benchmark.
 
 use std::collections::BTreeMap;
 
@@ -362,8 +362,8 @@ mod tests {
     }
 
     fn trade_schema() -> AvroSchema {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/trade.avsc");
-        crate::decode::schema::load_avsc(&path).unwrap()
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/trade.avsc");
+        k2_ingest::decode::schema::load_avsc(&path).unwrap()
     }
 
     fn plan(count: usize) -> SamplePlan {

@@ -1,24 +1,23 @@
-//! `k2-ingest produce-sample`: write generated market data, with injected anomalies, to a topic.
+//! `k2-sample`: write generated market data, with injected anomalies, to a topic of a k2-ingest config.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Parser, ValueEnum};
 use k2_ingest::config::{Config, Framing};
 use k2_ingest::decode::avro::confluent_frame;
 use k2_ingest::decode::schema::load_avsc;
 use k2_ingest::kafka::producer::{ensure_topic, producer};
-use k2_ingest::sample::{Injected, SampleGenerator, SampleKind, SampleMark, SamplePlan};
+use k2_sample::{Injected, SampleGenerator, SampleKind, SampleMark, SamplePlan};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use serde::Serialize;
 use serde_json::json;
-
-use super::Output;
 
 /// Messages in flight before waiting for delivery reports.
 const IN_FLIGHT: usize = 20_000;
@@ -31,11 +30,13 @@ const IN_FLIGHT: usize = 20_000;
 /// a malformed body is a record cut in half; an invalid record has a negative price
 /// (trades) or bid above ask (quotes) and takes no sequence number; an out-of-order record
 /// carries the number before the symbol's latest; a reset starts the symbol again at 1.
-#[derive(Debug, Args)]
+#[derive(Debug, Parser)]
 #[command(
-    after_help = "Example:\n  k2-ingest produce-sample --config k2.example.toml --topic market.trades.raw \\\n      --count 10000 --partitions 3 --gaps 5 --duplicates 5 --malformed 5 --output json"
+    name = "k2-sample",
+    version,
+    after_help = "Example:\n  k2-sample --config k2.example.toml --topic market.trades.raw \\\n      --count 10000 --partitions 3 --gaps 5 --duplicates 5 --malformed 5 --output json"
 )]
-pub struct ProduceSampleArgs {
+struct ProduceSampleArgs {
     /// The config file (TOML); the topic's schema and framing come from it.
     #[arg(long, short, value_name = "FILE")]
     config: PathBuf,
@@ -103,7 +104,17 @@ pub struct ProduceSampleArgs {
     output: Output,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How the command prints what it produced on stdout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Lines for a person.
+    #[default]
+    Human,
+    /// Exactly one JSON object.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ManifestMarks {
     All,
     Anomalies,
@@ -128,16 +139,32 @@ struct ProduceSummary {
     duration_secs: f64,
 }
 
-pub async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = ProduceSampleArgs::parse();
+    // Topic creation is logged by k2-ingest's Kafka helpers; K2_LOG filters as it does there.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("K2_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: ProduceSampleArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let config = Config::load(&args.config)?;
     let topic = config.topic(&args.topic)?;
     let Some(schema_path) = &topic.schema else {
-        bail!("topic {}: produce-sample needs topics[].schema (the Trade or Quote schema file)", topic.name);
+        bail!("topic {}: k2-sample needs topics[].schema (the Trade or Quote schema file)", topic.name);
     };
     let schema = load_avsc(schema_path)?;
     let Some(kind) = SampleKind::of_schema(&schema) else {
-        bail!("topic {}: produce-sample generates only the Trade and Quote schemas of schemas/", topic.name);
+        bail!("topic {}: k2-sample generates only the Trade and Quote schemas of schemas/", topic.name);
     };
     // Confluent-framed topics get the id that maps to the table's own schema file.
     let schema_id =

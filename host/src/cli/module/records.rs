@@ -1,4 +1,4 @@
-//! Reads JSON records into Avro values of a schema, for trying validators on hand-written input.
+//! Reads JSON records into Avro values of a schema, for `module test` on hand-written input.
 //!
 //! apache-avro turns JSON into Avro values and resolves them against a schema, but it has
 //! no JSON spelling of decimals (its resolution wants bytes); market data is mostly
