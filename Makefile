@@ -57,7 +57,7 @@ test-e2e: build services-up-rest venv
 FUZZ_CASES ?= 200000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p k2-ingest --lib decode::fuzz -- --nocapture
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p k2-ingest --lib guest::instance::tests::the_verdict_check -- --nocapture
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p k2-ingest --lib sandbox::instance::tests::the_verdict_check -- --nocapture
 
 ## Speed targets live here, never in timed tests; release build, figures on stdout.
 ## BENCH_RECORDS / BENCH_ROUNDS size the end-to-end run (default 2,000,000 records, 1 round).

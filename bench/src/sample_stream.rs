@@ -9,8 +9,8 @@ use arrow_array::RecordBatch;
 use k2_ingest::config::TopicConfig;
 use k2_ingest::decode::avro::TopicDecoder;
 use k2_ingest::decode::columns::{ColumnsBuilder, KafkaMeta};
-use k2_ingest::decode::schema::{field_columns, iceberg_schema, record_fields};
-use k2_ingest::guest::BatchInput;
+use k2_ingest::sandbox::BatchInput;
+use k2_ingest::schema::mapping::{field_columns, iceberg_schema, record_fields};
 use k2_sample::{Injected, SampleGenerator, SampleKind, SamplePlan};
 use serde_json::json;
 
@@ -50,7 +50,7 @@ impl SampleStream {
         // Through serde, as a config file would give it, so every other key keeps its default.
         let config: TopicConfig = serde_json::from_value(json!({ "name": topic, "schema": schema }))
             .with_context(|| format!("topic {topic}: building its config"))?;
-        let mut decoder = TopicDecoder::new(&config, k2_ingest::decode::schema::load_avsc(schema)?)?;
+        let mut decoder = TopicDecoder::new(&config, k2_ingest::schema::mapping::load_avsc(schema)?)?;
         let avro_fields: Vec<String> = record_fields(decoder.table_schema()).iter().map(|f| f.name.clone()).collect();
         // The pipeline takes the Arrow schema from the table; a new table's comes from this.
         let table_schema = iceberg_schema(decoder.table_schema(), schema, true)?;

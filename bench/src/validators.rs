@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use k2_ingest::config::{Profiler, WasmConfig};
-use k2_ingest::guest::{GuestEngine, ValidatorInstance, ValidatorModule};
+use k2_ingest::sandbox::{GuestEngine, ValidatorInstance, ValidatorModule};
 use k2_quotes_validator::Quotes;
 use k2_trades_validator::Trades;
 use k2_validator_sdk::{FromSettings, KafkaMetadata, Reads, Settings, Validate, Verdict};

@@ -79,7 +79,7 @@ fn test_names_the_line_and_field_of_bad_input() {
 fn list_shows_hashes_and_refuses_a_module_that_does_not_match_its_pin() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = common::guest_wasm("k2_trades_validator");
-    let sha = k2_ingest::guest::sha256_hex(&std::fs::read(&wasm).unwrap());
+    let sha = k2_ingest::sandbox::sha256_hex(&std::fs::read(&wasm).unwrap());
     let config = |pin: &str| {
         let text = format!(
             "[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n[catalog]\ntype = \"sql\"\ndatabase = \"c.db\"\nwarehouse = \"wh\"\n\

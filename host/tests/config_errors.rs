@@ -77,7 +77,8 @@ fn bad_configs_give_the_exact_error_text() {
         assert_eq!(stdout, "", "{name}: nothing on stdout");
         // A topic that cannot start leaves no table behind (none of these gets to its records).
         let tables = scratch.path().join("warehouse");
-        let made: Vec<_> = walk_files(&tables).into_iter().filter(|p| p.to_string_lossy().contains("/metadata/")).collect();
+        let made: Vec<_> =
+            walk_files(&tables).into_iter().filter(|p| p.to_string_lossy().contains("/metadata/")).collect();
         assert!(made.is_empty(), "{name}: a table was made: {made:?}");
         let golden = file.with_extension("err");
         if update {

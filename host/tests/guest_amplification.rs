@@ -7,7 +7,7 @@ mod common;
 
 use common::{load, ok, validate};
 use k2_ingest::config::WasmConfig;
-use k2_ingest::guest::{GuestEngine, VERDICT_MAX_BYTES_PER_RECORD};
+use k2_ingest::sandbox::{GuestEngine, VERDICT_MAX_BYTES_PER_RECORD};
 
 const GUEST_MEMORY: usize = 64 << 20;
 const RECORDS: usize = 100;

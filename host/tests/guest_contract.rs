@@ -4,7 +4,7 @@ mod common;
 
 use common::{NOW, Trade, ok, run, trades_module as module};
 use k2_ingest::config::WasmConfig;
-use k2_ingest::guest::{EventKind, GuestEngine};
+use k2_ingest::sandbox::{EventKind, GuestEngine};
 
 #[test]
 fn reports_its_name_and_wit_version() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::{load, ok, run, validate, validate_supervised};
 use k2_ingest::config::{FailurePolicy, ValidatorConfig, WasmConfig};
-use k2_ingest::guest::{EventKind, FAILED_CODE, GuestEngine, SupervisedValidator, ValidatorModule};
+use k2_ingest::sandbox::{EventKind, FAILED_CODE, GuestEngine, SupervisedValidator, ValidatorModule};
 
 /// Tight limits so runaway guests are stopped quickly.
 fn engine() -> GuestEngine {

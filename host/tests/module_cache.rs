@@ -4,7 +4,7 @@ mod common;
 
 use common::{guest_wasm, ok, run};
 use k2_ingest::config::WasmConfig;
-use k2_ingest::guest::{CacheStatus, GuestEngine, sha256_hex};
+use k2_ingest::sandbox::{CacheStatus, GuestEngine, sha256_hex};
 
 fn engine_with_cache(dir: &std::path::Path) -> GuestEngine {
     GuestEngine::new(&WasmConfig { cache_dir: Some(dir.to_path_buf()), ..WasmConfig::default() }).unwrap()

@@ -9,7 +9,7 @@ use arrow_schema::{DataType, Field, Schema};
 use common::{NOW, load};
 use k2_ingest::config::WasmConfig;
 use k2_ingest::decode::columns::{ColumnsBuilder, KafkaMeta};
-use k2_ingest::guest::{BatchInput, EventKind, GuestEngine};
+use k2_ingest::sandbox::{BatchInput, EventKind, GuestEngine};
 
 /// (symbol, bid, bid size, ask, ask size, sequence), unscaled at scale 8.
 type Quote = (&'static str, i64, i64, i64, i64, i64);

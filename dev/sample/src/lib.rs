@@ -363,7 +363,7 @@ mod tests {
 
     fn trade_schema() -> AvroSchema {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/trade.avsc");
-        k2_ingest::decode::schema::load_avsc(&path).unwrap()
+        k2_ingest::schema::mapping::load_avsc(&path).unwrap()
     }
 
     fn plan(count: usize) -> SamplePlan {

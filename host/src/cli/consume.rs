@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use k2_ingest::config::Config;
-use k2_ingest::guest::GuestEngine;
 use k2_ingest::pipeline::{Pipeline, RunBounds, RunSummary};
+use k2_ingest::sandbox::GuestEngine;
 
 use super::Output;
 use super::progress::{self, ProgressMode};

@@ -11,8 +11,8 @@ use crate::config::{Framing, TopicConfig};
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::direct::{Raw, RecordPlan};
 use crate::decode::scan::{DatumShape, set_apache_avro_allocation_belt};
-use crate::decode::schema::load_avsc;
 use crate::error::{DecodeError, Result};
+use crate::schema::mapping::load_avsc;
 
 /// The Confluent wire format: magic byte 0, then a 4-byte big-endian schema id.
 const CONFLUENT_MAGIC: u8 = 0;
@@ -284,7 +284,7 @@ pub(crate) mod tests {
 
     #[test]
     fn direct_reader_builds_the_same_columns_as_apache_avro() {
-        use crate::decode::schema::{iceberg_schema, record_fields};
+        use crate::schema::mapping::{iceberg_schema, record_fields};
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/trade.avsc");
         let mut d = TopicDecoder::new(&topic(path.clone(), Framing::Plain, &[]), load_avsc(&path).unwrap()).unwrap();
         assert!(d.plan.is_some(), "the trade schema takes the direct reader");
@@ -326,7 +326,7 @@ pub(crate) mod tests {
 
     #[test]
     fn nested_records_arrays_maps_and_uuids_become_nested_columns() {
-        use crate::decode::schema::{iceberg_schema, record_fields};
+        use crate::schema::mapping::{iceberg_schema, record_fields};
         use arrow_array::{Array, FixedSizeBinaryArray, ListArray, MapArray, StructArray};
         let dir = tempfile::tempdir().unwrap();
         let path = write_schema(
@@ -481,7 +481,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_body_ending_inside_an_optional_value_is_an_error_not_a_null() {
-        use crate::decode::schema::{iceberg_schema, record_fields};
+        use crate::schema::mapping::{iceberg_schema, record_fields};
         let (dir, mut d) = map_topic(r#"["null","string"]"#);
         let path = dir.path().join("m.avsc");
         let arrow =
@@ -507,7 +507,7 @@ pub(crate) mod tests {
 
     #[test]
     fn millisecond_timestamps_out_of_range_are_refused_on_both_paths() {
-        use crate::decode::schema::{iceberg_schema, record_fields};
+        use crate::schema::mapping::{iceberg_schema, record_fields};
         let dir = tempfile::tempdir().unwrap();
         let ts = r#"{"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}}"#;
         for (name, fields, direct) in [

@@ -13,8 +13,8 @@ use arrow_buffer::{NullBufferBuilder, OffsetBufferBuilder};
 use arrow_schema::{ArrowError, DataType, FieldRef, Fields, SchemaRef, TimeUnit};
 
 use crate::decode::direct::{Raw, RecordPlan, i128_from_be, millis_to_micros};
-use crate::decode::schema::{META_OFFSET, META_PARTITION, META_TIMESTAMP};
 use crate::error::{DecodeError, Error, Result};
+use crate::schema::mapping::{META_OFFSET, META_PARTITION, META_TIMESTAMP};
 
 /// Kafka metadata of one record.
 #[derive(Debug, Clone, Copy)]

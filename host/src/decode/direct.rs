@@ -12,9 +12,9 @@ use std::ops::Range;
 
 use apache_avro::Schema as AvroSchema;
 
-use crate::decode::schema::record_fields;
 use crate::decode::wire::{DatumError, Wire};
 use crate::error::DecodeError;
+use crate::schema::mapping::record_fields;
 
 /// How one field's value is laid out in the binary encoding.
 #[derive(Debug, Clone)]

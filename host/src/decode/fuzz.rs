@@ -18,8 +18,8 @@ use crate::decode::avro::TopicDecoder;
 use crate::decode::columns::{ColumnsBuilder, KafkaMeta};
 use crate::decode::direct::{Raw, RecordPlan};
 use crate::decode::scan::{DatumShape, MAX_EMPTY_ITEMS};
-use crate::decode::schema::{iceberg_schema, record_fields};
 use crate::error::DecodeError;
+use crate::schema::mapping::{iceberg_schema, record_fields};
 use crate::test_alloc::largest_allocation;
 
 /// Cases per property in `make test`: a few seconds for all of them on the dev profile.
@@ -303,7 +303,7 @@ fn decoder(dir: &Path, name: &str, text: &str) -> (TopicDecoder, ColumnsBuilder)
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     let topic = crate::decode::avro::tests::topic(path.clone(), crate::config::Framing::Plain, &[]);
-    let schema = crate::decode::schema::load_avsc(&path).unwrap();
+    let schema = crate::schema::mapping::load_avsc(&path).unwrap();
     let d = TopicDecoder::new(&topic, schema).unwrap();
     let columns = match iceberg_schema(d.table_schema(), &path, true) {
         Ok(iceberg) => {

@@ -3,10 +3,8 @@
 pub mod avro;
 pub mod columns;
 pub mod direct;
-pub mod evolve;
 #[cfg(test)]
 mod fuzz;
 pub mod registry;
 pub mod scan;
-pub mod schema;
 pub mod wire;

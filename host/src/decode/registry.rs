@@ -7,7 +7,7 @@ use apache_avro::Schema as AvroSchema;
 use serde::Deserialize;
 
 use crate::config::{RegistryConfig, redact_url};
-use crate::decode::schema::{SchemaTextError, parse_schema};
+use crate::schema::mapping::{SchemaTextError, parse_schema};
 
 /// The media types the Confluent API answers with; Apicurio and Karapace accept them too.
 const ACCEPT: &str = "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json, application/json";

@@ -10,13 +10,13 @@ use sha2::{Digest, Sha256};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
-use crate::guest::ModuleInfo;
 use crate::kafka::letter_size::{
     BodyFit, HEADER_BODY_ORIGINAL_BYTES, HEADER_BODY_SHA256, HEADER_BODY_TRUNCATED, HEADER_HEADERS_DROPPED,
     HEADER_HEADERS_SHA256, HEADER_KEY_ORIGINAL_BYTES, HEADER_KEY_SHA256, LetterParts, below_refused, fit_letter,
     headers_sha256, headers_size, message_max_bytes,
 };
 use crate::kafka::producer::{ensure_topic, producer};
+use crate::sandbox::ModuleInfo;
 
 /// Header names k2-ingest adds to every dead letter (the original headers are kept too,
 /// renamed if they could pass for these: see [`ORIGINAL_PREFIX`]).

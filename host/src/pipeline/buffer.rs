@@ -7,8 +7,8 @@ use rdkafka::message::OwnedHeaders;
 
 use crate::decode::columns::ColumnsBuilder;
 use crate::error::Result;
-use crate::guest::{BatchInput, RecoveryStats, SupervisedValidator, Verdict};
 use crate::kafka::dlq::DeadLetter;
+use crate::sandbox::{BatchInput, RecoveryStats, SupervisedValidator, Verdict};
 
 /// A partition's records since its last batch: their columns, Kafka metadata and keys for the
 /// validator, and — when records may be dead-lettered — their bodies and headers as read, so a

@@ -6,8 +6,8 @@ use rdkafka::message::BorrowedMessage;
 use crate::decode::columns::KafkaMeta;
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::guest::{SupervisedValidator, Verdict};
 use crate::kafka::dlq::{CODE_UNDECODABLE, DeadLetter, DeadLetters};
+use crate::sandbox::{SupervisedValidator, Verdict};
 use crate::sink::state::read_state;
 use crate::sink::writer::TableWriter;
 

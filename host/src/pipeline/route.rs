@@ -4,7 +4,7 @@ use arrow_array::{BooleanArray, RecordBatch};
 
 use crate::config::{DuplicatePolicy, GapPolicy, InvalidPolicy, TopicConfig};
 use crate::error::{Error, Result};
-use crate::guest::{EventKind, Verdict};
+use crate::sandbox::{EventKind, Verdict};
 use crate::sink::events::EventRow;
 
 /// Where a record that did not decode goes (`on_invalid`); `fail` is an error that stops the topic.
@@ -177,7 +177,7 @@ pub(super) fn keep_only(records: RecordBatch, drop: impl Iterator<Item = usize>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guest::{Rejection, SequenceEvent};
+    use crate::sandbox::{Rejection, SequenceEvent};
 
     fn topic(extra: &str) -> TopicConfig {
         toml::from_str(&format!("name = \"market.trades.raw\"\n{extra}")).unwrap()

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::guest::{RecoveryStats, Verdict};
 use crate::metrics::TopicMetrics;
+use crate::sandbox::{RecoveryStats, Verdict};
 use crate::sink::events::EventRow;
 
 use super::event_log::EventLog;
@@ -207,7 +207,7 @@ impl RunEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guest::{EventKind, Rejection, SequenceEvent};
+    use crate::sandbox::{EventKind, Rejection, SequenceEvent};
 
     fn events() -> RunEvents {
         RunEvents::new(RunSummary { topic: "t".into(), table: "db.t".into(), ..Default::default() })

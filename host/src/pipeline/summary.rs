@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::guest::EventKind;
+use crate::sandbox::EventKind;
 
 /// What a run did, as printed by `consume`.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -2,10 +2,10 @@
 
 use crate::config::TopicConfig;
 use crate::decode::avro::TopicDecoder;
-use crate::decode::evolve::{Incompatible, merge};
 use crate::decode::registry::SchemaRegistry;
-use crate::decode::schema::load_avsc;
 use crate::error::{Error, Result};
+use crate::schema::mapping::load_avsc;
+use crate::schema::merge::{Incompatible, merge};
 
 /// Where a topic's reader schema came from, for messages: the schema file (or subject
 /// version) and the writer schema ids merged in.

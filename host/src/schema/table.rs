@@ -7,10 +7,12 @@ use iceberg::table::Table;
 
 use crate::config::{Config, TopicConfig};
 use crate::decode::columns::ColumnsBuilder;
-use crate::decode::schema::{field_columns, iceberg_schema, record_fields};
 use crate::error::{Error, Result};
+use crate::schema::mapping::{field_columns, iceberg_schema, record_fields};
 use crate::sink::catalog::{TableCatalog, arrow_schema};
-use crate::sink::{evolve, partition};
+use crate::sink::partition;
+
+use super::evolve;
 
 use super::SchemaOrigin;
 

@@ -16,7 +16,7 @@ use iceberg::table::Table;
 
 use crate::config::SinkConfig;
 use crate::error::{Error, Result};
-use crate::guest::EventKind;
+use crate::sandbox::EventKind;
 use crate::sink::catalog::{TableCatalog, arrow_schema};
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};

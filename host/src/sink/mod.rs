@@ -3,7 +3,6 @@
 pub mod catalog;
 pub mod commit;
 pub mod events;
-pub mod evolve;
 pub mod offsets;
 pub mod overlay;
 pub mod partition;

@@ -14,8 +14,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use crate::config::{Compression, SinkConfig};
-use crate::decode::schema::{META_OFFSET, META_TIMESTAMP};
 use crate::error::{Error, Result};
+use crate::schema::mapping::{META_OFFSET, META_TIMESTAMP};
 
 type Writer = DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 type Builder = DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;

@@ -9,7 +9,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use k2_ingest::config::WasmConfig;
 use k2_ingest::decode::columns::{ColumnsBuilder, KafkaMeta};
-use k2_ingest::guest::{
+use k2_ingest::sandbox::{
     BatchInput, EventKind, GuestEngine, SupervisedValidator, ValidatorInstance, ValidatorModule, Verdict,
 };
 

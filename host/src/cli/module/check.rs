@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use k2_ingest::config::WasmConfig;
-use k2_ingest::guest::GuestEngine;
+use k2_ingest::sandbox::GuestEngine;
 use serde_json::json;
 
 use crate::cli::Output;

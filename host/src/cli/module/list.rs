@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use k2_ingest::config::Config;
-use k2_ingest::guest::{GuestEngine, sha256_hex};
+use k2_ingest::sandbox::{GuestEngine, sha256_hex};
 use serde::Serialize;
 
 use crate::cli::Output;

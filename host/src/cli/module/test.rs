@@ -10,8 +10,8 @@ use apache_avro::types::Value;
 use clap::Args;
 use k2_ingest::config::WasmConfig;
 use k2_ingest::decode::columns::{ColumnsBuilder, KafkaMeta};
-use k2_ingest::decode::schema::{iceberg_schema, load_avsc, record_fields};
-use k2_ingest::guest::{BatchInput, GuestEngine};
+use k2_ingest::sandbox::{BatchInput, GuestEngine};
+use k2_ingest::schema::mapping::{iceberg_schema, load_avsc, record_fields};
 use serde_json::json;
 
 use super::records;

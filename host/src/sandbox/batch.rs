@@ -10,7 +10,7 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 
-use crate::guest::bindings::wit;
+use crate::sandbox::bindings::wit;
 
 /// A batch of one topic-partition as the pipeline holds it.
 pub struct BatchInput<'a> {

@@ -8,8 +8,8 @@ use arrow_array::RecordBatch;
 
 use crate::config::{FailurePolicy, ValidatorConfig};
 use crate::error::{Error, Result};
-use crate::guest::instance::{CallFailure, FailureKind};
-use crate::guest::{BatchInput, ModuleInfo, Rejection, ValidatorInstance, ValidatorModule, Verdict};
+use crate::sandbox::instance::{CallFailure, FailureKind};
+use crate::sandbox::{BatchInput, ModuleInfo, Rejection, ValidatorInstance, ValidatorModule, Verdict};
 
 /// The reason code of a record rejected because the validator failed on it.
 pub const FAILED_CODE: &str = "validator-failed";

@@ -10,12 +10,12 @@ use wasmtime::{Config, Engine, StoreContextMut};
 
 use crate::config::{Profiler, WasmConfig};
 use crate::error::{Error, Result};
-use crate::guest::ModuleInfo;
-use crate::guest::bindings::{Level, ValidatorPre};
-use crate::guest::cache::{self, CacheStatus};
-use crate::guest::imports;
-use crate::guest::instance::{GuestState, LOG_LINE_MAX_BYTES, ValidatorInstance, WIT_VERSION};
-use crate::guest::lift::Text;
+use crate::sandbox::ModuleInfo;
+use crate::sandbox::bindings::{Level, ValidatorPre};
+use crate::sandbox::cache::{self, CacheStatus};
+use crate::sandbox::imports;
+use crate::sandbox::instance::{GuestState, LOG_LINE_MAX_BYTES, ValidatorInstance, WIT_VERSION};
+use crate::sandbox::lift::Text;
 
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -165,7 +165,7 @@ impl ValidatorModule {
 
     /// Name and versions the module reports, from a throwaway instance.
     pub fn info(&self) -> Result<ModuleInfo> {
-        crate::guest::instance::info(&self.engine, &self.pre, &self.path)
+        crate::sandbox::instance::info(&self.engine, &self.pre, &self.path)
     }
 
     /// The sandbox limits and restart backoff of the engine that loaded this module.

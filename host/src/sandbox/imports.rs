@@ -15,7 +15,7 @@ use wasmtime_wasi::p2::bindings::sync::io::streams::StreamError;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, IoError};
 use wasmtime_wasi::random::WasiRandom;
 
-use crate::guest::instance::GuestState;
+use crate::sandbox::instance::GuestState;
 
 /// The WASI interfaces a guest gets, by name without version: stdout and stderr discard what
 /// is written; the environment and arguments are empty; the hash seed std asks for is a fixed

@@ -9,14 +9,14 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::{Error, Result};
-use crate::guest::batch::{BatchInput, Layout};
-use crate::guest::bindings::{Level, ValidatorPre, wit};
-use crate::guest::engine::{EPOCH_TICK, GuestEngine};
-use crate::guest::imports::{DeniedImport, HASH_SEED};
-use crate::guest::lift::{Item, Listed, Text, TooManyItems, with_item_limit};
-use crate::guest::{EventKind, FAILED_CODE, ModuleInfo, Rejection, SequenceEvent, Verdict};
 use crate::kafka::dlq::CODE_UNDECODABLE;
 use crate::pipeline::route::DUPLICATE_CODE;
+use crate::sandbox::batch::{BatchInput, Layout};
+use crate::sandbox::bindings::{Level, ValidatorPre, wit};
+use crate::sandbox::engine::{EPOCH_TICK, GuestEngine};
+use crate::sandbox::imports::{DeniedImport, HASH_SEED};
+use crate::sandbox::lift::{Item, Listed, Text, TooManyItems, with_item_limit};
+use crate::sandbox::{EventKind, FAILED_CODE, ModuleInfo, Rejection, SequenceEvent, Verdict};
 
 /// The WIT package version this host implements.
 pub const WIT_VERSION: &str = "0.2.0";
