@@ -395,7 +395,7 @@ mod tests {
         assert!(!page.is_bad_record() && page.to_string().contains("not a schema registry answer"), "{page}");
         let invalid = registry.schema(5).await.unwrap_err();
         assert!(invalid.is_bad_record() && invalid.to_string().contains("not a valid avro schema"), "{invalid}");
-        // A schema k2-ingest cannot use yet stops the topic, as the README says: no record is its fault.
+        // A schema k2-ingest cannot use yet stops the topic, as docs/schemas.md says: no record is its fault.
         let fixed_uuid = registry.schema(6).await.unwrap_err();
         assert!(!fixed_uuid.is_bad_record() && fixed_uuid.to_string().contains("uuid on fixed(16)"), "{fixed_uuid}");
         server.join().unwrap();
