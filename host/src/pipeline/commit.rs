@@ -136,8 +136,18 @@ impl Pipeline<'_> {
         self.table.set(fresh);
         let table = &self.run.summary().table;
         let (overlapping, rewind) = match self.ledger.conflict(&stored) {
-            Conflict::Disjoint => {
+            Conflict::Disjoint { seek } => {
                 tracing::info!(%table, "commit conflict with another writer's disjoint partitions; re-applying");
+                let assigned = consumer.assignment().unwrap_or_default();
+                for (p, to) in seek.into_iter().filter(|&(p, _)| assigned.find_partition(&self.topic.name, p).is_some())
+                {
+                    tracing::info!(
+                        partition = p,
+                        offset = to,
+                        "another writer committed past our read position; seeking forward"
+                    );
+                    self.seek(consumer, p, to);
+                }
                 return Ok(true);
             }
             Conflict::Overlap { overlapping, rewind } => (overlapping, rewind),
@@ -151,12 +161,16 @@ impl Pipeline<'_> {
         for (p, to) in rewind {
             // The partition's buffer and validator go too: the validator saw the dropped records.
             self.buffers.remove(&p);
-            if let Err(e) = consumer.seek(&self.topic.name, p, Offset::Offset(to), BROKER_REQUEST_TIMEOUT) {
-                // Not ours any more: its next owner starts at the table's offsets anyway.
-                tracing::info!(partition = p, error = %e, "not rewound (no longer assigned)");
-            }
+            self.seek(consumer, p, to);
         }
         Ok(false)
+    }
+
+    fn seek(&self, consumer: &GroupConsumer, partition: i32, to: i64) {
+        if let Err(e) = consumer.seek(&self.topic.name, partition, Offset::Offset(to), BROKER_REQUEST_TIMEOUT) {
+            // Not ours any more: its next owner starts at the table's offsets anyway.
+            tracing::info!(partition, error = %e, "not sought (no longer assigned)");
+        }
     }
 
     /// Commits offsets to the group. The table is the truth, so a failure (e.g. the

@@ -40,10 +40,13 @@ impl HeldOffsets {
 #[derive(Debug, PartialEq)]
 pub enum Conflict {
     /// The other writer committed nothing we hold: re-apply our files on the new version.
-    Disjoint,
+    /// Partitions it committed past where we would read next (their previous owner flushing
+    /// late) are sought forward to the table's offset, so we do not read its records again;
+    /// `seek` may name partitions not assigned to us, which the caller skips.
+    Disjoint { seek: Vec<(i32, i64)> },
     /// The other writer committed offsets we hold records for: everything uncommitted is
-    /// dropped, and each partition (that was read since the last commit) is sought back to
-    /// the given offset to read again.
+    /// dropped, and each partition read since the last commit is sought back to the given
+    /// offset to read again (with, as for `Disjoint`, those to seek forward).
     Overlap { overlapping: Vec<i32>, rewind: Vec<(i32, i64)> },
 }
 
@@ -99,10 +102,19 @@ impl OffsetLedger {
         self.read_to.insert(partition, offset + 1);
     }
 
-    /// Everything read of `partition` is now in the writer or set aside. An offset already
-    /// handed or stored in the table does not move again: otherwise every quiet moment of a
-    /// follow run would make an empty snapshot.
+    /// Everything read of `partition` is now in the writer or set aside.
     pub fn handed(&mut self, partition: i32) {
+        if let Some(&next) = self.read_to.get(&partition) {
+            self.handed.insert(partition, next);
+            self.share();
+        }
+    }
+
+    /// A batch turned out empty: only records that did not decode were read since the last
+    /// one, or nothing. Their offsets move on, but an offset already handed or stored in the
+    /// table does not move again: otherwise every quiet moment of a follow run would make an
+    /// empty snapshot.
+    pub fn handed_nothing(&mut self, partition: i32) {
         let Some(&next) = self.read_to.get(&partition) else { return };
         let done = self.handed.get(&partition).or(self.table.get(&partition));
         if done.is_none_or(|&d| next > d) {
@@ -161,20 +173,34 @@ impl OffsetLedger {
     /// overlap its: all are dropped and every partition read since the last commit is
     /// rewound to the table's offset.
     pub fn conflict(&mut self, stored: &PartitionOffsets) -> Conflict {
-        for (p, o) in self.table.iter_mut() {
-            if let Some(&s) = stored.get(p) {
-                *o = s;
+        // With nothing read of a partition since the last commit, our read position is at most
+        // the table offset we knew (or, for one we have never seen stored, where the group
+        // started it): past it, the other writer's records would be read again.
+        let mut seek = Vec::new();
+        for (&p, &s) in stored {
+            let known = self.table.get(&p).copied();
+            if let Some(t) = self.table.get_mut(&p) {
+                *t = s;
+            }
+            if !self.from.contains_key(&p) && known.is_none_or(|t| s > t) {
+                seek.push((p, s));
             }
         }
         let overlapping: Vec<i32> =
             self.from.iter().filter(|&(p, from)| stored.get(p).is_some_and(|s| s > from)).map(|(&p, _)| p).collect();
+        // A message in hand of a sought partition must not be accepted either.
+        self.rewound.extend(seek.iter().map(|&(p, _)| p));
         if overlapping.is_empty() {
-            return Conflict::Disjoint;
+            return Conflict::Disjoint { seek };
         }
         let from = std::mem::take(&mut self.from);
-        let rewind: Vec<(i32, i64)> = from.iter().map(|(&p, &f)| (p, stored.get(&p).copied().unwrap_or(f))).collect();
+        let mut rewind: Vec<(i32, i64)> =
+            from.iter().map(|(&p, &f)| (p, stored.get(&p).copied().unwrap_or(f))).collect();
         for &(p, to) in &rewind {
             self.read_to.remove(&p);
+            if let Some(t) = self.table.get_mut(&p) {
+                *t = to;
+            }
             // The group never runs ahead of the table: a partition assigned after our own
             // records catches up only to where the table now is.
             if let Some(g) = self.group_behind.get_mut(&p) {
@@ -182,6 +208,7 @@ impl OffsetLedger {
             }
         }
         self.rewound.extend(from.keys().copied());
+        rewind.extend(seek);
         self.handed.clear();
         self.revoked_states.clear();
         self.share();

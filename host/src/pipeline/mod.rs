@@ -205,6 +205,7 @@ impl<'a> Pipeline<'a> {
         }
         self.flush_partitions().await?;
         self.commit(&consumer).await?;
+        self.run.close_log_window();
         // Leave the group before reading positions, so a rebalance in progress is not kept waiting.
         consumer.unsubscribe();
         drop(consumer);

@@ -40,8 +40,10 @@ impl Pipeline<'_> {
             }
             Err(e) => {
                 let error = e.to_string();
-                self.run.record(RunEvent::Undecodable { partition, offset: meta.offset, error: &error });
-                if route_undecodable(self.topic, partition, meta.offset, &error)? == Undecodable::DeadLetter {
+                let route = route_undecodable(self.topic, partition, meta.offset, &error);
+                let set_aside = route.is_ok();
+                self.run.record(RunEvent::Undecodable { partition, offset: meta.offset, error: &error, set_aside });
+                if route? == Undecodable::DeadLetter {
                     let headers = msg.headers().map(|h| h.detach());
                     let letter = DeadLetter {
                         partition,
@@ -53,7 +55,7 @@ impl Pipeline<'_> {
                         code: CODE_UNDECODABLE,
                         message: &error,
                     };
-                    send_letter(self.dead_letters.as_mut(), &mut self.run, letter).await?;
+                    send_letter(&self.topic.name, self.dead_letters.as_mut(), &mut self.run, letter).await?;
                 }
                 if buffer.is_empty() {
                     // Nothing buffered ahead of it: its offset is done.
@@ -105,8 +107,7 @@ impl Pipeline<'_> {
     async fn process_batch(&mut self, partition: i32) -> Result<()> {
         let Some(buffer) = self.buffers.get_mut(&partition) else { return Ok(()) };
         if buffer.is_empty() {
-            // Only records that did not decode were read since the last batch, or nothing.
-            self.ledger.handed(partition);
+            self.ledger.handed_nothing(partition);
             return Ok(());
         }
         let records = buffer.finish_columns()?;
@@ -125,7 +126,7 @@ impl Pipeline<'_> {
         let routing = route_verdict(self.topic, partition, buffer.offsets(), &verdict, now_micros())?;
         for s in routing.letters.iter().map(|&i| &routing.set_aside[i]) {
             let letter = buffer.letter(s.index, &s.code, &s.message);
-            send_letter(self.dead_letters.as_mut(), &mut self.run, letter).await?;
+            send_letter(&self.topic.name, self.dead_letters.as_mut(), &mut self.run, letter).await?;
         }
         self.run.record(RunEvent::DuplicatesSetAside(routing.duplicates));
         self.run.record(RunEvent::Verdict { partition, first_offset: buffer.offsets()[0], verdict: &verdict });
@@ -155,11 +156,21 @@ impl Pipeline<'_> {
 
 /// The one route to the dead-letter topic: every letter sent is counted there.
 async fn send_letter(
+    topic: &str,
     dead_letters: Option<&mut DeadLetters>,
     run: &mut RunEvents,
     letter: DeadLetter<'_>,
 ) -> Result<()> {
-    let Some(dl) = dead_letters else { return Ok(()) };
+    // The router only sends letters where the config opened a dead-letter topic.
+    let Some(dl) = dead_letters else {
+        return Err(Error::Topic {
+            topic: topic.to_string(),
+            message: format!(
+                "partition {} offset {}: a dead letter with no dead-letter topic open",
+                letter.partition, letter.offset
+            ),
+        });
+    };
     let code = letter.code;
     dl.send(letter).await?;
     run.record(RunEvent::DeadLettered { code });

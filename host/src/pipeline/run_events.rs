@@ -18,8 +18,9 @@ const UNDECODABLE_LOGGED: u64 = 3;
 pub enum RunEvent<'a> {
     /// A message was read from Kafka.
     Consumed,
-    /// A message's body did not decode; it goes where `on_invalid` says.
-    Undecodable { partition: i32, offset: i64, error: &'a str },
+    /// A message's body did not decode; it is set aside (dead letters or skip) unless
+    /// `on_invalid = "fail"` stops the topic.
+    Undecodable { partition: i32, offset: i64, error: &'a str, set_aside: bool },
     /// A batch of `rows` records was handed to the validator (or straight on without one).
     Batch { rows: usize },
     /// The validator was called on a batch; `recovery` is what its supervisor did since the last call.
@@ -99,12 +100,12 @@ impl RunEvents {
                 s.consumed += 1;
                 m.consumed();
             }
-            RunEvent::Undecodable { partition, offset, error } => {
+            RunEvent::Undecodable { partition, offset, error, set_aside } => {
                 s.undecodable += 1;
                 m.decode_error();
                 // The first few are logged so an operator can see why; all are counted.
-                if s.undecodable <= UNDECODABLE_LOGGED {
-                    tracing::warn!(topic, partition, offset, error, "undecodable record set aside");
+                if set_aside && s.undecodable <= UNDECODABLE_LOGGED {
+                    tracing::warn!(topic = %topic, partition, offset, error = %error, "undecodable record set aside");
                 }
             }
             RunEvent::Batch { rows } => m.batch(rows),
@@ -127,7 +128,7 @@ impl RunEvents {
                 }
                 // Once per batch, never per record.
                 if let Some(r) = verdict.rejected.first() {
-                    tracing::info!(topic, partition, batch_first_offset = first_offset,
+                    tracing::info!(topic = %topic, partition, batch_first_offset = first_offset,
                         rejected = verdict.rejected.len(), first_code = %r.code, first_reason = %r.message,
                         "batch had rejections");
                 }
@@ -159,7 +160,7 @@ impl RunEvents {
             }
             RunEvent::EventsRecorded { table, added } => {
                 s.events_recorded += added;
-                tracing::info!(events_table = table, added, "sequence events committed");
+                tracing::info!(events_table = %table, added, "sequence events committed");
             }
             RunEvent::Committed(c) => {
                 s.commits += 1;
@@ -169,7 +170,7 @@ impl RunEvents {
                     bytes = c.bytes, offsets = %c.ranges, duration_ms = c.took.as_millis() as u64, "committed");
             }
             RunEvent::GroupCaughtUp { offsets } => {
-                tracing::info!(offsets, "group offsets caught up with the table");
+                tracing::info!(offsets = %offsets, "group offsets caught up with the table");
             }
             RunEvent::Lag { partition, lag } => m.consumer_lag(partition, lag),
         }
@@ -191,9 +192,14 @@ impl RunEvents {
         }
     }
 
-    /// Ends the run: the last rate-limit window is reported and the summary handed out.
-    pub fn finish(mut self) -> RunSummary {
+    /// Reports what the rate-limited logs left out of their last window.
+    pub fn close_log_window(&mut self) {
         self.event_log.close_window(&self.topic);
+    }
+
+    /// Ends the run: the final counts are published and the summary handed out.
+    pub fn finish(mut self) -> RunSummary {
+        self.close_log_window();
         self.publish(Some(0));
         self.summary
     }
@@ -221,7 +227,7 @@ mod tests {
         for _ in 0..5 {
             run.record(RunEvent::Consumed);
         }
-        run.record(RunEvent::Undecodable { partition: 0, offset: 4, error: "bad" });
+        run.record(RunEvent::Undecodable { partition: 0, offset: 4, error: "bad", set_aside: true });
         let verdict = Verdict {
             rejected: vec![Rejection { index: 1, code: "price".into(), message: "not positive".into() }],
             events: vec![SequenceEvent {
