@@ -29,6 +29,15 @@ pub enum Error {
         source: iceberg::Error,
     },
 
+    #[error(
+        "iceberg table {table}: no snapshot from {from} back to the oldest retained one ({oldest}) was \
+         committed by k2-ingest, though it has committed to this table before ({why}): the table no \
+         longer records where ingestion stopped; refusing to guess, since resuming from the group's offsets \
+         could write records twice; register the table's metadata from before the expiry again, or run \
+         `k2-ingest truncate` to ingest the topic again from a chosen start"
+    )]
+    HistoryLost { table: String, from: i64, oldest: i64, why: String },
+
     #[error("catalog {name}: {context}: {source}")]
     Catalog {
         name: String,

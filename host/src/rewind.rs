@@ -21,7 +21,8 @@ use crate::kafka::group::{GroupView, PartitionPosition};
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
 use crate::sink::offsets::{PartitionOffsets, snapshot_offsets};
-use crate::sink::rollback::{lineage, set_current_snapshot};
+use crate::sink::lineage::{Lineage, carries_k2};
+use crate::sink::rollback::set_current_snapshot;
 use crate::sink::state::StateFiles;
 
 /// Where to rewind a topic to.
@@ -145,7 +146,12 @@ pub async fn plan_rewind(
     let cur = load(topic, catalog, kafka).await?;
     let fail = |message: String| Error::Topic { topic: topic.name.clone(), message };
     let partitions: Vec<i32> = cur.positions.keys().copied().collect();
-    let history = lineage(&cur.table);
+    let history = Lineage::of(&cur.table);
+    // A snapshot by another engine stores no offsets; those in effect there are its newest
+    // k2-ingest ancestor's.
+    let offsets_at = |i: usize| -> Result<PartitionOffsets> {
+        Ok(history.k2_at(i)?.map(|s| snapshot_offsets(s, &topic.name)).unwrap_or_default())
+    };
     let mut notes = Vec::new();
     let requested: PartitionOffsets = match target {
         RewindTarget::Earliest => cur.positions.iter().map(|(&p, pos)| (p, pos.low)).collect(),
@@ -159,16 +165,26 @@ pub async fn plan_rewind(
         }
         RewindTarget::Snapshot(_) | RewindTarget::Table => PartitionOffsets::new(),
     };
-    let after: Option<&Snapshot> = match target {
-        RewindTarget::Table => history.first().copied(),
+    let after: Option<usize> = match target {
+        RewindTarget::Table => (!history.snapshots().is_empty()).then_some(0),
         RewindTarget::Snapshot(id) => {
-            Some(history.iter().find(|s| s.snapshot_id() == *id).copied().ok_or_else(|| {
+            Some(history.snapshots().iter().position(|s| s.snapshot_id() == *id).ok_or_else(|| {
                 fail(format!("snapshot {id} is not in the history of table {}", cur.table.identifier()))
             })?)
         }
-        _ => history.iter().find(|s| at_or_before(&snapshot_offsets(s, &topic.name), &requested)).copied(),
+        _ => {
+            let mut found = None;
+            for i in 0..history.snapshots().len() {
+                if at_or_before(&offsets_at(i)?, &requested) {
+                    found = Some(i);
+                    break;
+                }
+            }
+            found
+        }
     };
-    let table_offsets = after.map(|s| snapshot_offsets(s, &topic.name)).unwrap_or_default();
+    let table_offsets = after.map(offsets_at).transpose()?.unwrap_or_default();
+    let after: Option<&Snapshot> = after.map(|i| history.snapshots()[i]);
     // Going to a snapshot asks for exactly the offsets it stores.
     let requested = match target {
         RewindTarget::Snapshot(_) | RewindTarget::Table => table_offsets.clone(),
@@ -199,7 +215,7 @@ pub async fn plan_rewind(
         requested,
         snapshot_after: after.map(|s| s.snapshot_id()),
         records_after: after.map_or(0, total_records),
-        events_snapshot_after: events_after(cur.events.as_ref(), &topic.name, after.map(|_| &table_offsets)),
+        events_snapshot_after: events_after(cur.events.as_ref(), &topic.name, after.map(|_| &table_offsets))?,
         start,
         notes,
         ..cur.unchanged(&topic.name, kafka.group())
@@ -216,7 +232,12 @@ pub async fn plan_truncate(
     let cur = load(topic, catalog, kafka).await?;
     // A truncate interrupted after emptying the table left no current snapshot: the newest
     // one still holds where the table stood, so running it again continues correctly.
-    let newest = cur.table.metadata().snapshots().max_by_key(|s| (s.timestamp_ms(), s.sequence_number()));
+    let newest = cur
+        .table
+        .metadata()
+        .snapshots()
+        .filter(|s| carries_k2(s))
+        .max_by_key(|s| (s.timestamp_ms(), s.sequence_number()));
     let stored = newest.map(|s| snapshot_offsets(s, &topic.name)).unwrap_or_default();
     let start: PartitionOffsets = cur
         .positions
@@ -293,11 +314,18 @@ fn at_or_before(stored: &PartitionOffsets, target: &PartitionOffsets) -> bool {
 
 /// The newest snapshot of the events table's history whose offsets are all within `data`
 /// (the data table's offsets after the rollback; `None`: it is empty).
-fn events_after(events: Option<&Table>, topic: &str, data: Option<&PartitionOffsets>) -> Option<i64> {
+fn events_after(events: Option<&Table>, topic: &str, data: Option<&PartitionOffsets>) -> Result<Option<i64>> {
     let empty = PartitionOffsets::new();
     let data = data.unwrap_or(&empty);
-    let within = |s: &Snapshot| snapshot_offsets(s, topic).iter().all(|(p, o)| data.get(p).is_some_and(|d| o <= d));
-    lineage(events?).into_iter().find(|s| within(s)).map(|s| s.snapshot_id())
+    let Some(events) = events else { return Ok(None) };
+    let history = Lineage::of(events);
+    for (i, s) in history.snapshots().iter().enumerate() {
+        let stored = history.k2_at(i)?.map(|k| snapshot_offsets(k, topic)).unwrap_or_default();
+        if stored.iter().all(|(p, o)| data.get(p).is_some_and(|d| o <= d)) {
+            return Ok(Some(s.snapshot_id()));
+        }
+    }
+    Ok(None)
 }
 
 fn total_records(s: &Snapshot) -> u64 {

@@ -76,7 +76,10 @@ pub async fn topic_status(
     recent: usize,
 ) -> Result<TopicStatus> {
     let table = catalog.load(&topic.table_name()).await?;
-    let stored = table.as_ref().map(|t| stored_offsets(t, &topic.name)).unwrap_or_default();
+    let stored = match &table {
+        Some(t) => stored_offsets(t, &topic.name)?,
+        None => Default::default(),
+    };
     let positions = kafka.positions(&topic.name)?;
     let partitions: Vec<PartitionStatus> = positions
         .iter()

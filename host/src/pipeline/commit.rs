@@ -132,7 +132,7 @@ impl Pipeline<'_> {
             topic: self.topic.name.clone(),
             message: format!("table {} disappeared during a commit", self.run.summary().table),
         })?;
-        let stored = stored_offsets(&fresh, &self.topic.name);
+        let stored = stored_offsets(&fresh, &self.topic.name)?;
         self.table.set(fresh);
         let table = &self.run.summary().table;
         let (overlapping, rewind) = match self.ledger.conflict(&stored) {

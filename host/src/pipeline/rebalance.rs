@@ -34,7 +34,7 @@ impl StartOffsets for TableStartOffsets {
         // A fresh load, not our cached table: another instance may have committed since.
         let table = tokio::task::block_in_place(|| self.runtime.block_on(self.catalog.load(&self.table)));
         let stored = match table {
-            Ok(Some(t)) => stored_offsets(&t, topic),
+            Ok(Some(t)) => stored_offsets(&t, topic).map_err(|e| e.to_string())?,
             Ok(None) => PartitionOffsets::new(),
             Err(e) => return Err(e.to_string()),
         };

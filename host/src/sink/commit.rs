@@ -7,6 +7,7 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 
 use crate::error::{Error, Result};
 use crate::sink::catalog::TableCatalog;
+use crate::sink::lineage::COMMITTED_PROPERTY;
 use crate::sink::offsets::{PartitionOffsets, next_summary};
 use crate::sink::overlay::TableOverlay;
 use crate::sink::state::{StateFiles, next_state_files};
@@ -32,9 +33,9 @@ pub async fn append_with_offsets(
     advanced: &PartitionOffsets,
     states: &StateFiles,
 ) -> Result<CommitOutcome> {
-    let mut summary = next_summary(base, topic, advanced);
+    let mut summary = next_summary(base, topic, advanced)?;
     if !states.is_empty() {
-        let (key, value) = next_state_files(base, topic, states);
+        let (key, value) = next_state_files(base, topic, states)?;
         summary.insert(key, value);
     }
     let tx = Transaction::new(base);
@@ -46,7 +47,12 @@ pub async fn append_with_offsets(
         context: context.into(),
         source,
     };
-    let tx = append.apply(tx).map_err(|e| err("preparing the append", e))?;
+    let mut tx = append.apply(tx).map_err(|e| err("preparing the append", e))?;
+    if !base.metadata().properties().contains_key(COMMITTED_PROPERTY) {
+        // In the same commit as the first summary: from now on a history without one was cut.
+        let mark = tx.update_table_properties().set(COMMITTED_PROPERTY.into(), "true".into());
+        tx = mark.apply(tx).map_err(|e| err("marking the table as holding offsets", e))?;
+    }
     match tx.commit(&TableOverlay::pinned(catalog.catalog(), base.clone())).await {
         Ok(table) => Ok(CommitOutcome::Committed(table)),
         Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => Ok(CommitOutcome::Conflict),

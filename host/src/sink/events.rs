@@ -92,7 +92,7 @@ impl EventsTable {
         covered: &PartitionOffsets,
     ) -> Result<u64> {
         for _ in 0..MAX_ATTEMPTS {
-            let already = stored_offsets(&self.table, topic);
+            let already = stored_offsets(&self.table, topic)?;
             let fresh: Vec<&EventRow> =
                 events.iter().filter(|e| already.get(&e.partition).is_none_or(|&o| e.offset >= o)).collect();
             let files = if fresh.is_empty() {

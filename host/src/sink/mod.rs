@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod commit;
 pub mod events;
+pub mod lineage;
 pub mod offsets;
 pub mod overlay;
 pub mod partition;

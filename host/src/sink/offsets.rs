@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use iceberg::spec::Snapshot;
 use iceberg::table::Table;
 
+use crate::error::Result;
+use crate::sink::lineage::Lineage;
+
 /// Summary key prefix; the full key is `k2.offsets.<topic>`, the value a JSON object
 /// mapping partition to the next offset to read.
 pub const OFFSETS_KEY_PREFIX: &str = "k2.offsets.";
@@ -12,28 +15,22 @@ pub const OFFSETS_KEY_PREFIX: &str = "k2.offsets.";
 /// Next offset per partition of one topic.
 pub type PartitionOffsets = BTreeMap<i32, i64>;
 
-/// The offsets of `topic` stored in the table's current snapshot (empty if none).
-pub fn stored_offsets(table: &Table, topic: &str) -> PartitionOffsets {
-    table.metadata().current_snapshot().map(|s| snapshot_offsets(s, topic)).unwrap_or_default()
+/// The offsets of `topic` in effect at the table's current snapshot (empty if none): those
+/// of the newest ancestor k2-ingest committed, passing over other engines' snapshots.
+pub fn stored_offsets(table: &Table, topic: &str) -> Result<PartitionOffsets> {
+    Ok(Lineage::of(table).k2()?.map(|s| snapshot_offsets(s, topic)).unwrap_or_default())
 }
 
-/// The offsets of `topic` stored in `snapshot` (empty if none).
+/// The offsets of `topic` stored in `snapshot` itself (empty if none).
 pub fn snapshot_offsets(snapshot: &Snapshot, topic: &str) -> PartitionOffsets {
     let value = snapshot.summary().additional_properties.get(&format!("{OFFSETS_KEY_PREFIX}{topic}"));
     value.and_then(|v| parse(v)).unwrap_or_default()
 }
 
-/// The value of summary property `key` in the table's current snapshot.
-pub fn summary_value<'t>(table: &'t Table, key: &str) -> Option<&'t str> {
-    table.metadata().current_snapshot().and_then(|s| s.summary().additional_properties.get(key)).map(String::as_str)
-}
-
-/// Summary properties for the next commit: every `k2.` entry of the current snapshot
-/// carried forward, with `topic`'s offsets advanced by `advanced`.
-pub fn next_summary(table: &Table, topic: &str, advanced: &PartitionOffsets) -> HashMap<String, String> {
-    let mut props: HashMap<String, String> = table
-        .metadata()
-        .current_snapshot()
+/// The `k2.*` summary entries in effect at the table's current snapshot (see [`stored_offsets`]).
+pub fn k2_summary(table: &Table) -> Result<HashMap<String, String>> {
+    let snapshot = Lineage::of(table).k2()?;
+    Ok(snapshot
         .map(|s| {
             s.summary()
                 .additional_properties
@@ -42,14 +39,21 @@ pub fn next_summary(table: &Table, topic: &str, advanced: &PartitionOffsets) -> 
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })
-        .unwrap_or_default();
-    let mut offsets = stored_offsets(table, topic);
+        .unwrap_or_default())
+}
+
+/// Summary properties for the next commit: every `k2.` entry in effect carried forward
+/// unchanged, with `topic`'s offsets advanced by `advanced`.
+pub fn next_summary(table: &Table, topic: &str, advanced: &PartitionOffsets) -> Result<HashMap<String, String>> {
+    let mut props = k2_summary(table)?;
+    let key = format!("{OFFSETS_KEY_PREFIX}{topic}");
+    let mut offsets = props.get(&key).and_then(|v| parse(v)).unwrap_or_default();
     for (&p, &o) in advanced {
         let e = offsets.entry(p).or_insert(o);
         *e = (*e).max(o);
     }
-    props.insert(format!("{OFFSETS_KEY_PREFIX}{topic}"), render(&offsets));
-    props
+    props.insert(key, render(&offsets));
+    Ok(props)
 }
 
 pub fn render(offsets: &PartitionOffsets) -> String {

@@ -10,24 +10,11 @@
 use std::str::FromStr;
 
 use iceberg::MetadataLocation;
-use iceberg::spec::{MAIN_BRANCH, Snapshot, SnapshotReference, SnapshotRetention};
+use iceberg::spec::{MAIN_BRANCH, SnapshotReference, SnapshotRetention};
 use iceberg::table::Table;
 
 use crate::error::{Error, Result};
 use crate::sink::catalog::TableCatalog;
-
-/// The current snapshot and its ancestors, newest first.
-pub fn lineage(table: &Table) -> Vec<&Snapshot> {
-    let metadata = table.metadata();
-    let mut out = Vec::new();
-    let mut next = metadata.current_snapshot().map(|s| s.snapshot_id());
-    while let Some(id) = next {
-        let Some(s) = metadata.snapshot_by_id(id) else { break };
-        out.push(s.as_ref());
-        next = s.parent_snapshot_id();
-    }
-    out
-}
 
 /// Makes `to` (a snapshot of `table`) its current snapshot, or leaves it with none: the
 /// table reads as empty. Refuses if another writer committed since `table` was loaded.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use iceberg::table::Table;
 
 use crate::error::{Error, Result};
-use crate::sink::offsets::summary_value;
+use crate::sink::offsets::k2_summary;
 
 /// Summary key prefix; the full key is `k2.state.<topic>`, the value a JSON object mapping
 /// partition to the state file of the validator instance that read up to the stored offset.
@@ -20,21 +20,24 @@ pub const STATE_KEY_PREFIX: &str = "k2.state.";
 /// Partition → state file, as stored in a summary.
 pub type StateFiles = BTreeMap<i32, String>;
 
-/// The state files of `topic` named by the table's current snapshot.
-pub fn stored_state_files(table: &Table, topic: &str) -> StateFiles {
-    summary_value(table, &format!("{STATE_KEY_PREFIX}{topic}"))
+/// The state files of `topic` in effect at the table's current snapshot: named by the
+/// newest ancestor k2-ingest committed, like the offsets they belong to.
+pub fn stored_state_files(table: &Table, topic: &str) -> Result<StateFiles> {
+    let summary = k2_summary(table)?;
+    Ok(summary
+        .get(&format!("{STATE_KEY_PREFIX}{topic}"))
         .and_then(|json| serde_json::from_str::<BTreeMap<String, String>>(json).ok())
         .map(|m| m.into_iter().filter_map(|(p, f)| Some((p.parse().ok()?, f))).collect())
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 /// The summary value for `topic` after a commit that wrote `written`: the stored files with
 /// those partitions replaced.
-pub fn next_state_files(table: &Table, topic: &str, written: &StateFiles) -> (String, String) {
-    let mut files = stored_state_files(table, topic);
+pub fn next_state_files(table: &Table, topic: &str, written: &StateFiles) -> Result<(String, String)> {
+    let mut files = stored_state_files(table, topic)?;
     files.extend(written.iter().map(|(p, f)| (*p, f.clone())));
     let map: BTreeMap<String, &String> = files.iter().map(|(p, f)| (p.to_string(), f)).collect();
-    (format!("{STATE_KEY_PREFIX}{topic}"), serde_json::to_string(&map).unwrap_or_default())
+    Ok((format!("{STATE_KEY_PREFIX}{topic}"), serde_json::to_string(&map).unwrap_or_default()))
 }
 
 /// Writes one partition's state next to the table's data and returns its path.
@@ -56,9 +59,9 @@ pub async fn write_state(table: &Table, topic: &str, partition: i32, state: &[u8
     Ok(path)
 }
 
-/// Reads the state the table's current snapshot holds for `partition`, if any.
+/// Reads the state in effect at the table's current snapshot for `partition`, if any.
 pub async fn read_state(table: &Table, topic: &str, partition: i32) -> Result<Option<Vec<u8>>> {
-    let Some(path) = stored_state_files(table, topic).remove(&partition) else { return Ok(None) };
+    let Some(path) = stored_state_files(table, topic)?.remove(&partition) else { return Ok(None) };
     let err = |source| Error::Iceberg {
         table: table.identifier().to_string(),
         context: format!("reading validator state of {topic} partition {partition} from {path}"),
