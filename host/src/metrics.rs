@@ -59,6 +59,7 @@ pub struct TopicMetrics {
     validator_calls: Histogram,
     validator_restarts: Counter,
     validator_traps: Counter,
+    records_lost: Counter,
 }
 
 impl TopicMetrics {
@@ -81,7 +82,8 @@ impl TopicMetrics {
             batch_records: histogram!("k2_batch_records", "topic" => t.clone()),
             validator_calls: histogram!("k2_validator_call_duration_seconds", "topic" => t.clone()),
             validator_restarts: counter!("k2_validator_restarts_total", "topic" => t.clone()),
-            validator_traps: counter!("k2_validator_traps_total", "topic" => t),
+            validator_traps: counter!("k2_validator_traps_total", "topic" => t.clone()),
+            records_lost: counter!("k2_records_lost_total", "topic" => t),
         }
     }
 
@@ -122,6 +124,11 @@ impl TopicMetrics {
     /// A partition given up is set to 0: its new owner reports it.
     pub fn consumer_lag(&self, partition: i32, lag: i64) {
         gauge!("k2_consumer_lag", "topic" => self.topic.clone(), "partition" => partition.to_string()).set(lag as f64);
+    }
+
+    /// Records deleted from the log before they were read, skipped under `on_offset_lost = "skip"`.
+    pub fn records_lost(&self, n: u64) {
+        self.records_lost.increment(n);
     }
 
     pub fn consumed(&self) {

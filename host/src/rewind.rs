@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::kafka::group::{GroupView, PartitionPosition};
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{CommitOutcome, append_with_offsets};
-use crate::sink::offsets::{PartitionOffsets, snapshot_offsets};
 use crate::sink::lineage::{Lineage, carries_k2};
+use crate::sink::offsets::{PartitionOffsets, snapshot_offsets};
 use crate::sink::rollback::set_current_snapshot;
 use crate::sink::state::StateFiles;
 
@@ -295,7 +295,9 @@ pub async fn execute(topic: &TopicConfig, catalog: &TableCatalog, kafka: &GroupV
         tracing::info!(table = %events.identifier(), to = ?plan.events_snapshot_after, "events table rolled back");
     }
     if plan.stores_start {
-        match append_with_offsets(catalog, &table, Vec::new(), &topic.name, &plan.start, &StateFiles::new()).await? {
+        match append_with_offsets(catalog, &table, Vec::new(), &topic.name, &plan.start, &StateFiles::new(), &[])
+            .await?
+        {
             CommitOutcome::Committed(t) => table = t,
             CommitOutcome::Conflict => return Err(fail(format!("table {} moved during the truncate", plan.table))),
         }

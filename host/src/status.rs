@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::kafka::group::GroupView;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::events::{StoredEvent, read_events};
-use crate::sink::offsets::stored_offsets;
+use crate::sink::offsets::{k2_summary, stored_offsets};
 
 /// What `k2-ingest status` reports for one topic.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +46,12 @@ pub struct PartitionStatus {
     /// Messages the table does not hold yet: high watermark − table offset (− the log start
     /// when the table has none).
     pub lag: i64,
+    /// Records deleted from the log before they were read and skipped
+    /// (`on_offset_lost = "skip"`), as `[from, to)` ranges recorded in the table.
+    pub lost_ranges: Vec<[i64; 2]>,
+    /// Records between the table offset and the log start, deleted unread: the next
+    /// `consume` stops on them (or skips them under `on_offset_lost = "skip"`).
+    pub deleted_unread: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,8 +82,8 @@ pub async fn topic_status(
     recent: usize,
 ) -> Result<TopicStatus> {
     let table = catalog.load(&topic.table_name()).await?;
-    let stored = match &table {
-        Some(t) => stored_offsets(t, &topic.name)?,
+    let (stored, lost) = match &table {
+        Some(t) => (stored_offsets(t, &topic.name)?, crate::sink::lost::recorded(&k2_summary(t)?, &topic.name)),
         None => Default::default(),
     };
     let positions = kafka.positions(&topic.name)?;
@@ -92,6 +98,8 @@ pub async fn topic_status(
                 low_watermark: pos.low,
                 high_watermark: pos.high,
                 lag: pos.lag_from(table_offset),
+                lost_ranges: lost.get(&p).cloned().unwrap_or_default(),
+                deleted_unread: table_offset.map_or(0, |o| (pos.low - o).max(0) as u64),
             }
         })
         .collect();

@@ -80,6 +80,27 @@ fn print_human(s: &TopicStatus) {
             );
         }
         println!("  total lag {}", s.total_lag);
+        for p in &s.partitions {
+            if p.deleted_unread > 0 {
+                println!(
+                    "  partition {}: {} records ({}..{}) were deleted from the log before they were ingested; \
+                     the next consume stops on them unless on_offset_lost = \"skip\"",
+                    p.partition,
+                    p.deleted_unread,
+                    p.table_offset.unwrap_or_default(),
+                    p.low_watermark
+                );
+            }
+            if !p.lost_ranges.is_empty() {
+                let ranges: Vec<String> = p.lost_ranges.iter().map(|[f, t]| format!("{f}..{t}")).collect();
+                let n: i64 = p.lost_ranges.iter().map(|[f, t]| t - f).sum();
+                println!(
+                    "  partition {}: {n} records lost to retention and skipped (on_offset_lost = \"skip\"): {}",
+                    p.partition,
+                    ranges.join(", ")
+                );
+            }
+        }
     }
     match &s.last_snapshot {
         Some(snap) => {

@@ -276,7 +276,15 @@ pub struct TopicConfig {
     /// topic at the batch with the gap, without committing it. Default `log`.
     #[serde(default)]
     pub on_gap: GapPolicy,
-    /// The dead-letter topic (created with one partition if missing). Default `<name>.dlq`.
+    /// Records deleted from the log (retention, `delete-records`) before k2-ingest read them,
+    /// found when a partition is assigned at a table offset below the log's start: `fail`
+    /// stops the topic naming the partitions and how many records each lost; `skip` goes on
+    /// from the log's start, logs the loss, counts it (`k2_records_lost_total`) and records
+    /// the ranges in the table (summary key `k2.lost.<topic>`, shown by `status`). Default `fail`.
+    #[serde(default)]
+    pub on_offset_lost: OffsetLostPolicy,
+    /// The dead-letter topic (created with one partition and the cluster's default replication
+    /// factor if missing). Default `<name>.dlq`.
     /// Refused, the default too, if it is a source topic of this config: dead letters must not
     /// be read back as input.
     #[serde(default)]
@@ -318,6 +326,14 @@ pub enum GapPolicy {
     #[default]
     Log,
     Fail,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetLostPolicy {
+    #[default]
+    Fail,
+    Skip,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

@@ -253,6 +253,7 @@ pub(crate) mod tests {
             on_invalid: Default::default(),
             on_duplicate: Default::default(),
             on_gap: Default::default(),
+            on_offset_lost: Default::default(),
             dlq_topic: None,
             events_table: None,
             partition_by: Vec::new(),

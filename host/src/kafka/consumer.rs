@@ -9,9 +9,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, OffsetLostPolicy};
 use crate::error::{Error, Result};
 use crate::kafka::base_client_config;
+use crate::kafka::log_bounds::{LostRange, StartCheck};
 
 /// Time allowed for a metadata, watermark or offset request to the broker.
 pub const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,6 +22,9 @@ pub const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait StartOffsets: Send + Sync + 'static {
     /// The table's next offset per partition of `topic`; an error names what failed.
     fn load(&self, topic: &str) -> std::result::Result<BTreeMap<i32, i64>, String>;
+
+    /// What to do when `topic`'s stored offset is below its log's start.
+    fn on_offset_lost(&self, topic: &str) -> OffsetLostPolicy;
 }
 
 /// What rebalances did since the pipeline last looked.
@@ -30,7 +34,9 @@ pub struct AssignmentNews {
     pub started_at: BTreeMap<(String, i32), i64>,
     /// Partitions given up.
     pub revoked: Vec<(String, i32)>,
-    /// Why the table's offsets could not be read; the run must stop.
+    /// Records deleted from the log before they were read, skipped under `on_offset_lost = "skip"`.
+    pub lost: Vec<(String, LostRange)>,
+    /// Why the table's offsets could not be read or used; the run must stop.
     pub failure: Option<String>,
 }
 
@@ -77,13 +83,16 @@ impl TableOffsetsContext {
         for topic in topics {
             match self.start.load(&topic) {
                 Ok(stored) => {
-                    for (p, o) in stored {
-                        if tpl.find_partition(&topic, p).is_some()
-                            && tpl.set_partition_offset(&topic, p, Offset::Offset(o)).is_ok()
-                        {
+                    let check = self.check_log_bounds(consumer, tpl, &topic, stored);
+                    if let Some(failure) = check.failure(&topic) {
+                        news.failure = Some(failure);
+                    }
+                    for (p, o) in check.starts {
+                        if tpl.set_partition_offset(&topic, p, Offset::Offset(o)).is_ok() {
                             news.started_at.insert((topic.clone(), p), o);
                         }
                     }
+                    news.lost.extend(check.skipped.into_iter().map(|r| (topic.clone(), r)));
                 }
                 Err(e) => news.failure = Some(format!("reading the offsets stored in the table for {topic}: {e}")),
             }
@@ -97,6 +106,27 @@ impl TableOffsetsContext {
             Err(e) => news.failure = Some(format!("assigning {}: {e}", describe(tpl))),
         }
         self.has_news.store(true, Ordering::Release);
+    }
+
+    /// Checks each assigned partition's stored offset against its log, asking the broker for
+    /// its bounds: librdkafka would otherwise apply `auto.offset.reset` to an offset out of
+    /// range without a word, losing records or reading a recreated topic into the old table.
+    fn check_log_bounds(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+        topic: &str,
+        stored: BTreeMap<i32, i64>,
+    ) -> StartCheck {
+        let policy = self.start.on_offset_lost(topic);
+        let mut check = StartCheck::default();
+        for (p, o) in stored.into_iter().filter(|&(p, _)| tpl.find_partition(topic, p).is_some()) {
+            match consumer.fetch_watermarks(topic, p, BROKER_REQUEST_TIMEOUT) {
+                Ok((low, high)) => check.partition(p, o, low, high, policy),
+                Err(e) => check.unknown(format!("reading the log bounds of {topic}/{p}: {e}")),
+            }
+        }
+        check
     }
 
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {

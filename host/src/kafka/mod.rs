@@ -4,6 +4,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod group;
 pub mod letter_size;
+pub mod log_bounds;
 pub mod producer;
 
 use rdkafka::ClientConfig;

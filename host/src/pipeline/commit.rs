@@ -69,13 +69,21 @@ impl Pipeline<'_> {
                 });
             }
             let (catalog, base) = (self.table.catalog(), self.table.table());
-            let outcome =
-                append_with_offsets(catalog, base, files.clone(), &self.topic.name, self.ledger.to_commit(), &states)
-                    .await
-                    .inspect_err(|_| self.run.record(RunEvent::CommitFailed))?;
+            let outcome = append_with_offsets(
+                catalog,
+                base,
+                files.clone(),
+                &self.topic.name,
+                self.ledger.to_commit(),
+                &states,
+                &self.lost,
+            )
+            .await
+            .inspect_err(|_| self.run.record(RunEvent::CommitFailed))?;
             match outcome {
                 CommitOutcome::Committed(table) => {
                     self.table.set(table);
+                    self.lost.clear();
                     break;
                 }
                 CommitOutcome::Conflict => {

@@ -27,6 +27,7 @@ use crate::decode::registry::SchemaRegistry;
 use crate::error::{Error, Result};
 use crate::kafka::consumer::{GroupConsumer, group_consumer};
 use crate::kafka::dlq::DeadLetters;
+use crate::kafka::log_bounds::LostRange;
 use crate::sandbox::{GuestEngine, ValidatorModule};
 use crate::schema::{Learned, SchemaOrigin, TopicTable};
 use crate::sink::events::{EventRow, EventsTable};
@@ -62,6 +63,8 @@ pub struct Pipeline<'a> {
     pending_events: Vec<EventRow>,
     buffers: BTreeMap<i32, PartitionBuffer>,
     ledger: OffsetLedger,
+    /// Records skipped under `on_offset_lost = "skip"`, for the next commit's summary.
+    lost: Vec<LostRange>,
     run: RunEvents,
     last_commit: Instant,
     last_refresh: Instant,
@@ -127,6 +130,7 @@ impl<'a> Pipeline<'a> {
             pending_events: Vec::new(),
             buffers: BTreeMap::new(),
             ledger: OffsetLedger::new(),
+            lost: Vec::new(),
             run,
             last_commit: Instant::now(),
             last_refresh: Instant::now(),
@@ -145,7 +149,7 @@ impl<'a> Pipeline<'a> {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<RunSummary> {
         let started = Instant::now();
-        let start = rebalance::TableStartOffsets::new(&self.table, self.ledger.shared());
+        let start = rebalance::TableStartOffsets::new(&self.table, self.ledger.shared(), self.topic.on_offset_lost);
         let consumer = group_consumer(&self.config.kafka, Box::new(start))?;
         consumer
             .subscribe(&[&self.topic.name])
@@ -272,6 +276,10 @@ impl<'a> Pipeline<'a> {
             if revoked.was_tracked {
                 self.run.record(RunEvent::Lag { partition: p, lag: 0 });
             }
+        }
+        for (_, range) in news.lost.into_iter().filter(|(t, _)| *t == self.topic.name) {
+            self.run.record(RunEvent::RecordsLost(&range));
+            self.lost.push(range);
         }
         for ((topic, p), o) in news.started_at {
             if topic == self.topic.name {

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::config::OffsetLostPolicy;
 use crate::kafka::consumer::StartOffsets;
 use crate::schema::TopicTable;
 use crate::sink::catalog::TableCatalog;
@@ -16,11 +17,13 @@ pub(super) struct TableStartOffsets {
     table: String,
     runtime: tokio::runtime::Handle,
     held: Arc<Mutex<HeldOffsets>>,
+    on_offset_lost: OffsetLostPolicy,
 }
 
 impl TableStartOffsets {
-    pub(super) fn new(table: &TopicTable, held: Arc<Mutex<HeldOffsets>>) -> Self {
+    pub(super) fn new(table: &TopicTable, held: Arc<Mutex<HeldOffsets>>, on_offset_lost: OffsetLostPolicy) -> Self {
         Self {
+            on_offset_lost,
             catalog: table.catalog().clone(),
             table: table.name().to_string(),
             runtime: tokio::runtime::Handle::current(),
@@ -39,5 +42,9 @@ impl StartOffsets for TableStartOffsets {
             Err(e) => return Err(e.to_string()),
         };
         Ok(self.held.lock().unwrap_or_else(|e| e.into_inner()).start(stored))
+    }
+
+    fn on_offset_lost(&self, _topic: &str) -> OffsetLostPolicy {
+        self.on_offset_lost
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::kafka::log_bounds::LostRange;
 use crate::metrics::TopicMetrics;
 use crate::sandbox::{RecoveryStats, Verdict};
 use crate::sink::events::EventRow;
@@ -53,6 +54,8 @@ pub enum RunEvent<'a> {
     GroupCaughtUp { offsets: &'a str },
     /// A partition's lag behind its high watermark.
     Lag { partition: i32, lag: i64 },
+    /// Records deleted from the log before they were read, skipped under `on_offset_lost = "skip"`.
+    RecordsLost(&'a LostRange),
 }
 
 /// What one table commit did.
@@ -173,6 +176,14 @@ impl RunEvents {
                 tracing::info!(offsets = %offsets, "group offsets caught up with the table");
             }
             RunEvent::Lag { partition, lag } => m.consumer_lag(partition, lag),
+            RunEvent::RecordsLost(r) => {
+                s.records_lost += r.records();
+                s.lost_ranges.entry(r.partition).or_default().push([r.from, r.to]);
+                m.records_lost(r.records());
+                tracing::warn!(topic = %topic, partition = r.partition, from = r.from, to = r.to, records = r.records(),
+                    "records were deleted from the log before they were read; going on from the log start \
+                     (on_offset_lost = \"skip\"), the loss is recorded in the table");
+            }
         }
     }
 

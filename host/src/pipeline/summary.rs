@@ -47,6 +47,11 @@ pub struct RunSummary {
     /// Written records dropped before commit because another writer committed them first;
     /// their partitions were read again from the table's offsets.
     pub dropped_already_committed: u64,
+    /// Records deleted from the log before they were read, skipped under
+    /// `on_offset_lost = "skip"` (under the default `fail` the run stops instead).
+    pub records_lost: u64,
+    /// Partition → the `[from, to)` offset ranges of those records.
+    pub lost_ranges: BTreeMap<i32, Vec<[i64; 2]>>,
     /// The table's current snapshot after the run.
     pub snapshot_id: Option<i64>,
     /// Partition → next offset committed for the group, after the run.

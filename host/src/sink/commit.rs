@@ -6,6 +6,7 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 
 use crate::error::{Error, Result};
+use crate::kafka::log_bounds::LostRange;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::lineage::COMMITTED_PROPERTY;
 use crate::sink::offsets::{PartitionOffsets, next_summary};
@@ -22,7 +23,8 @@ pub enum CommitOutcome {
 
 /// Appends `files` on top of exactly `base` in one snapshot whose summary records `topic`'s
 /// next offsets merged with those `base` stores, and the validator state files written for
-/// them (`states`, by partition). Offsets alone are committed too, e.g. when
+/// them (`states`, by partition), and the ranges of records lost to retention before they
+/// were read (`lost`), added to those recorded before. Offsets alone are committed too, e.g. when
 /// every record of a run was rejected. If the table moved past `base`, nothing is committed
 /// and the caller must decide, from the offsets now stored, what still belongs in the table.
 pub async fn append_with_offsets(
@@ -32,12 +34,14 @@ pub async fn append_with_offsets(
     topic: &str,
     advanced: &PartitionOffsets,
     states: &StateFiles,
+    lost: &[LostRange],
 ) -> Result<CommitOutcome> {
     let mut summary = next_summary(base, topic, advanced)?;
     if !states.is_empty() {
         let (key, value) = next_state_files(base, topic, states)?;
         summary.insert(key, value);
     }
+    crate::sink::lost::record(&mut summary, topic, lost);
     let tx = Transaction::new(base);
     // File names are unique per writer (uuid prefix), so the duplicate check — which reads
     // every manifest of the table — buys nothing.

@@ -102,7 +102,7 @@ impl EventsTable {
                 writer.write(self.batch(topic, &fresh)?).await?;
                 writer.close().await?
             };
-            match append_with_offsets(catalog, &self.table, files, topic, covered, &StateFiles::new()).await? {
+            match append_with_offsets(catalog, &self.table, files, topic, covered, &StateFiles::new(), &[]).await? {
                 CommitOutcome::Committed(table) => {
                     self.table = table;
                     return Ok(fresh.len() as u64);

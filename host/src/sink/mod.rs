@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod commit;
 pub mod events;
 pub mod lineage;
+pub mod lost;
 pub mod offsets;
 pub mod overlay;
 pub mod partition;

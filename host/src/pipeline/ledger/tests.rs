@@ -404,4 +404,3 @@ fn a_late_commit_by_the_previous_owner_moves_us_past_its_records() {
     w.check();
     w.drain(8);
 }
-

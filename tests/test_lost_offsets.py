@@ -1,0 +1,93 @@
+"""Records gone from the log before k2-ingest read them: retention past the table's offset, a topic deleted and recreated."""
+
+import json
+import time
+
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
+
+def admin(k2) -> AdminClient:
+    return AdminClient({"bootstrap.servers": k2.bootstrap})
+
+
+def delete_records_before(k2, topic: str, offset: int):
+    """What retention does to a lagging consumer, on demand: the log of partition 0 starts at `offset`."""
+    client = admin(k2)  # kept: futures of a collected client never resolve
+    for future in client.delete_records([TopicPartition(topic, 0, offset)], request_timeout=30).values():
+        future.result(timeout=60)
+
+
+def delete_topic(k2, topic: str):
+    client = admin(k2)  # kept: futures of a collected client never resolve
+    for future in client.delete_topics([topic], operation_timeout=30).values():
+        future.result(timeout=60)
+    deadline = time.monotonic() + 60
+    while topic in client.list_topics(timeout=10).topics:
+        assert time.monotonic() < deadline, f"topic {topic} still listed 60 s after its deletion"
+        time.sleep(0.5)
+
+
+def offsets_in_table(k2) -> list[int]:
+    return sorted(o for p, o in k2.table_keys("trades") if p == 0)
+
+
+def status_partition(k2, config) -> dict:
+    status = k2.run_json("status", "--config", str(config), "--topic", k2.trades)
+    [topic] = status["topics"]
+    [partition] = topic["partitions"]
+    return partition
+
+
+def test_records_deleted_before_they_were_read_stop_the_run_by_default_and_are_recorded_under_skip(k2):
+    k2.produce(k2.trades, 1_000, partitions=1, seed=3)
+    assert k2.consume(k2.trades)["written"] == 1_000
+    k2.produce(k2.trades, 1_000, partitions=1, seed=4)
+    delete_records_before(k2, k2.trades, 1_500)
+    assert status_partition(k2, k2.config)["deleted_unread"] == 500
+
+    failed = k2.run("consume", "--config", str(k2.config), "--topic", k2.trades, check=False)
+    assert failed.returncode != 0
+    assert "500 records of topic" in failed.stderr, failed.stderr[-3000:]
+    assert "partition 0: offsets 1000..1500, 500 records" in failed.stderr, failed.stderr[-3000:]
+    assert 'on_offset_lost = "skip"' in failed.stderr
+    assert offsets_in_table(k2) == list(range(1_000)), "nothing past the loss was written"
+
+    skip = k2.config_for_trades("skip.toml", 'on_offset_lost = "skip"\n')
+    run = k2.run_json("consume", "--config", str(skip), "--topic", k2.trades)
+    assert run["records_lost"] == 500
+    assert run["lost_ranges"] == {"0": [[1_000, 1_500]]}
+    assert offsets_in_table(k2) == list(range(1_000)) + list(range(1_500, 2_000))
+    summary = k2.table("trades").current_snapshot().summary.additional_properties
+    assert json.loads(summary[f"k2.lost.{k2.trades}"]) == {"0": [[1_000, 1_500]]}
+    partition = status_partition(k2, skip)
+    assert partition["lost_ranges"] == [[1_000, 1_500]] and partition["deleted_unread"] == 0
+
+    # The loss stays on record through later commits, and is not counted again.
+    k2.produce(k2.trades, 100, partitions=1, seed=5)
+    again = k2.run_json("consume", "--config", str(skip), "--topic", k2.trades)
+    assert again["written"] == 100 and again["records_lost"] == 0
+    summary = k2.table("trades").current_snapshot().summary.additional_properties
+    assert json.loads(summary[f"k2.lost.{k2.trades}"]) == {"0": [[1_000, 1_500]]}
+
+
+def test_a_topic_deleted_and_recreated_stops_the_run_and_truncate_starts_the_table_over(k2):
+    k2.produce(k2.trades, 1_000, partitions=1, seed=3)
+    assert k2.consume(k2.trades)["written"] == 1_000
+    delete_topic(k2, k2.trades)
+    k2.produce(k2.trades, 100, partitions=1, seed=6)
+
+    # Even under skip: the old offsets say nothing about the new topic's records.
+    skip = k2.config_for_trades("skip.toml", 'on_offset_lost = "skip"\n')
+    failed = k2.run("consume", "--config", str(skip), "--topic", k2.trades, check=False)
+    assert failed.returncode != 0
+    assert "partition 0: table at 1000, log ends at 100" in failed.stderr, failed.stderr[-3000:]
+    assert "deleted and created again" in failed.stderr
+    assert f"k2-ingest truncate --topic {k2.trades} --restart-from earliest" in failed.stderr
+    assert offsets_in_table(k2) == list(range(1_000))
+
+    k2.run("truncate", "--config", str(k2.config), "--topic", k2.trades, "--restart-from", "earliest",
+           "--confirm", "trades", "--execute")
+    run = k2.consume(k2.trades)
+    assert run["written"] == 100
+    assert offsets_in_table(k2) == list(range(100))
