@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 use crate::kafka::base_client_config;
 use crate::kafka::consumer::BROKER_REQUEST_TIMEOUT;
 
+/// Asks the broker for its `default.replication.factor` (KIP-464, Kafka 2.4 and later).
+const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
 /// An idempotent producer (no duplicates from retries), batching for throughput.
 pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer> {
     let mut c = base_client_config(kafka);
@@ -26,11 +29,13 @@ pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer> {
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists; returns its partition count.
+/// The replication factor is the cluster's `default.replication.factor`: a dead letter must
+/// survive what the data survives, and clusters with a minimum replication refuse anything less.
 pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Result<i32> {
     let admin: AdminClient<DefaultClientContext> = base_client_config(kafka)
         .create()
         .map_err(|source| Error::Kafka { context: "creating an admin client".into(), source })?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(BROKER_DEFAULT_REPLICATION));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics([&new], &opts)
