@@ -71,14 +71,17 @@ async fn bar(max_messages: Option<u64>, mut rx: watch::Receiver<Progress>) {
     bar.set_style(style);
     *BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
     while rx.changed().await.is_ok() {
-        let p = *rx.borrow_and_update();
+        let p = rx.borrow_and_update().clone();
         // The backlog grows while producers write: the length follows it.
         if let Some(behind) = p.behind {
             let total = p.consumed + behind;
             bar.set_length(max_messages.map_or(total, |m| m.min(total)));
         }
         bar.set_position(p.consumed);
-        bar.set_message(format!("written {} rejected {} undecodable {}", p.written, p.rejected, p.undecodable));
+        bar.set_message(match &p.waiting_for {
+            Some(what) => format!("waiting for {what}"),
+            None => format!("written {} rejected {} undecodable {}", p.written, p.rejected, p.undecodable),
+        });
     }
     bar.finish();
     *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -91,7 +94,7 @@ async fn lines(interval: Duration, mut rx: watch::Receiver<Progress>) {
         if last_at.elapsed() < interval {
             continue;
         }
-        let p = *rx.borrow_and_update();
+        let p = rx.borrow_and_update().clone();
         let secs = last_at.elapsed().as_secs_f64();
         let rate = (p.consumed - last.consumed) as f64 / secs.max(1e-3);
         let eta_secs = p.behind.filter(|_| rate >= 1.0).map(|b| (b as f64 / rate).round() as u64);
@@ -104,6 +107,7 @@ async fn lines(interval: Duration, mut rx: watch::Receiver<Progress>) {
             behind = p.behind,
             rate_per_sec = rate.round() as u64,
             eta_secs,
+            waiting_for = p.waiting_for.as_deref(),
             "progress"
         );
         (last, last_at) = (p, Instant::now());

@@ -20,6 +20,7 @@ pub use registry::*;
 /// Environment variables that override the config file, for CI and containers.
 pub const ENV_BOOTSTRAP: &str = "K2_KAFKA_BOOTSTRAP";
 pub const ENV_GROUP_ID: &str = "K2_KAFKA_GROUP_ID";
+pub const ENV_GROUP_INSTANCE_ID: &str = "K2_KAFKA_GROUP_INSTANCE_ID";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +60,14 @@ pub struct KafkaConfig {
     /// Consumer group id. Env override: `K2_KAFKA_GROUP_ID`. Default `k2-ingest`.
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// Static membership (KIP-345): a name for this instance that stays the same across its
+    /// restarts and differs from every other instance of the group, e.g. the host or pod name.
+    /// A restart within `session.timeout.ms` then takes its partitions back at once, without a
+    /// rebalance and without waiting for the dead process's session to expire. Two running
+    /// instances with one name fence each other. Env override: `K2_KAFKA_GROUP_INSTANCE_ID`.
+    /// Default: none (dynamic membership: after a crash the restart waits out the old session).
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
     /// Where a partition without committed offsets starts: `earliest` or `latest`.
     /// Default `earliest`, so a new group loses nothing already in the topic.
     #[serde(default)]
@@ -83,6 +92,7 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("group_id", &self.group_id)
+            .field("group_instance_id", &self.group_instance_id)
             .field("auto_offset_reset", &self.auto_offset_reset)
             .field("poll_timeout_ms", &self.poll_timeout_ms)
             .field("options", &self.options.keys().map(|k| (k, REDACTED)).collect::<BTreeMap<_, _>>())
@@ -525,6 +535,9 @@ impl Config {
         if let Some(v) = env(ENV_GROUP_ID) {
             config.kafka.group_id = v;
         }
+        if let Some(v) = env(ENV_GROUP_INSTANCE_ID) {
+            config.kafka.group_instance_id = Some(v);
+        }
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let base = std::path::absolute(base).map_err(|e| err(format!("cannot resolve its folder: {e}")))?;
         config.catalog.resolve(&base, &env);
@@ -558,6 +571,12 @@ impl Config {
             if self.kafka.options.contains_key(key) {
                 return Err(format!("kafka.options.\"{key}\" is managed by k2-ingest; remove it"));
             }
+        }
+        if self.kafka.group_instance_id.is_some() && self.kafka.options.contains_key("group.instance.id") {
+            return Err("kafka.group_instance_id and kafka.options.\"group.instance.id\" are both set; keep one".into());
+        }
+        if self.kafka.group_instance_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
+            return Err("kafka.group_instance_id is empty".into());
         }
         self.catalog.validate()?;
         if let Some(registry) = &self.registry {

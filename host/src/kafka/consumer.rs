@@ -203,6 +203,9 @@ pub fn group_consumer(kafka: &KafkaConfig, start: Box<dyn StartOffsets>) -> Resu
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", kafka.auto_offset_reset.as_str())
         .set("enable.partition.eof", "false");
+    if let Some(id) = &kafka.group_instance_id {
+        c.set("group.instance.id", id);
+    }
     for (key, value) in [(STATISTICS_INTERVAL, "1000")].into_iter().chain(FETCH_DEFAULTS) {
         if !kafka.options.contains_key(key) {
             c.set(key, value);

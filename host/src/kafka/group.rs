@@ -136,6 +136,18 @@ impl GroupView {
         Ok(out)
     }
 
+    /// The group's state as the coordinator reports it (`Stable`, `PreparingRebalance`,
+    /// `CompletingRebalance`, `Empty`, `Dead`) and its number of members, dead ones whose
+    /// sessions have not expired included.
+    pub fn state(&self) -> Result<(String, usize)> {
+        let groups = self
+            .consumer
+            .fetch_group_list(Some(&self.group), BROKER_REQUEST_TIMEOUT)
+            .map_err(|source| Error::Kafka { context: format!("describing group {}", self.group), source })?;
+        let group = groups.groups().iter().find(|g| g.name() == self.group);
+        Ok(group.map_or(("Empty".to_string(), 0), |g| (g.state().to_string(), g.members().len())))
+    }
+
     /// Members of the group right now, by client id and host; empty when no consumer runs.
     pub fn members(&self) -> Result<Vec<String>> {
         let groups = self

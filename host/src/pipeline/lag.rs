@@ -6,17 +6,23 @@ use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
 
 use crate::config::KafkaConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kafka::consumer::GroupConsumer;
 use crate::kafka::group::GroupView;
 
 use super::ledger::OffsetLedger;
 use super::run_events::{RunEvent, RunEvents};
 
-/// How long a bounded run waits for its first partition assignment beyond the idle timeout.
-/// Longer than librdkafka's default session timeout (45 s): after a crash, the group holds
-/// the dead member's partitions until its session expires.
-const ASSIGNMENT_GRACE: Duration = Duration::from_secs(60);
+/// What a quiet poll means for a bounded run.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Quiet {
+    Continue,
+    End,
+    /// No partition was ever assigned, and the idle timeout passed this long ago.
+    Unassigned {
+        past_timeout: Duration,
+    },
+}
 
 /// When a bounded run has been quiet long enough to end. Joining the group takes a moment:
 /// idleness counts only from the first assignment.
@@ -35,28 +41,22 @@ impl Idleness {
         self.since = Some(now);
     }
 
-    /// A poll returned nothing: true when the run should end; an error when no partition
-    /// was ever assigned within the timeout and its grace.
-    pub(super) fn quiet(&mut self, assigned: bool, topic: &str, group: &str) -> Result<bool> {
-        let Some(timeout) = self.timeout else { return Ok(false) };
+    /// A poll returned nothing: whether the run goes on, ends, or has waited past the idle
+    /// timeout for its first assignment (the caller asks the group why, see `assignment`).
+    pub(super) fn quiet(&mut self, assigned: bool) -> Quiet {
+        let Some(timeout) = self.timeout else { return Quiet::Continue };
         match (self.since, assigned) {
             (None, true) => self.since = Some(Instant::now()),
-            (None, false) if self.started.elapsed() >= timeout + ASSIGNMENT_GRACE => {
-                return Err(Error::Topic {
-                    topic: topic.to_string(),
-                    message: format!(
-                        "no partition was assigned to group {group} within {} s; does the topic exist?",
-                        self.started.elapsed().as_secs()
-                    ),
-                });
+            (None, false) if self.started.elapsed() >= timeout => {
+                return Quiet::Unassigned { past_timeout: self.started.elapsed() - timeout };
             }
             (Some(since), _) if since.elapsed() >= timeout => {
                 tracing::info!(idle_ms = since.elapsed().as_millis() as u64, "topic idle; ending the run");
-                return Ok(true);
+                return Quiet::End;
             }
             _ => {}
         }
-        Ok(false)
+        Quiet::Continue
     }
 }
 
@@ -112,14 +112,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idleness_counts_from_the_first_assignment_and_gives_up_without_one() {
+    fn idleness_counts_from_the_first_assignment_and_reports_a_wait_without_one() {
         let mut unbounded = Idleness::new(Instant::now(), None);
-        assert!(!unbounded.quiet(true, "t", "g").unwrap());
+        assert_eq!(unbounded.quiet(true), Quiet::Continue);
         let mut idle = Idleness::new(Instant::now(), Some(Duration::ZERO));
-        assert!(!idle.quiet(true, "t", "g").unwrap(), "the first quiet poll after assignment starts the clock");
-        assert!(idle.quiet(true, "t", "g").unwrap());
-        let long_ago = Instant::now() - (ASSIGNMENT_GRACE + Duration::from_secs(1));
-        let err = Idleness::new(long_ago, Some(Duration::ZERO)).quiet(false, "t", "g").unwrap_err();
-        assert!(err.to_string().contains("no partition was assigned to group g"), "{err}");
+        assert_eq!(idle.quiet(true), Quiet::Continue, "the first quiet poll after assignment starts the clock");
+        assert_eq!(idle.quiet(true), Quiet::End);
+        let long_ago = Instant::now() - Duration::from_secs(61);
+        let Quiet::Unassigned { past_timeout } = Idleness::new(long_ago, Some(Duration::from_secs(1))).quiet(false)
+        else {
+            panic!("no assignment past the timeout is reported")
+        };
+        assert!(past_timeout >= Duration::from_secs(60));
     }
 }

@@ -1,5 +1,6 @@
 //! The consume loop: Kafka → decode → partition buffers → validator → router → writer → commit, wiring parts that own their rules.
 
+mod assignment;
 mod buffer;
 mod commit;
 mod event_log;
@@ -27,6 +28,7 @@ use crate::decode::registry::SchemaRegistry;
 use crate::error::{Error, Result};
 use crate::kafka::consumer::{GroupConsumer, group_consumer};
 use crate::kafka::dlq::DeadLetters;
+use crate::kafka::group::GroupView;
 use crate::kafka::log_bounds::LostRange;
 use crate::sandbox::{GuestEngine, ValidatorModule};
 use crate::schema::{Learned, SchemaOrigin, TopicTable};
@@ -75,6 +77,18 @@ impl<'a> Pipeline<'a> {
     /// (loaded into the process's `engine`).
     pub async fn open(config: &'a Config, engine: &GuestEngine, topic_name: &str) -> Result<Self> {
         let topic = config.topic(topic_name)?;
+        // Before anything is created for it: librdkafka would report a missing topic only
+        // after the table and dead-letter topic exist, in words of its own.
+        if GroupView::open(&config.kafka)?.partitions(&topic.name)?.is_empty() {
+            return Err(Error::Topic {
+                topic: topic.name.clone(),
+                message: format!(
+                    "does not exist at {} (the broker lists no partition of it); check the name, or create the \
+                     topic: k2-ingest does not create source topics",
+                    config.kafka.bootstrap_servers
+                ),
+            });
+        }
         let registry = match (&config.registry, topic.framing) {
             (Some(r), crate::config::Framing::Confluent) => {
                 let registry = SchemaRegistry::new(r)
@@ -157,6 +171,7 @@ impl<'a> Pipeline<'a> {
         let poll = Duration::from_millis(self.config.kafka.poll_timeout_ms.max(1));
         let interval = Duration::from_millis(self.config.commit.interval_ms);
         let mut idle = lag::Idleness::new(started, bounds.idle_timeout);
+        let mut waiting = assignment::AssignmentWait::new(&self.config.kafka, &self.topic.name);
         tokio::pin!(shutdown);
         tracing::info!(topic = %self.topic.name, table = %self.run.summary().table, group = %self.config.kafka.group_id, "consuming");
         loop {
@@ -194,8 +209,10 @@ impl<'a> Pipeline<'a> {
                     // A quiet moment: hand partial batches on so the interval commit includes them.
                     self.flush_partitions().await?;
                     let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
-                    if idle.quiet(assigned, &self.topic.name, &self.config.kafka.group_id)? {
-                        break;
+                    match idle.quiet(assigned) {
+                        lag::Quiet::Continue => {}
+                        lag::Quiet::End => break,
+                        lag::Quiet::Unassigned { past_timeout } => waiting.check(past_timeout, &mut self.run)?,
                     }
                 }
             }

@@ -6,7 +6,7 @@ use std::time::Duration;
 pub(super) const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A run's counts so far; published about once a second, so a display never slows the run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Messages read from Kafka.
     pub consumed: u64,
@@ -21,4 +21,7 @@ pub struct Progress {
     /// Messages between this instance's read positions and the high watermarks of the
     /// partitions it holds; `None` until the first assignment.
     pub behind: Option<u64>,
+    /// What a run without partitions waits for, e.g. `group g to assign partitions
+    /// (PreparingRebalance, 3 member(s))`; `None` once partitions are assigned.
+    pub waiting_for: Option<String>,
 }

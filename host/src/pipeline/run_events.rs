@@ -56,6 +56,8 @@ pub enum RunEvent<'a> {
     Lag { partition: i32, lag: i64 },
     /// Records deleted from the log before they were read, skipped under `on_offset_lost = "skip"`.
     RecordsLost(&'a LostRange),
+    /// No partition is assigned yet past the idle timeout; the run waits for what this says.
+    WaitingFor(&'a str),
 }
 
 /// What one table commit did.
@@ -79,12 +81,20 @@ pub struct RunEvents {
     metrics: TopicMetrics,
     event_log: EventLog,
     progress: Option<tokio::sync::watch::Sender<Progress>>,
+    waiting_for: Option<String>,
 }
 
 impl RunEvents {
     pub fn new(summary: RunSummary) -> Self {
         let metrics = TopicMetrics::new(&summary.topic, &summary.table);
-        Self { topic: summary.topic.clone(), summary, metrics, event_log: EventLog::default(), progress: None }
+        Self {
+            topic: summary.topic.clone(),
+            summary,
+            metrics,
+            event_log: EventLog::default(),
+            progress: None,
+            waiting_for: None,
+        }
     }
 
     /// Publishes the run's [`Progress`] to `tx` whenever [`RunEvents::publish`] is called.
@@ -176,6 +186,12 @@ impl RunEvents {
                 tracing::info!(offsets = %offsets, "group offsets caught up with the table");
             }
             RunEvent::Lag { partition, lag } => m.consumer_lag(partition, lag),
+            RunEvent::WaitingFor(what) => {
+                if self.waiting_for.as_deref() != Some(what) {
+                    tracing::info!(topic = %topic, waiting_for = %what, "no partition assigned yet; waiting");
+                }
+                self.waiting_for = Some(what.to_string());
+            }
             RunEvent::RecordsLost(r) => {
                 s.records_lost += r.records();
                 s.lost_ranges.entry(r.partition).or_default().push([r.from, r.to]);
@@ -189,7 +205,10 @@ impl RunEvents {
 
     /// Publishes the counts so far and the backlog behind the high watermarks (`None` before
     /// the first assignment) to the progress display, if any.
-    pub fn publish(&self, behind: Option<u64>) {
+    pub fn publish(&mut self, behind: Option<u64>) {
+        if behind.is_some() {
+            self.waiting_for = None;
+        }
         if let Some(tx) = &self.progress {
             let s = &self.summary;
             tx.send_replace(Progress {
@@ -199,6 +218,7 @@ impl RunEvents {
                 undecodable: s.undecodable,
                 commits: s.commits,
                 behind,
+                waiting_for: self.waiting_for.clone(),
             });
         }
     }
@@ -258,7 +278,7 @@ mod tests {
             recovery: RecoveryStats { restarts: 1, isolated: 2, traps: 1 },
         });
         run.publish(None);
-        let p = *rx.borrow();
+        let p = rx.borrow().clone();
         assert_eq!((p.consumed, p.written, p.rejected, p.undecodable), (5, 3, 1, 1));
         let s = run.finish();
         assert_eq!(s.rejected_by_code["price"], 1);
