@@ -62,6 +62,7 @@ def test_three_instances_one_killed_one_added_land_every_record_once(k2, tmp_pat
     print(f"instances ({strategy}): rows {len(keys)}, duplicates {duplicates}, conflicts {conflicts}, dropped {dropped}")
     assert duplicates == 0
     assert len(set(keys)) == count
+    assert conflicts >= 1, "the instances' commits never raced: the test did not try the conflict rule"
 
 
 def total_records(k2) -> int:

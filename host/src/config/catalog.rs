@@ -75,6 +75,12 @@ pub struct RestCatalogConfig {
     /// OAuth2 scope asked for with `credential`. Default `catalog`.
     #[serde(default)]
     pub scope: Option<String>,
+    /// Longest wait for one request to the catalog (connecting, sending, the whole answer),
+    /// in milliseconds. A catalog that hangs then fails the call by name, instead of holding
+    /// the process until it is killed; the run stops and reads its uncommitted records again
+    /// on restart. Default 30000.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
     /// Object storage settings for data and metadata files on S3-compatible stores.
     #[serde(default)]
     pub s3: S3Config,
@@ -125,6 +131,7 @@ impl fmt::Debug for RestCatalogConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("oauth2_server_uri", &self.oauth2_server_uri.as_deref().map(redact_url))
             .field("scope", &self.scope)
+            .field("request_timeout_ms", &self.request_timeout_ms)
             .field("s3", &self.s3)
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
             .finish()
@@ -239,4 +246,8 @@ pub(super) fn default_catalog_name() -> String {
 
 pub(super) fn default_namespace() -> String {
     "market".into()
+}
+
+fn default_request_timeout_ms() -> u64 {
+    30_000
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::{Schema as IcebergSchema, UnboundPartitionSpec};
@@ -57,7 +58,16 @@ impl TableCatalog {
             CatalogConfig::Rest(rest) => {
                 // Tables may live on S3 or on local paths (a file:// warehouse); the factory
                 // picks the storage from each path's scheme.
+                let timeout = Duration::from_millis(rest.request_timeout_ms.max(1));
+                // iceberg's default client has no timeout at all: a catalog that accepts the
+                // connection and never answers would hang the run (and its rebalance callback).
+                let client =
+                    reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build().map_err(|e| {
+                        let source = iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string());
+                        err(format!("building the HTTP client for {}", redact_url(&rest.uri)), source)
+                    })?;
                 let catalog = RestCatalogBuilder::default()
+                    .with_client(client)
                     .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
                     .load(&rest.name, rest.properties().into_iter().collect())
                     .await
