@@ -77,18 +77,6 @@ impl<'a> Pipeline<'a> {
     /// (loaded into the process's `engine`).
     pub async fn open(config: &'a Config, engine: &GuestEngine, topic_name: &str) -> Result<Self> {
         let topic = config.topic(topic_name)?;
-        // Before anything is created for it: librdkafka would report a missing topic only
-        // after the table and dead-letter topic exist, in words of its own.
-        if GroupView::open(&config.kafka)?.partitions(&topic.name)?.is_empty() {
-            return Err(Error::Topic {
-                topic: topic.name.clone(),
-                message: format!(
-                    "does not exist at {} (the broker lists no partition of it); check the name, or create the \
-                     topic: k2-ingest does not create source topics",
-                    config.kafka.bootstrap_servers
-                ),
-            });
-        }
         let registry = match (&config.registry, topic.framing) {
             (Some(r), crate::config::Framing::Confluent) => {
                 let registry = SchemaRegistry::new(r)
@@ -111,6 +99,7 @@ impl<'a> Pipeline<'a> {
             None => None,
         };
         let (decoder, origin) = crate::schema::starting_decoder(topic, registry.as_ref()).await?;
+        require_topic(config, topic)?;
         let table = TopicTable::open(config, topic, decoder.table_schema(), &origin).await?;
         let dead_letters = match topic.uses_dlq() {
             true => {
@@ -311,6 +300,28 @@ impl<'a> Pipeline<'a> {
         rows >= self.config.commit.max_records
             || bytes >= self.config.commit.max_bytes
             || (self.ledger.has_work() && now.saturating_duration_since(self.last_commit) >= interval)
+    }
+}
+
+/// Fails if the broker answers that `topic` does not exist, before anything (table, dead-letter
+/// topic) is created for it: librdkafka would report it only later, in words of its own. A broker
+/// that does not answer is left to the consumer, which reports it with the rest of the run.
+fn require_topic(config: &Config, topic: &TopicConfig) -> Result<()> {
+    let listed = GroupView::open(&config.kafka).and_then(|view| view.partitions(&topic.name));
+    match listed {
+        Ok(partitions) if partitions.is_empty() => Err(Error::Topic {
+            topic: topic.name.clone(),
+            message: format!(
+                "does not exist at {} (the broker lists no partition of it); check the name, or create the topic: \
+                 k2-ingest does not create source topics",
+                config.kafka.bootstrap_servers
+            ),
+        }),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::debug!(topic = %topic.name, error = %e, "could not list the topic's partitions");
+            Ok(())
+        }
     }
 }
 
