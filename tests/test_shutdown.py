@@ -56,3 +56,32 @@ def test_sigterm_mid_run_commits_and_a_restart_completes_exactly(k2, tmp_path):
     assert len(keys) == COUNT
     assert max(collections.Counter(keys).values()) == 1
     assert sum(rest["lag"].values()) == 0
+
+
+def test_sigterm_while_a_commit_is_stuck_exits_within_the_bound_and_loses_nothing(k2, tmp_path):
+    k2.produce(k2.trades, 2_000, partitions=1, symbols=10, seed=5)
+    config = k2.config_with("stuck.toml", commit={"max_records": 1_000})
+    config.write_text(config.read_text().replace("[pipeline]\n", "[pipeline]\nshutdown_timeout_ms = 3000\n", 1))
+    log = tmp_path / "stuck.log"
+    # The commit stalls for 10 minutes (as on a hung catalog): only the watchdog can end the run.
+    env = {"PATH": "/usr/bin:/bin", "K2_LOG": "info", "K2_FAILPOINT": "stall-after-files-closed",
+           "K2_FAILPOINT_STALL_MS": "600000"}
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [str(k2.binary), "consume", "--config", str(config), "--topic", k2.trades, "--follow", "--output", "json"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+        )
+    wait_for_line(log, "failpoint after-files-closed: stalling", proc, timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("SIGTERM was not honoured while the commit was stuck:\n" + log.read_text()[-3000:])
+    assert proc.returncode == 1, log.read_text()[-3000:]
+    assert "shutdown took longer than 3000 ms" in log.read_text()
+
+    rest = k2.consume(k2.trades)
+    keys = k2.table_keys("trades")
+    assert len(keys) == len(set(keys)) == 2_000
+    assert rest["consumed"] == 2_000, "nothing was committed before the stall, so all is read again"

@@ -93,10 +93,21 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
 /// Resolves on the first SIGINT or SIGTERM, so the run stops fetching and commits what is
 /// consistent; from then on a watchdog exits the process at a second signal or when the
 /// commit takes longer than `bound`. Exiting early is safe: offsets move only with the data.
-async fn shutdown(bound: Duration) {
-    signal().await;
-    tracing::info!(bound_ms = bound.as_millis() as u64, "signal received: finishing; a second signal exits at once");
+///
+/// The signal is awaited by a task of its own, which arms the watchdog itself: the run only
+/// looks at the returned future between messages, and a commit or rebalance callback stuck
+/// on a hung service must not keep the process from honouring the bound.
+fn shutdown(bound: Duration) -> impl std::future::Future<Output = ()> {
+    let requested = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notify = requested.clone();
     tokio::spawn(async move {
+        signal().await;
+        tracing::info!(
+            bound_ms = bound.as_millis() as u64,
+            "signal received: finishing; a second signal exits at once"
+        );
+        // Stores a permit when the run is not waiting on it right now.
+        notify.notify_one();
         tokio::select! {
             _ = signal() => {
                 eprintln!("second signal: exiting now; uncommitted records will be read again");
@@ -108,6 +119,7 @@ async fn shutdown(bound: Duration) {
             }
         }
     });
+    async move { requested.notified().await }
 }
 
 /// Resolves on SIGINT or SIGTERM.
