@@ -111,6 +111,34 @@ def test_kill_storm_loses_nothing_and_duplicates_nothing(k2, tmp_path):
     assert sum(final["lag"].values()) == 0
 
 
+def test_a_stalled_instance_drops_what_its_successor_committed(k2, tmp_path):
+    """A stalls with records in its writer, the group hands its partition to B, B commits them;
+    when A wakes, its commit conflicts and it must drop its copy instead of appending it."""
+    count = 5_000
+    k2.produce(k2.trades, count, partitions=1, symbols=20, seed=12)
+    # Polling stops during the stall, so after max.poll.interval.ms the group moves the partition.
+    config = k2.config_with("stall.toml", {"max.poll.interval.ms": "6000"})
+    stalled = subprocess.Popen(
+        [str(k2.binary), "consume", "--config", str(config), "--topic", k2.trades, "--output", "json"],
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "a.log", "w"), text=True,
+        env={"PATH": "/usr/bin:/bin", "K2_LOG": "info", "K2_FAILPOINT": "stall-after-files-closed",
+             "K2_FAILPOINT_STALL_MS": "30000"},
+    )
+    deadline = time.monotonic() + 60
+    while "stalling" not in (tmp_path / "a.log").read_text():
+        assert time.monotonic() < deadline, "A never reached its commit"
+        time.sleep(0.2)
+    successor = k2.run_json("consume", "--config", str(config), "--topic", k2.trades)
+    assert successor["written"] == count
+    out, _ = stalled.communicate(timeout=120)
+    assert stalled.returncode == 0, (tmp_path / "a.log").read_text()[-3000:]
+    first = json.loads(out)
+    assert first["commit_conflicts"] >= 1
+    assert first["dropped_already_committed"] == count
+    keys = k2.table_keys("trades")
+    assert len(keys) == count and len(set(keys)) == count
+
+
 def test_a_restart_right_after_kills_waits_for_the_group_and_says_so(k2, tmp_path):
     count = 20_000
     k2.produce(k2.trades, count, partitions=2, symbols=20, seed=12)

@@ -91,3 +91,19 @@ def test_a_topic_deleted_and_recreated_stops_the_run_and_truncate_starts_the_tab
     run = k2.consume(k2.trades)
     assert run["written"] == 100
     assert offsets_in_table(k2) == list(range(100))
+
+
+def test_a_log_deleted_to_its_end_under_skip_is_recorded_once_with_nothing_left_to_read(k2):
+    k2.produce(k2.trades, 1_000, partitions=1, seed=3)
+    assert k2.consume(k2.trades)["written"] == 1_000
+    k2.produce(k2.trades, 500, partitions=1, seed=4)
+    delete_records_before(k2, k2.trades, 1_500)  # the log is empty: low == high
+    skip = k2.config_for_trades("skip.toml", 'on_offset_lost = "skip"\n')
+    run = k2.run_json("consume", "--config", str(skip), "--topic", k2.trades)
+    assert (run["records_lost"], run["written"]) == (500, 0)
+    summary = k2.table("trades").current_snapshot().summary.additional_properties
+    assert json.loads(summary[f"k2.offsets.{k2.trades}"]) == {"0": 1_500}, "the table moved past the loss"
+    assert json.loads(summary[f"k2.lost.{k2.trades}"]) == {"0": [[1_000, 1_500]]}
+    again = k2.run_json("consume", "--config", str(skip), "--topic", k2.trades)
+    assert again["records_lost"] == 0, "a loss is found once"
+    assert status_partition(k2, skip)["deleted_unread"] == 0

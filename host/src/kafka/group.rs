@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -68,6 +69,19 @@ impl GroupView {
             .collect();
         partitions.sort_unstable();
         Ok(partitions)
+    }
+
+    /// Whether the broker says `topic` does not exist (unknown topic). Other metadata errors
+    /// (no authorization, a leader election just after creation) are not read as missing.
+    pub fn topic_missing(&self, topic: &str) -> Result<bool> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), BROKER_REQUEST_TIMEOUT)
+            .map_err(|source| Error::Kafka { context: format!("reading metadata of {topic}"), source })?;
+        Ok(match metadata.topics().iter().find(|t| t.name() == topic) {
+            None => true,
+            Some(t) => t.error().is_some_and(|e| e == RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART),
+        })
     }
 
     /// The group's committed offset and the watermarks of every partition of `topic`.

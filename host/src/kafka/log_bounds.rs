@@ -42,6 +42,16 @@ impl LostRange {
     pub fn records(&self) -> u64 {
         (self.to - self.from).max(0) as u64
     }
+
+    /// What is still lost once the table stores `stored` for this partition: another writer
+    /// that committed records of the range held them, so they were not lost after all.
+    pub fn after(self, stored: Option<i64>) -> Option<LostRange> {
+        match stored {
+            Some(o) if o >= self.to => None,
+            Some(o) => Some(LostRange { from: self.from.max(o), ..self }),
+            None => Some(self),
+        }
+    }
 }
 
 /// The checks of one assignment of `topic`: where each partition starts, and what stops it.
@@ -169,6 +179,15 @@ mod tests {
         assert_eq!(check.starts, BTreeMap::from([(0, 2000)]));
         assert_eq!(check.skipped, vec![LostRange { partition: 0, from: 100, to: 2000 }]);
         assert_eq!(check.skipped[0].records(), 1900);
+    }
+
+    #[test]
+    fn a_range_another_writer_committed_is_not_lost() {
+        let r = LostRange { partition: 0, from: 100, to: 2000 };
+        assert_eq!(r.after(None), Some(r));
+        assert_eq!(r.after(Some(50)), Some(r));
+        assert_eq!(r.after(Some(500)), Some(LostRange { partition: 0, from: 500, to: 2000 }));
+        assert_eq!(r.after(Some(2000)), None);
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer> {
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists; returns its partition count.
-/// The replication factor is the cluster's `default.replication.factor`: a dead letter must
-/// survive what the data survives, and clusters with a minimum replication refuse anything less.
+/// The replication factor is the cluster's `default.replication.factor`, as for topics Kafka
+/// creates itself: a fixed 1 lost acknowledged letters with one broker, and clusters with a
+/// minimum replication refused it.
 pub async fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Result<i32> {
     let admin: AdminClient<DefaultClientContext> = base_client_config(kafka)
         .create()

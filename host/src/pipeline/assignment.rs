@@ -51,7 +51,12 @@ impl<'a> AssignmentWait<'a> {
             None => self.view.insert(GroupView::open(self.kafka)?),
         };
         let (state, members) = view.state()?;
-        let seen = GroupSeen { partitions: view.partitions(self.topic)?.len(), state, members };
+        // Only an unknown topic counts as missing; a listing that fails otherwise still has some.
+        let partitions = match view.topic_missing(self.topic)? {
+            true => 0,
+            false => view.partitions(self.topic)?.len().max(1),
+        };
+        let seen = GroupSeen { partitions, state, members };
         let group = &self.kafka.group_id;
         match judge(&seen, past_timeout, self.topic, group) {
             Verdict::Wait => {

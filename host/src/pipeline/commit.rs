@@ -142,6 +142,10 @@ impl Pipeline<'_> {
         })?;
         let stored = stored_offsets(&fresh, &self.topic.name)?;
         self.table.set(fresh);
+        self.lost = std::mem::take(&mut self.lost)
+            .into_iter()
+            .filter_map(|r| r.after(stored.get(&r.partition).copied()))
+            .collect();
         let table = &self.run.summary().table;
         let (overlapping, rewind) = match self.ledger.conflict(&stored) {
             Conflict::Disjoint { seek } => {

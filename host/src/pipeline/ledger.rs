@@ -123,6 +123,19 @@ impl OffsetLedger {
         }
     }
 
+    /// Records of `partition` before `offset` are gone from the log and were skipped
+    /// (`on_offset_lost = "skip"`): the next commit moves the table's offset there, carrying
+    /// the loss with it, even if nothing more is ever read. Otherwise the table would keep
+    /// pointing below the log start and every assignment would find the same loss again.
+    pub fn skipped_to(&mut self, partition: i32, offset: i64) {
+        self.from.entry(partition).or_insert(offset);
+        let read_to = self.read_to.entry(partition).or_insert(offset);
+        *read_to = (*read_to).max(offset);
+        let handed = self.handed.entry(partition).or_insert(offset);
+        *handed = (*handed).max(offset);
+        self.share();
+    }
+
     /// Offsets the next table commit carries: per partition, the next offset to read.
     pub fn to_commit(&self) -> &PartitionOffsets {
         &self.handed

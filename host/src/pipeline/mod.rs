@@ -99,6 +99,7 @@ impl<'a> Pipeline<'a> {
             None => None,
         };
         let (decoder, origin) = crate::schema::starting_decoder(topic, registry.as_ref()).await?;
+        TopicTable::check_spec(config, topic, decoder.table_schema(), &origin)?;
         require_topic(config, topic)?;
         let table = TopicTable::open(config, topic, decoder.table_schema(), &origin).await?;
         let dead_letters = match topic.uses_dlq() {
@@ -285,6 +286,7 @@ impl<'a> Pipeline<'a> {
         }
         for (_, range) in news.lost.into_iter().filter(|(t, _)| *t == self.topic.name) {
             self.run.record(RunEvent::RecordsLost(&range));
+            self.ledger.skipped_to(range.partition, range.to);
             self.lost.push(range);
         }
         for ((topic, p), o) in news.started_at {
@@ -307,9 +309,9 @@ impl<'a> Pipeline<'a> {
 /// topic) is created for it: librdkafka would report it only later, in words of its own. A broker
 /// that does not answer is left to the consumer, which reports it with the rest of the run.
 fn require_topic(config: &Config, topic: &TopicConfig) -> Result<()> {
-    let listed = GroupView::open(&config.kafka).and_then(|view| view.partitions(&topic.name));
-    match listed {
-        Ok(partitions) if partitions.is_empty() => Err(Error::Topic {
+    let missing = GroupView::open(&config.kafka).and_then(|view| view.topic_missing(&topic.name));
+    match missing {
+        Ok(true) => Err(Error::Topic {
             topic: topic.name.clone(),
             message: format!(
                 "does not exist at {} (the broker lists no partition of it); check the name, or create the topic: \
@@ -317,9 +319,9 @@ fn require_topic(config: &Config, topic: &TopicConfig) -> Result<()> {
                 config.kafka.bootstrap_servers
             ),
         }),
-        Ok(_) => Ok(()),
+        Ok(false) => Ok(()),
         Err(e) => {
-            tracing::debug!(topic = %topic.name, error = %e, "could not list the topic's partitions");
+            tracing::debug!(topic = %topic.name, error = %e, "could not read the topic's metadata");
             Ok(())
         }
     }

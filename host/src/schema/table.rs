@@ -31,6 +31,18 @@ pub struct TopicTable {
 }
 
 impl TopicTable {
+    /// The checks of [`TopicTable::open`] that need no catalog: the table schema and the
+    /// partition spec bind. A bad spec is a config error, reported before any remote call.
+    pub fn check_spec(
+        config: &Config,
+        topic: &TopicConfig,
+        reader: &apache_avro::Schema,
+        origin: &SchemaOrigin,
+    ) -> Result<()> {
+        let schema = iceberg_schema(reader, &origin.path(), config.sink.metadata_columns)?;
+        partition::bind(&schema, &topic.partition_by, &topic.name).map(drop)
+    }
+
     /// Loads the topic's table (creating it if missing) and evolves it to the reader schema:
     /// a table made by an earlier run or another tool may lack columns the schema has, and
     /// without them those fields would be dropped.

@@ -65,17 +65,25 @@ impl<'t> Lineage<'t> {
     }
 
     /// The snapshot whose summary holds the `k2.*` entries in effect at `snapshots()[i]`:
-    /// it, or its newest ancestor that carries them. `None` if none does and k2-ingest
-    /// never committed to the table, or for no snapshot (an empty or truncated table).
+    /// it, or its newest ancestor that carries them. `None` if none does and k2-ingest never
+    /// committed to the table (no [`COMMITTED_PROPERTY`]: e.g. a table another engine filled
+    /// and expired, which k2-ingest now starts on), if `snapshots()[i]` predates k2-ingest's
+    /// first commit (a newer snapshot carries them), or for no snapshot (an empty or
+    /// truncated table).
     pub fn k2_at(&self, i: usize) -> Result<Option<&'t Snapshot>> {
         if let Some(s) = self.snapshots.iter().skip(i).find(|s| carries_k2(s)) {
             return Ok(Some(s));
         }
         let (Some(from), Some(oldest)) = (self.snapshots.get(i), self.snapshots.last()) else { return Ok(None) };
+        if !self.committed_before || self.snapshots.iter().take(i).any(|s| carries_k2(s)) {
+            return Ok(None);
+        }
         let why = match self.expired_parent {
-            Some(expired) => format!("snapshot {} names parent {expired}, which was expired", oldest.snapshot_id()),
-            None if self.committed_before => format!("the table property {COMMITTED_PROPERTY} says so"),
-            None => return Ok(None),
+            Some(expired) => format!(
+                "the table property {COMMITTED_PROPERTY} says so, and snapshot {} names parent {expired}, which was expired",
+                oldest.snapshot_id()
+            ),
+            None => format!("the table property {COMMITTED_PROPERTY} says so"),
         };
         Err(Error::HistoryLost {
             table: self.table.clone(),

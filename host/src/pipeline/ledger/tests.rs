@@ -351,6 +351,18 @@ fn quiet_moments_do_not_move_offsets_already_done() {
 }
 
 #[test]
+fn a_skipped_loss_is_committed_even_with_nothing_read_after_it() {
+    let mut l = OffsetLedger::new();
+    l.skipped_to(0, 2000);
+    l.assigned(0, 2000);
+    assert!(l.has_work());
+    assert_eq!(l.to_commit()[&0], 2000, "the table's offset moves past the deleted records");
+    assert_eq!(l.committed()[&0], 2000);
+    l.handed_nothing(0);
+    assert!(!l.has_work(), "and stays there");
+}
+
+#[test]
 fn a_partition_rewound_where_the_table_never_stored_it_is_committed_when_read_again() {
     // Found in review: a partition given back at our own held offset and then rewound by an
     // unrelated overlap kept that offset as the table's, so its records read again were
