@@ -149,9 +149,7 @@ pub async fn plan_rewind(
     let history = Lineage::of(&cur.table);
     // A snapshot by another engine stores no offsets; those in effect there are its newest
     // k2-ingest ancestor's.
-    let offsets_at = |i: usize| -> Result<PartitionOffsets> {
-        Ok(history.k2_at(i)?.map(|s| snapshot_offsets(s, &topic.name)).unwrap_or_default())
-    };
+    let offsets_at = |i: usize| history.offsets_at(i, &topic.name);
     let mut notes = Vec::new();
     let requested: PartitionOffsets = match target {
         RewindTarget::Earliest => cur.positions.iter().map(|(&p, pos)| (p, pos.low)).collect(),
@@ -322,8 +320,7 @@ fn events_after(events: Option<&Table>, topic: &str, data: Option<&PartitionOffs
     let Some(events) = events else { return Ok(None) };
     let history = Lineage::of(events);
     for (i, s) in history.snapshots().iter().enumerate() {
-        let stored = history.k2_at(i)?.map(|k| snapshot_offsets(k, topic)).unwrap_or_default();
-        if stored.iter().all(|(p, o)| data.get(p).is_some_and(|d| o <= d)) {
+        if history.offsets_at(i, topic)?.iter().all(|(p, o)| data.get(p).is_some_and(|d| o <= d)) {
             return Ok(Some(s.snapshot_id()));
         }
     }

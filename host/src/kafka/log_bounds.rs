@@ -95,11 +95,9 @@ impl StartCheck {
 
     /// Why the topic must stop, if it must: every partition named, with what to do.
     pub fn failure(&self, topic: &str) -> Option<String> {
-        let mut out = self.unknown.join("; ");
+        let mut parts = self.unknown.clone();
         if !self.past_end.is_empty() {
-            if !out.is_empty() {
-                out.push_str("; and ");
-            }
+            let mut out = String::new();
             let _ = write!(out, "the table's offsets are past the end of topic {topic}'s log (");
             for (i, (p, start, high)) in self.past_end.iter().enumerate() {
                 let sep = if i > 0 { ", " } else { "" };
@@ -112,11 +110,10 @@ impl StartCheck {
                  --restart-from earliest` empties the table (its old snapshots stay until expired); to keep \
                  the old rows, point the topic at a new `table` in the config"
             );
+            parts.push(out);
         }
         if !self.lost.is_empty() {
-            if !out.is_empty() {
-                out.push_str("; and ");
-            }
+            let mut out = String::new();
             let total: u64 = self.lost.iter().map(LostRange::records).sum();
             let _ =
                 write!(out, "{total} records of topic {topic} were deleted from the log before they were ingested (");
@@ -137,8 +134,9 @@ impl StartCheck {
                  To go on from the log's start, recording the loss in the table, set \
                  `on_offset_lost = \"skip\"` for this topic"
             );
+            parts.push(out);
         }
-        (!out.is_empty()).then_some(out)
+        (!parts.is_empty()).then(|| parts.join("; and "))
     }
 }
 

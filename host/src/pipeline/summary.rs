@@ -51,7 +51,7 @@ pub struct RunSummary {
     /// `on_offset_lost = "skip"` (under the default `fail` the run stops instead).
     pub records_lost: u64,
     /// Partition → the `[from, to)` offset ranges of those records.
-    pub lost_ranges: BTreeMap<i32, Vec<[i64; 2]>>,
+    pub lost_ranges: crate::sink::lost::LostRanges,
     /// The table's current snapshot after the run.
     pub snapshot_id: Option<i64>,
     /// Partition → next offset committed for the group, after the run.

@@ -15,7 +15,7 @@ use iceberg::spec::Snapshot;
 use iceberg::table::Table;
 
 use crate::error::{Error, Result};
-use crate::sink::offsets::OFFSETS_KEY_PREFIX;
+use crate::sink::offsets::{OFFSETS_KEY_PREFIX, PartitionOffsets, snapshot_offsets};
 
 /// Table property our commits set: the table's snapshot summaries hold k2-ingest's offsets.
 pub const COMMITTED_PROPERTY: &str = "k2.offsets-in-summaries";
@@ -57,6 +57,11 @@ impl<'t> Lineage<'t> {
     /// The snapshots, newest first.
     pub fn snapshots(&self) -> &[&'t Snapshot] {
         &self.snapshots
+    }
+
+    /// The offsets of `topic` in effect at `snapshots()[i]` (empty where none are, see [`Lineage::k2_at`]).
+    pub fn offsets_at(&self, i: usize, topic: &str) -> Result<PartitionOffsets> {
+        Ok(self.k2_at(i)?.map(|s| snapshot_offsets(s, topic)).unwrap_or_default())
     }
 
     /// The snapshot whose summary holds the `k2.*` entries in effect at the current snapshot.

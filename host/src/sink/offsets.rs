@@ -18,7 +18,7 @@ pub type PartitionOffsets = BTreeMap<i32, i64>;
 /// The offsets of `topic` in effect at the table's current snapshot (empty if none): those
 /// of the newest ancestor k2-ingest committed, passing over other engines' snapshots.
 pub fn stored_offsets(table: &Table, topic: &str) -> Result<PartitionOffsets> {
-    Ok(Lineage::of(table).k2()?.map(|s| snapshot_offsets(s, topic)).unwrap_or_default())
+    Lineage::of(table).offsets_at(0, topic)
 }
 
 /// The offsets of `topic` stored in `snapshot` itself (empty if none).
