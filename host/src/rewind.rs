@@ -19,7 +19,7 @@ use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::kafka::group::{GroupView, PartitionPosition};
 use crate::sink::catalog::TableCatalog;
-use crate::sink::commit::{CommitOutcome, append_with_offsets};
+use crate::sink::commit::{Append, CommitOutcome, append_with_offsets, new_commit_id};
 use crate::sink::lineage::{Lineage, carries_k2};
 use crate::sink::offsets::{PartitionOffsets, snapshot_offsets};
 use crate::sink::rollback::set_current_snapshot;
@@ -293,9 +293,10 @@ pub async fn execute(topic: &TopicConfig, catalog: &TableCatalog, kafka: &GroupV
         tracing::info!(table = %events.identifier(), to = ?plan.events_snapshot_after, "events table rolled back");
     }
     if plan.stores_start {
-        match append_with_offsets(catalog, &table, Vec::new(), &topic.name, &plan.start, &StateFiles::new(), &[])
-            .await?
-        {
+        let (commit_id, states) = (new_commit_id(), StateFiles::new());
+        let append =
+            Append { topic: &topic.name, advanced: &plan.start, states: &states, lost: &[], commit_id: &commit_id };
+        match append_with_offsets(catalog, &table, Vec::new(), &append).await? {
             CommitOutcome::Committed(t) => table = t,
             CommitOutcome::Conflict => return Err(fail(format!("table {} moved during the truncate", plan.table))),
         }

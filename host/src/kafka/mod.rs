@@ -5,6 +5,7 @@ pub mod dlq;
 pub mod group;
 pub mod letter_size;
 pub mod log_bounds;
+pub mod outage;
 pub mod producer;
 
 use rdkafka::ClientConfig;

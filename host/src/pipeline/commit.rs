@@ -8,16 +8,45 @@ use rdkafka::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::kafka::consumer::{BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets};
-use crate::sink::commit::{CommitOutcome, append_with_offsets};
+use crate::sink::commit::{Append, CommitOutcome, append_with_offsets, holds_commit, new_commit_id};
 use crate::sink::offsets::{PartitionOffsets, render, render_ranges, stored_offsets};
+use crate::sink::retry::CommitRetry;
 use crate::sink::state::{StateFiles, write_state};
 
 use super::Pipeline;
 use super::ledger::Conflict;
-use super::run_events::{Commit, RunEvent};
+use super::run_events::{Commit, RunEvent, RunEvents};
 
 /// Commits re-applied after conflicts with other writers' disjoint commits, before giving up.
-const MAX_COMMIT_ATTEMPTS: u32 = 20;
+const MAX_COMMIT_CONFLICTS: u32 = 20;
+
+/// How a commit conflict was resolved.
+enum Resolved {
+    /// Another writer committed other partitions: our files go on top of its snapshot.
+    Reapply,
+    /// An earlier attempt of this very commit, whose outcome was unknown, is in the table.
+    Landed,
+    /// Another writer committed records we hold: everything uncommitted was dropped.
+    Dropped,
+}
+
+/// After a failed commit attempt: waits as `retry` says and returns, or returns the error
+/// once it is not transient or the budget is spent. Each wait is one run event.
+async fn back_off(
+    run: &mut RunEvents,
+    retry: &mut CommitRetry,
+    since: Instant,
+    error: Error,
+    table: &str,
+) -> Result<()> {
+    let Some(wait) = retry.next_wait(&error, since.elapsed()) else {
+        run.record(RunEvent::CommitFailed);
+        return Err(error);
+    };
+    run.record(RunEvent::CommitRetried { table, error: &error, wait, attempt: retry.failures() });
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
 
 impl Pipeline<'_> {
     /// Commits the written files and offsets to Iceberg, then the offsets to the group. Each
@@ -44,12 +73,22 @@ impl Pipeline<'_> {
             let count = dl.flush().await?;
             self.run.record(RunEvent::DeadLettersAcknowledged { topic: dl.topic(), count });
         }
+        let retry_timeout = self.retry_timeout();
         if let Some(events) = self.events.as_mut()
             && !self.pending_events.is_empty()
         {
             let (catalog, sink) = (self.table.catalog(), &self.config.sink);
-            let added =
-                events.commit(catalog, sink, &self.topic.name, &self.pending_events, self.ledger.to_commit()).await?;
+            let mut retry = CommitRetry::new(retry_timeout);
+            let added = loop {
+                // A repeated events commit adds nothing already stored, so a failure is simply tried again.
+                match events
+                    .commit(catalog, sink, &self.topic.name, &self.pending_events, self.ledger.to_commit())
+                    .await
+                {
+                    Ok(added) => break added,
+                    Err(e) => back_off(&mut self.run, &mut retry, started, e, &events.identifier()).await?,
+                }
+            };
             self.pending_events.clear();
             self.run.record(RunEvent::EventsRecorded { table: &events.identifier(), added });
         }
@@ -58,39 +97,48 @@ impl Pipeline<'_> {
         let records: u64 = files.iter().map(|f| f.record_count()).sum();
         let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
         let file_count = files.len() as u64;
-        for attempt in 1.. {
-            if attempt > MAX_COMMIT_ATTEMPTS {
-                return Err(Error::Topic {
-                    topic: self.topic.name.clone(),
-                    message: format!(
-                        "{MAX_COMMIT_ATTEMPTS} commits in a row conflicted with other writers of {}",
-                        self.run.summary().table
-                    ),
-                });
-            }
+        let commit_id = new_commit_id();
+        let mut retry = CommitRetry::new(self.retry_timeout());
+        let tried = Instant::now();
+        let mut conflicts = 0;
+        loop {
             let (catalog, base) = (self.table.catalog(), self.table.table());
-            let outcome = append_with_offsets(
-                catalog,
-                base,
-                files.clone(),
-                &self.topic.name,
-                self.ledger.to_commit(),
-                &states,
-                &self.lost,
-            )
-            .await
-            .inspect_err(|_| self.run.record(RunEvent::CommitFailed))?;
+            let append = Append {
+                topic: &self.topic.name,
+                advanced: self.ledger.to_commit(),
+                states: &states,
+                lost: &self.lost,
+                commit_id: &commit_id,
+            };
+            let outcome = append_with_offsets(catalog, base, files.clone(), &append).await;
             match outcome {
-                CommitOutcome::Committed(table) => {
+                Ok(CommitOutcome::Committed(table)) => {
                     self.table.set(table);
                     self.lost.clear();
                     break;
                 }
-                CommitOutcome::Conflict => {
-                    self.run.record(RunEvent::CommitConflict);
-                    if !self.resolve_conflict(consumer, records).await? {
-                        return Ok(());
+                Ok(CommitOutcome::Conflict) => {
+                    conflicts += 1;
+                    if conflicts > MAX_COMMIT_CONFLICTS {
+                        return Err(Error::Topic {
+                            topic: self.topic.name.clone(),
+                            message: format!(
+                                "{MAX_COMMIT_CONFLICTS} commits in a row conflicted with other writers of {}",
+                                self.run.summary().table
+                            ),
+                        });
                     }
+                    match self.resolve_conflict(consumer, records, &commit_id).await? {
+                        Resolved::Reapply => {}
+                        Resolved::Landed => break,
+                        Resolved::Dropped => return Ok(()),
+                    }
+                }
+                // Tried again on the same base: had this attempt landed after all, the next
+                // one conflicts and `resolve_conflict` finds it by its id.
+                Err(e) => {
+                    let table = self.run.summary().table.clone();
+                    back_off(&mut self.run, &mut retry, tried, e, &table).await?;
                 }
             }
         }
@@ -130,16 +178,34 @@ impl Pipeline<'_> {
         Ok(files)
     }
 
-    /// After a conflict: reloads the table and lets the ledger judge whether another writer
-    /// committed offsets we hold records for. If not, returns true to re-apply our files on
-    /// the new version. If so, everything uncommitted is dropped (the files stay as orphans
-    /// no snapshot references), our partitions are sought back to the table's offsets, and
-    /// it returns false.
-    async fn resolve_conflict(&mut self, consumer: &GroupConsumer, records: u64) -> Result<bool> {
-        let fresh = self.table.reload().await?.ok_or_else(|| Error::Topic {
+    /// After a conflict: reloads the table. If it holds `commit_id`, an earlier attempt landed.
+    /// Else the ledger judges whether another writer committed offsets we hold records for.
+    /// If not, our files are re-applied on the new version. If so, everything uncommitted is
+    /// dropped (the files stay as orphans no snapshot references) and our partitions are
+    /// sought back to the table's offsets.
+    async fn resolve_conflict(&mut self, consumer: &GroupConsumer, records: u64, commit_id: &str) -> Result<Resolved> {
+        let mut retry = CommitRetry::new(self.retry_timeout());
+        let tried = Instant::now();
+        let fresh = loop {
+            match self.table.reload().await {
+                Ok(fresh) => break fresh,
+                Err(e) => {
+                    let table = self.run.summary().table.clone();
+                    back_off(&mut self.run, &mut retry, tried, e, &table).await?;
+                }
+            }
+        };
+        let fresh = fresh.ok_or_else(|| Error::Topic {
             topic: self.topic.name.clone(),
             message: format!("table {} disappeared during a commit", self.run.summary().table),
         })?;
+        if holds_commit(&fresh, commit_id) {
+            tracing::info!(table = %self.run.summary().table, commit_id, "an attempt whose outcome was unknown had committed");
+            self.table.set(fresh);
+            self.lost.clear();
+            return Ok(Resolved::Landed);
+        }
+        self.run.record(RunEvent::CommitConflict);
         let stored = stored_offsets(&fresh, &self.topic.name)?;
         self.table.set(fresh);
         self.lost = std::mem::take(&mut self.lost)
@@ -160,7 +226,7 @@ impl Pipeline<'_> {
                     );
                     self.seek(consumer, p, to);
                 }
-                return Ok(true);
+                return Ok(Resolved::Reapply);
             }
             Conflict::Overlap { overlapping, rewind } => (overlapping, rewind),
         };
@@ -175,7 +241,11 @@ impl Pipeline<'_> {
             self.buffers.remove(&p);
             self.seek(consumer, p, to);
         }
-        Ok(false)
+        Ok(Resolved::Dropped)
+    }
+
+    fn retry_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.commit.retry_timeout_ms)
     }
 
     fn seek(&self, consumer: &GroupConsumer, partition: i32, to: i64) {

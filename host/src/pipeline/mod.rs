@@ -30,6 +30,7 @@ use crate::kafka::consumer::{GroupConsumer, group_consumer};
 use crate::kafka::dlq::DeadLetters;
 use crate::kafka::group::GroupView;
 use crate::kafka::log_bounds::LostRange;
+use crate::kafka::outage::{BrokerOutage, OnError};
 use crate::sandbox::{GuestEngine, ValidatorModule};
 use crate::schema::{Learned, SchemaOrigin, TopicTable};
 use crate::sink::events::{EventRow, EventsTable};
@@ -162,6 +163,7 @@ impl<'a> Pipeline<'a> {
         let interval = Duration::from_millis(self.config.commit.interval_ms);
         let mut idle = lag::Idleness::new(started, bounds.idle_timeout);
         let mut waiting = assignment::AssignmentWait::new(&self.config.kafka, &self.topic.name);
+        let mut outage = BrokerOutage::default();
         tokio::pin!(shutdown);
         tracing::info!(topic = %self.topic.name, table = %self.run.summary().table, group = %self.config.kafka.group_id, "consuming");
         loop {
@@ -184,6 +186,9 @@ impl<'a> Pipeline<'a> {
             match received {
                 Ok(Ok(msg)) => {
                     idle.message_at(now);
+                    if let Some((lasted, errors)) = outage.on_message(now) {
+                        self.run.record(RunEvent::BrokerBack { lasted, errors });
+                    }
                     let reread = match self.decoder.unknown_schema_id(msg.payload().unwrap_or_default()) {
                         Some(id) => self.learn_schema(id, msg.partition(), &consumer).await?,
                         None => false,
@@ -192,9 +197,17 @@ impl<'a> Pipeline<'a> {
                         self.accept_message(&msg).await?;
                     }
                 }
-                Ok(Err(e)) => {
-                    return Err(Error::Kafka { context: format!("consuming {}", self.topic.name), source: e });
-                }
+                Ok(Err(e)) => match outage.on_error(&e, now) {
+                    OnError::Fatal => {
+                        return Err(Error::Kafka { context: format!("consuming {}", self.topic.name), source: e });
+                    }
+                    began => {
+                        if began == OnError::Began {
+                            self.run.record(RunEvent::BrokerUnreachable(&e));
+                        }
+                        tokio::time::sleep(BrokerOutage::PAUSE).await;
+                    }
+                },
                 Err(_elapsed) => {
                     // A quiet moment: hand partial batches on so the interval commit includes them.
                     self.flush_partitions().await?;

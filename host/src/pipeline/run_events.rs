@@ -40,8 +40,10 @@ pub enum RunEvent<'a> {
     Written(u64),
     /// Writing or closing a data file failed.
     WriteFailed,
-    /// A catalog commit failed with an error other than a conflict.
+    /// A catalog commit failed with an error other than a conflict, for good.
     CommitFailed,
+    /// A commit to `table` failed with a transient `error`; attempt number `attempt + 1` follows after `wait`.
+    CommitRetried { table: &'a str, error: &'a crate::error::Error, wait: Duration, attempt: u32 },
     /// A commit found another writer's snapshot first.
     CommitConflict,
     /// Records in the writer dropped because another writer committed their offsets first.
@@ -56,6 +58,10 @@ pub enum RunEvent<'a> {
     Lag { partition: i32, lag: i64 },
     /// Records deleted from the log before they were read, skipped under `on_offset_lost = "skip"`.
     RecordsLost(&'a LostRange),
+    /// The consumer lost the broker (the first error of an outage); the run waits for it.
+    BrokerUnreachable(&'a rdkafka::error::KafkaError),
+    /// Messages flow again after an outage that lasted `lasted`, with `errors` errors.
+    BrokerBack { lasted: Duration, errors: u64 },
     /// No partition is assigned yet past the idle timeout; the run waits for what this says.
     WaitingFor(&'a str),
 }
@@ -163,6 +169,13 @@ impl RunEvents {
             }
             RunEvent::WriteFailed => m.write_error(),
             RunEvent::CommitFailed => m.commit_error(),
+            RunEvent::CommitRetried { table, error, wait, attempt } => {
+                s.commit_retries += 1;
+                m.commit_error();
+                // WARN, not ERROR: the run rides it out; it stops (and says so) once `commit.retry_timeout_ms` has passed.
+                tracing::warn!(%table, attempt, retry_in_ms = wait.as_millis() as u64, %error,
+                    "commit failed; trying again");
+            }
             RunEvent::CommitConflict => {
                 s.commit_conflicts += 1;
                 m.commit_conflict();
@@ -191,6 +204,13 @@ impl RunEvents {
                     tracing::info!(topic = %topic, waiting_for = %what, "no partition assigned yet; waiting");
                 }
                 self.waiting_for = Some(what.to_string());
+            }
+            RunEvent::BrokerUnreachable(error) => {
+                s.broker_outages += 1;
+                tracing::warn!(topic = %topic, %error, "the broker is unreachable; waiting for it (librdkafka reconnects)");
+            }
+            RunEvent::BrokerBack { lasted, errors } => {
+                tracing::info!(topic = %topic, lasted_ms = lasted.as_millis() as u64, errors, "the broker is reachable again");
             }
             RunEvent::RecordsLost(r) => {
                 s.records_lost += r.records();

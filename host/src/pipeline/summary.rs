@@ -44,6 +44,11 @@ pub struct RunSummary {
     pub commits: u64,
     /// Commits that found another writer's snapshot first and were resolved.
     pub commit_conflicts: u64,
+    /// Times the consumer lost the broker and waited for it to come back.
+    pub broker_outages: u64,
+    /// Commit attempts that failed for a transient reason (catalog or store unreachable,
+    /// timeout, 5xx, locked database) and were tried again.
+    pub commit_retries: u64,
     /// Written records dropped before commit because another writer committed them first;
     /// their partitions were read again from the table's offsets.
     pub dropped_already_committed: u64,

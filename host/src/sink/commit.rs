@@ -8,10 +8,28 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use crate::error::{Error, Result};
 use crate::kafka::log_bounds::LostRange;
 use crate::sink::catalog::TableCatalog;
-use crate::sink::lineage::COMMITTED_PROPERTY;
+use crate::sink::lineage::{COMMITTED_PROPERTY, Lineage};
 use crate::sink::offsets::{PartitionOffsets, next_summary};
 use crate::sink::overlay::TableOverlay;
 use crate::sink::state::{StateFiles, next_state_files};
+
+/// Summary key holding the unique id of the commit that wrote the snapshot: after a failure
+/// whose outcome is unknown (a timeout, a 5xx), finding it in the table's history tells a
+/// commit that landed from one that did not, so none is applied twice.
+pub const COMMIT_ID_KEY: &str = "k2.commit-id";
+
+/// A fresh commit id; one per set of files, kept across the attempts to commit it.
+pub fn new_commit_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// True if the commit with id `commit_id` is in the history of `table`'s current snapshot.
+pub fn holds_commit(table: &Table, commit_id: &str) -> bool {
+    Lineage::of(table)
+        .snapshots()
+        .iter()
+        .any(|s| s.summary().additional_properties.get(COMMIT_ID_KEY).map(String::as_str) == Some(commit_id))
+}
 
 /// How a commit ended.
 pub enum CommitOutcome {
@@ -21,37 +39,47 @@ pub enum CommitOutcome {
     Conflict,
 }
 
-/// Appends `files` on top of exactly `base` in one snapshot whose summary records `topic`'s
-/// next offsets merged with those `base` stores, and the validator state files written for
-/// them (`states`, by partition), and the ranges of records lost to retention before they
-/// were read (`lost`), added to those recorded before. Offsets alone are committed too, e.g. when
-/// every record of a run was rejected. If the table moved past `base`, nothing is committed
-/// and the caller must decide, from the offsets now stored, what still belongs in the table.
+/// What a commit records beside its files.
+pub struct Append<'a> {
+    pub topic: &'a str,
+    /// The topic's next offsets, merged with those the base stores.
+    pub advanced: &'a PartitionOffsets,
+    /// The validator state files written for them, by partition.
+    pub states: &'a StateFiles,
+    /// Ranges of records lost to retention before they were read, added to those recorded before.
+    pub lost: &'a [LostRange],
+    /// See [`COMMIT_ID_KEY`].
+    pub commit_id: &'a str,
+}
+
+/// Appends `files` on top of exactly `base` in one snapshot whose summary records what
+/// `append` says. Offsets alone are committed too, e.g. when every record of a run was
+/// rejected. If the table moved past `base`, nothing is committed and the caller must
+/// decide, from the offsets now stored, what still belongs in the table.
 pub async fn append_with_offsets(
     catalog: &TableCatalog,
     base: &Table,
     files: Vec<DataFile>,
-    topic: &str,
-    advanced: &PartitionOffsets,
-    states: &StateFiles,
-    lost: &[LostRange],
+    append: &Append<'_>,
 ) -> Result<CommitOutcome> {
+    let Append { topic, advanced, states, lost, commit_id } = *append;
     let mut summary = next_summary(base, topic, advanced)?;
     if !states.is_empty() {
         let (key, value) = next_state_files(base, topic, states)?;
         summary.insert(key, value);
     }
     crate::sink::lost::record(&mut summary, topic, lost);
+    summary.insert(COMMIT_ID_KEY.into(), commit_id.into());
     let tx = Transaction::new(base);
     // File names are unique per writer (uuid prefix), so the duplicate check — which reads
     // every manifest of the table — buys nothing.
-    let append = tx.fast_append().with_check_duplicate(false).add_data_files(files).set_snapshot_properties(summary);
+    let fast = tx.fast_append().with_check_duplicate(false).add_data_files(files).set_snapshot_properties(summary);
     let err = |context: &str, source| Error::Iceberg {
         table: base.identifier().to_string(),
         context: context.into(),
         source,
     };
-    let mut tx = append.apply(tx).map_err(|e| err("preparing the append", e))?;
+    let mut tx = fast.apply(tx).map_err(|e| err("preparing the append", e))?;
     if !base.metadata().properties().contains_key(COMMITTED_PROPERTY) {
         // In the same commit as the first summary: from now on a history without one was cut.
         let mark = tx.update_table_properties().set(COMMITTED_PROPERTY.into(), "true".into());

@@ -18,7 +18,7 @@ use crate::config::SinkConfig;
 use crate::error::{Error, Result};
 use crate::sandbox::EventKind;
 use crate::sink::catalog::{TableCatalog, arrow_schema};
-use crate::sink::commit::{CommitOutcome, append_with_offsets};
+use crate::sink::commit::{Append, CommitOutcome, append_with_offsets, new_commit_id};
 use crate::sink::offsets::{PartitionOffsets, stored_offsets};
 use crate::sink::state::StateFiles;
 use crate::sink::writer::TableWriter;
@@ -91,6 +91,8 @@ impl EventsTable {
         events: &[EventRow],
         covered: &PartitionOffsets,
     ) -> Result<u64> {
+        // The offsets `covered` make a repeated commit add nothing, so each attempt may have its own id.
+        let commit_id = new_commit_id();
         for _ in 0..MAX_ATTEMPTS {
             let already = stored_offsets(&self.table, topic)?;
             let fresh: Vec<&EventRow> =
@@ -102,7 +104,9 @@ impl EventsTable {
                 writer.write(self.batch(topic, &fresh)?).await?;
                 writer.close().await?
             };
-            match append_with_offsets(catalog, &self.table, files, topic, covered, &StateFiles::new(), &[]).await? {
+            let states = StateFiles::new();
+            let append = Append { topic, advanced: covered, states: &states, lost: &[], commit_id: &commit_id };
+            match append_with_offsets(catalog, &self.table, files, &append).await? {
                 CommitOutcome::Committed(table) => {
                     self.table = table;
                     return Ok(fresh.len() as u64);

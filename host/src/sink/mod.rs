@@ -8,6 +8,7 @@ pub mod lost;
 pub mod offsets;
 pub mod overlay;
 pub mod partition;
+pub mod retry;
 pub mod rollback;
 pub mod state;
 pub mod writer;
