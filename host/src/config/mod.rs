@@ -148,6 +148,14 @@ pub struct CommitConfig {
     /// Commit at least this often while data flows, in milliseconds. Default 60000; at least 1.
     #[serde(default = "default_commit_interval_ms")]
     pub interval_ms: u64,
+    /// How long a commit that failed for a reason other than a conflict (catalog or object
+    /// store unreachable, a 5xx, a timeout, a locked database) is tried again, in
+    /// milliseconds, waiting 1 s after the first failure and twice as long after each next
+    /// one, at most 30 s. A commit whose outcome is unknown is never applied twice: each
+    /// carries a unique id in its snapshot summary, looked for before it is tried again.
+    /// The run stops once this has passed; 0 stops at the first failure. Default 300000.
+    #[serde(default = "default_commit_retry_timeout_ms")]
+    pub retry_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,7 +246,7 @@ pub struct TopicConfig {
     /// Kafka topic name.
     pub name: String,
     /// Iceberg table name within the catalog's namespace. Default: the topic name with
-    /// `.` replaced by `_`.
+    /// `.` replaced by `_`. Must not end in `__k2_rollback` (kept for rollbacks).
     #[serde(default)]
     pub table: Option<String>,
     /// Avro schema file (.avsc) of the table, and of plain bodies. Relative to the config file.
@@ -412,6 +420,9 @@ fn default_commit_bytes() -> u64 {
 fn default_commit_interval_ms() -> u64 {
     60_000
 }
+fn default_commit_retry_timeout_ms() -> u64 {
+    300_000
+}
 fn default_target_file_size() -> usize {
     512 << 20
 }
@@ -455,6 +466,7 @@ impl Default for CommitConfig {
             max_records: default_commit_records(),
             max_bytes: default_commit_bytes(),
             interval_ms: default_commit_interval_ms(),
+            retry_timeout_ms: default_commit_retry_timeout_ms(),
         }
     }
 }
@@ -616,6 +628,17 @@ impl Config {
                     topic.name,
                     default_note(topic.dlq_topic.is_none())
                 ));
+            }
+            // A rollback stages the new version under this suffix (sink::rollback); a table
+            // named so would be taken for an interrupted rollback.
+            for (key, name) in [("table", topic.table_name()), ("events_table", topic.events_table_name())] {
+                if name.ends_with(crate::sink::rollback::STAGED_SUFFIX) {
+                    return Err(format!(
+                        "topic `{}`: {key} = \"{name}\" ends in `{}`, which k2-ingest keeps for rollbacks",
+                        topic.name,
+                        crate::sink::rollback::STAGED_SUFFIX
+                    ));
+                }
             }
             // Event rows appended to a data table would break its schema or mix into its data.
             let events_table = topic.events_table_name();
@@ -911,6 +934,10 @@ mod tests {
         let with = |extra: &str| MINIMAL.replace(trades, &format!("{trades}\n{extra}"));
         let cases = [
             (MINIMAL.to_string() + "[commit]\ninterval_ms = 0\n", "commit.interval_ms = 0: must be at least 1"),
+            (
+                with("table = \"t__k2_rollback\""),
+                "topic `market.trades.raw`: table = \"t__k2_rollback\" ends in `__k2_rollback`, which k2-ingest keeps for rollbacks",
+            ),
             (
                 MINIMAL.to_string() + "[sink]\ntarget_file_size_bytes = 0\n",
                 "sink.target_file_size_bytes = 0: must be at least 1",

@@ -14,6 +14,7 @@ use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 use crate::config::{CatalogConfig, redact_url};
 use crate::error::{Error, Result};
+use crate::sink::rollback::{finish, staged_name};
 
 /// Table properties set on tables k2-ingest creates.
 ///
@@ -85,12 +86,20 @@ impl TableCatalog {
         TableIdent::new(self.namespace.clone(), table.to_string())
     }
 
-    /// Loads `table`, or `None` if it does not exist.
+    /// Loads `table`, or `None` if it does not exist. A rollback interrupted after it dropped
+    /// the table's entry is finished first (see [`crate::sink::rollback`]).
     pub async fn load(&self, table: &str) -> Result<Option<Table>> {
         let ident = self.ident(table);
         let exists = self.catalog.table_exists(&ident).await.map_err(|e| self.err(table, "checking the table", e))?;
         if !exists {
-            return Ok(None);
+            let staged = self.ident(&staged_name(table));
+            let interrupted =
+                self.catalog.table_exists(&staged).await.map_err(|e| self.err(table, "checking for a rollback", e))?;
+            if !interrupted {
+                return Ok(None);
+            }
+            tracing::warn!(table = %ident, staged = %staged, "finishing a rollback that was interrupted after dropping the table's entry");
+            return finish(self, &staged, &ident).await.map(Some);
         }
         let t = self.catalog.load_table(&ident).await.map_err(|e| self.err(table, "loading", e))?;
         Ok(Some(t))
