@@ -3,7 +3,10 @@
 # node and a schema registry (Apicurio, Confluent-compatible API), and with --rest an S3-compatible
 # object store (S3Proxy) and Apache Iceberg's REST catalog server on it; plus the Python venv.
 #
-# usage: dev/services.sh fetch|up [--rest] | down|status|reset|venv|env | tool CLASS [ARGS...]
+# usage: dev/services.sh fetch|up [--rest] | down|status|reset|venv|env | kill NAME | tool CLASS [ARGS...]
+#
+# `kill NAME` (kafka, registry, s3 or rest) is for fault tests: SIGKILL, no clean shutdown; the
+# next `up` starts it again on the same data.
 #
 # Everything lives under .k2/ in the repo (override with K2_STATE_DIR); nothing is installed system-wide.
 #   K2_REST=1                 same as --rest
@@ -502,13 +505,24 @@ cmd_env() {
     echo "export K2_S3_SECRET_ACCESS_KEY=$S3_SECRET_KEY"
 }
 
+# A service dying as in a crash or an OOM kill, for fault tests.
+cmd_kill() {
+    local name=${1:-} pid
+    [[ $name =~ ^(kafka|registry|s3|rest)$ ]] || die "usage: dev/services.sh kill kafka|registry|s3|rest"
+    pid=$(running_pid "$name") || die "$name is not running"
+    kill -KILL "$pid"
+    wait_gone "$pid" 40 0.25 || die "$name (pid $pid) survived SIGKILL"
+    rm -f "$(svc_pidfile "$name")"
+    say "$name (pid $pid) killed"
+}
+
 cmd_tool() {
     [[ $# -ge 1 ]] || die "usage: dev/services.sh tool CLASS [ARGS...]"
     [[ -f $KAFKA_LIB/.fetched ]] || die "kafka jars not fetched; run dev/services.sh fetch"
     kafka_tool "$@"
 }
 
-USAGE="usage: dev/services.sh fetch|up [--rest] | down|status|reset|venv|env | tool CLASS [ARGS...]"
+USAGE="usage: dev/services.sh fetch|up [--rest] | down|status|reset|venv|env | kill NAME | tool CLASS [ARGS...]"
 
 main() {
     local cmd=${1:-}
@@ -542,6 +556,10 @@ main() {
     venv)
         take_lock
         cmd_venv
+        ;;
+    kill)
+        take_lock
+        cmd_kill "$@"
         ;;
     status) cmd_status ;;
     env) cmd_env ;;

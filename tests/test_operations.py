@@ -112,6 +112,35 @@ def test_rewind_to_a_time_reingests_exactly_what_came_after(k2):
     assert same["start"] == {str(p["partition"]): p["table_offset"] for p in final["partitions"]}
 
 
+@pytest.mark.parametrize("catalog", ["sql", "rest"])
+@pytest.mark.parametrize("point", ["rollback-staged", "rollback-dropped"])
+def test_a_truncate_crashing_mid_rollback_leaves_the_old_table_or_the_new_never_an_empty_one(k2, point):
+    k2.produce(k2.trades, 2_000, partitions=2, symbols=20, seed=75)
+    k2.consume(k2.trades)
+    full = keys(k2)
+    uuid = k2.table("trades").metadata.table_uuid
+    truncate = ["truncate", "--config", str(k2.config), "--topic", k2.trades, "--confirm", f"{k2.namespace}.trades", "--execute"]
+    crashed = k2.run(*truncate, check=False, env={"K2_FAILPOINT": point})
+    assert crashed.returncode != 0 and f"failpoint {point}" in crashed.stderr, crashed.stderr[-2000:]
+
+    # consume must find the table (finishing the rollback if it was dropped), never create one.
+    after_crash = k2.consume(k2.trades)
+    table = k2.table("trades")
+    assert table.metadata.table_uuid == uuid, "a new table replaced the one being rolled back"
+    if point == "rollback-staged":
+        assert keys(k2) == full, "before the drop the old table stays as it was"
+    else:
+        assert table.current_snapshot() is None, "after the drop the rolled-back version takes the name"
+    assert after_crash["written"] == 0
+
+    # The truncate run again completes, and the next run ingests every record once.
+    k2.run(*truncate)
+    k2.consume(k2.trades)
+    assert keys(k2) == full
+    staged = [t for _, t in k2.catalog().list_tables(k2.namespace) if t.endswith("__k2_rollback")]
+    assert not staged, f"staging entries left behind: {staged}"
+
+
 def test_truncate_needs_confirmation_and_an_empty_group_then_restarts_where_told(k2):
     k2.produce(k2.trades, 2_000, partitions=2, symbols=20, seed=74)
     k2.consume(k2.trades)
