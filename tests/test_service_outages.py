@@ -200,3 +200,26 @@ def test_a_broker_killed_and_restarted_mid_run_loses_and_repeats_nothing(k2, tmp
     assert summary["broker_outages"] >= 1, "the run never saw the broker go"
     assert_exact(k2, tmp_path, records)
     assert collections.Counter(k2.high_watermarks(k2.trades).values()) == collections.Counter([2_000])
+
+
+@pytest.mark.parametrize("catalog", ["rest"])
+def test_an_object_store_down_for_30_s_mid_run_is_ridden_out_by_reading_again(k2, tmp_path):
+    """Files that could not be written are gone from memory: the run drops what it held,
+    reads it again from the table's offsets and commits once the store is back."""
+    config = k2.config_with("store.toml", commit=FAST)
+    log = tmp_path / "consume.log"
+    records = produce(k2, tmp_path, 1_000, 8, "first")
+    proc = k2.spawn_consume(k2.trades, config, log)
+    try:
+        wait_until("first commit", lambda: row_count(k2) == 1_000, 120, proc)
+        services("kill", "s3")
+        records += produce(k2, tmp_path, 1_000, 9, "second")
+        wait_until("failed write", lambda: "writing data files failed" in log.read_text(), 90, proc)
+        time.sleep(30)
+    finally:
+        services("up", "--rest")
+    wait_until("commit after the outage", lambda: row_count(k2) == 2_000, 180, proc)
+    summary = stop(proc)
+    assert summary["commit_retries"] >= 1
+    assert summary["written"] == 2_000, "records dropped and read again are counted once"
+    assert_exact(k2, tmp_path, records)

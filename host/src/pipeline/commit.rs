@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use iceberg::table::Table;
 use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
 
@@ -66,7 +67,16 @@ impl Pipeline<'_> {
         }
         let started = Instant::now();
         let files = match self.writer.take() {
-            Some(w) => w.close().await.inspect_err(|_| self.run.record(RunEvent::WriteFailed))?,
+            Some(w) => {
+                let records = w.rows();
+                match w.close().await {
+                    Ok(files) => files,
+                    Err(e) => {
+                        self.run.record(RunEvent::WriteFailed);
+                        return self.abandon(consumer, e, records).await;
+                    }
+                }
+            }
             None => Vec::new(),
         };
         if let Some(dl) = self.dead_letters.as_mut() {
@@ -92,7 +102,13 @@ impl Pipeline<'_> {
             self.pending_events.clear();
             self.run.record(RunEvent::EventsRecorded { table: &events.identifier(), added });
         }
-        let states = self.write_states().await?;
+        let states = match self.write_states().await {
+            Ok(states) => states,
+            Err(e) => {
+                let records = files.iter().map(|f| f.record_count()).sum();
+                return self.abandon(consumer, e, records).await;
+            }
+        };
         failpoint::hit("after-files-closed");
         let records: u64 = files.iter().map(|f| f.record_count()).sum();
         let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
@@ -143,6 +159,7 @@ impl Pipeline<'_> {
             }
         }
         failpoint::hit("after-table-commit");
+        self.storage_retry = None;
         let ranges = render_ranges(self.ledger.uncommitted_from(), self.ledger.to_commit());
         // Only now, with the data durable in the table, may the group move on.
         let group = self.ledger.committed();
@@ -184,21 +201,7 @@ impl Pipeline<'_> {
     /// dropped (the files stay as orphans no snapshot references) and our partitions are
     /// sought back to the table's offsets.
     async fn resolve_conflict(&mut self, consumer: &GroupConsumer, records: u64, commit_id: &str) -> Result<Resolved> {
-        let mut retry = CommitRetry::new(self.retry_timeout());
-        let tried = Instant::now();
-        let fresh = loop {
-            match self.table.reload().await {
-                Ok(fresh) => break fresh,
-                Err(e) => {
-                    let table = self.run.summary().table.clone();
-                    back_off(&mut self.run, &mut retry, tried, e, &table).await?;
-                }
-            }
-        };
-        let fresh = fresh.ok_or_else(|| Error::Topic {
-            topic: self.topic.name.clone(),
-            message: format!("table {} disappeared during a commit", self.run.summary().table),
-        })?;
+        let fresh = self.reload().await?;
         if holds_commit(&fresh, commit_id) {
             tracing::info!(table = %self.run.summary().table, commit_id, "an attempt whose outcome was unknown had committed");
             self.table.set(fresh);
@@ -242,6 +245,56 @@ impl Pipeline<'_> {
             self.seek(consumer, p, to);
         }
         Ok(Resolved::Dropped)
+    }
+
+    /// The table as the catalog holds it now, reloads that fail transiently tried again.
+    async fn reload(&mut self) -> Result<Table> {
+        let mut retry = CommitRetry::new(self.retry_timeout());
+        let tried = Instant::now();
+        let fresh = loop {
+            match self.table.reload().await {
+                Ok(fresh) => break fresh,
+                Err(e) => {
+                    let table = self.run.summary().table.clone();
+                    back_off(&mut self.run, &mut retry, tried, e, &table).await?;
+                }
+            }
+        };
+        fresh.ok_or_else(|| Error::Topic {
+            topic: self.topic.name.clone(),
+            message: format!("table {} disappeared during a commit", self.run.summary().table),
+        })
+    }
+
+    /// Writing the files of a commit failed with `error` and the `records` they held are
+    /// gone. If it is transient and the retry budget (kept across such failures until a
+    /// commit succeeds) allows, everything uncommitted is dropped, our partitions are sought
+    /// back to the table's offsets (reloaded) and the run goes on after a wait: the records
+    /// are read again. At the end of a run there is no going on: the error stops it.
+    async fn abandon(&mut self, consumer: &GroupConsumer, error: Error, records: u64) -> Result<()> {
+        let timeout = self.retry_timeout();
+        let (retry, since) = self.storage_retry.get_or_insert_with(|| (CommitRetry::new(timeout), Instant::now()));
+        let wait = match retry.next_wait(&error, since.elapsed()) {
+            Some(wait) if !self.finishing => wait,
+            _ => {
+                self.run.record(RunEvent::CommitFailed);
+                return Err(error);
+            }
+        };
+        let attempt = retry.failures();
+        let table = self.run.summary().table.clone();
+        self.run.record(RunEvent::WritesDropped { table: &table, error: &error, records, wait, attempt });
+        let fresh = self.reload().await?;
+        let stored = stored_offsets(&fresh, &self.topic.name)?;
+        self.table.set(fresh);
+        self.pending_events.clear();
+        for (p, to) in self.ledger.abandon(&stored) {
+            // The validator saw the dropped records: it starts again from the committed state.
+            self.buffers.remove(&p);
+            self.seek(consumer, p, to);
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 
     fn retry_timeout(&self) -> std::time::Duration {

@@ -186,6 +186,26 @@ impl OffsetLedger {
     /// overlap its: all are dropped and every partition read since the last commit is
     /// rewound to the table's offset.
     pub fn conflict(&mut self, stored: &PartitionOffsets) -> Conflict {
+        let seek = self.learn_stored(stored);
+        let overlapping: Vec<i32> =
+            self.from.iter().filter(|&(p, from)| stored.get(p).is_some_and(|s| s > from)).map(|(&p, _)| p).collect();
+        if overlapping.is_empty() {
+            return Conflict::Disjoint { seek };
+        }
+        Conflict::Overlap { overlapping, rewind: self.drop_uncommitted(stored, seek) }
+    }
+
+    /// Writing what we hold failed (the object store is down) and it is gone: as after an
+    /// overlap, everything uncommitted is dropped. Returns where each partition is read
+    /// again from: `stored`, the table's offsets as reloaded now, or where it was first
+    /// read since the last commit.
+    pub fn abandon(&mut self, stored: &PartitionOffsets) -> Vec<(i32, i64)> {
+        let seek = self.learn_stored(stored);
+        self.drop_uncommitted(stored, seek)
+    }
+
+    /// Takes in the offsets the table stores now; returns the partitions to seek forward to them.
+    fn learn_stored(&mut self, stored: &PartitionOffsets) -> Vec<(i32, i64)> {
         // With nothing read of a partition since the last commit, our read position is at most
         // the table offset we knew (or, for one we have never seen stored, where the group
         // started it): past it, the other writer's records would be read again.
@@ -199,13 +219,13 @@ impl OffsetLedger {
                 seek.push((p, s));
             }
         }
-        let overlapping: Vec<i32> =
-            self.from.iter().filter(|&(p, from)| stored.get(p).is_some_and(|s| s > from)).map(|(&p, _)| p).collect();
         // A message in hand of a sought partition must not be accepted either.
         self.rewound.extend(seek.iter().map(|&(p, _)| p));
-        if overlapping.is_empty() {
-            return Conflict::Disjoint { seek };
-        }
+        seek
+    }
+
+    /// Drops everything uncommitted; returns the rewinds, `seek` included.
+    fn drop_uncommitted(&mut self, stored: &PartitionOffsets, seek: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
         let from = std::mem::take(&mut self.from);
         let mut rewind: Vec<(i32, i64)> =
             from.iter().map(|(&p, &f)| (p, stored.get(&p).copied().unwrap_or(f))).collect();
@@ -225,7 +245,7 @@ impl OffsetLedger {
         self.handed.clear();
         self.revoked_states.clear();
         self.share();
-        Conflict::Overlap { overlapping, rewind }
+        rewind
     }
 
     /// Partitions rewound by conflicts since the last call.

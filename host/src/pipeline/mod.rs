@@ -71,6 +71,10 @@ pub struct Pipeline<'a> {
     run: RunEvents,
     last_commit: Instant,
     last_refresh: Instant,
+    /// Since when, and how, failed writes of data files are retried (`None` after a commit).
+    storage_retry: Option<(crate::sink::retry::CommitRetry, Instant)>,
+    /// The run's final commit is under way: a failure can no longer be retried by reading again.
+    finishing: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -138,6 +142,8 @@ impl<'a> Pipeline<'a> {
             lost: Vec::new(),
             run,
             last_commit: Instant::now(),
+            storage_retry: None,
+            finishing: false,
             last_refresh: Instant::now(),
         })
     }
@@ -228,6 +234,7 @@ impl<'a> Pipeline<'a> {
             }
         }
         self.flush_partitions().await?;
+        self.finishing = true;
         self.commit(&consumer).await?;
         self.run.close_log_window();
         // Leave the group before reading positions, so a rebalance in progress is not kept waiting.

@@ -44,6 +44,9 @@ pub enum RunEvent<'a> {
     CommitFailed,
     /// A commit to `table` failed with a transient `error`; attempt number `attempt + 1` follows after `wait`.
     CommitRetried { table: &'a str, error: &'a crate::error::Error, wait: Duration, attempt: u32 },
+    /// Writing a commit's files to `table` failed with a transient `error`: the `records`
+    /// they held are dropped and read again after `wait` (attempt number `attempt`).
+    WritesDropped { table: &'a str, error: &'a crate::error::Error, records: u64, wait: Duration, attempt: u32 },
     /// A commit found another writer's snapshot first.
     CommitConflict,
     /// Records in the writer dropped because another writer committed their offsets first.
@@ -169,6 +172,12 @@ impl RunEvents {
             }
             RunEvent::WriteFailed => m.write_error(),
             RunEvent::CommitFailed => m.commit_error(),
+            RunEvent::WritesDropped { table, error, records, wait, attempt } => {
+                s.commit_retries += 1;
+                s.written -= records.min(s.written);
+                tracing::warn!(%table, attempt, records, retry_in_ms = wait.as_millis() as u64, %error,
+                    "writing data files failed; dropping the uncommitted records and reading them again from the table's offsets");
+            }
             RunEvent::CommitRetried { table, error, wait, attempt } => {
                 s.commit_retries += 1;
                 m.commit_error();

@@ -28,6 +28,9 @@ enum Step {
     Assign(i32),
     /// This process dies: writer, buffers and ledger are gone; assigned partitions restart.
     Crash,
+    /// Closing the writer fails (the object store is down): what it held is gone, the table
+    /// is reloaded and everything uncommitted is read again.
+    StorageFails,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -40,6 +43,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => p.clone().prop_map(Step::Revoke),
         1 => p.prop_map(Step::Assign),
         1 => Just(Step::Crash),
+        1 => Just(Step::StorageFails),
     ]
 }
 
@@ -164,6 +168,19 @@ impl World {
                     self.assign(p);
                     if let Some(state) = self.ledger.revoked_state(p) {
                         assert_eq!(state, &vec![p as u8]);
+                    }
+                }
+            }
+            Step::StorageFails => {
+                let rewind = self.ledger.abandon(&self.stored);
+                self.seen_version = self.version;
+                self.writer.clear();
+                self.ours.clear();
+                for (p, to) in rewind {
+                    self.buffer.remove(&p);
+                    if let Some(position) = self.position.get_mut(&p) {
+                        *position = to;
+                        self.handed_to.insert(p, to);
                     }
                 }
             }
