@@ -223,3 +223,42 @@ def test_an_object_store_down_for_30_s_mid_run_is_ridden_out_by_reading_again(k2
     assert summary["commit_retries"] >= 1
     assert summary["written"] == 2_000, "records dropped and read again are counted once"
     assert_exact(k2, tmp_path, records)
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """An 8 MiB tmpfs for the warehouse; skipped (and reported so) where mounting is not allowed."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_warehouse_filesystem_is_waited_out_once_space_is_freed(k2, tmp_path, small_filesystem):
+    k2.warehouse = small_filesystem
+    config = k2.config_with("full.toml", commit=FAST)
+    log = tmp_path / "consume.log"
+    records = produce(k2, tmp_path, 1_000, 10, "first")
+    proc = k2.spawn_consume(k2.trades, config, log)
+    wait_until("first commit", lambda: row_count(k2) == 1_000, 120, proc)
+    filler = small_filesystem / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    try:
+        records += produce(k2, tmp_path, 1_000, 11, "second")
+        wait_until("failed write", lambda: "No space left" in log.read_text(), 60, proc)
+        time.sleep(5)
+    finally:
+        filler.unlink()
+    wait_until("commit after space was freed", lambda: row_count(k2) == 2_000, 120, proc)
+    summary = stop(proc)
+    assert summary["commit_retries"] >= 1
+    assert_exact(k2, tmp_path, records)
