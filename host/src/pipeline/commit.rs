@@ -9,7 +9,7 @@ use rdkafka::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::kafka::consumer::{BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets};
-use crate::sink::commit::{Append, CommitOutcome, append_with_offsets, holds_commit, new_commit_id};
+use crate::sink::commit::{Append, COMMIT_ID_KEY, CommitOutcome, append_with_offsets, holds_commit, new_commit_id};
 use crate::sink::offsets::{PartitionOffsets, render, render_ranges, stored_offsets};
 use crate::sink::retry::CommitRetry;
 use crate::sink::state::{StateFiles, write_state};
@@ -25,8 +25,9 @@ const MAX_COMMIT_CONFLICTS: u32 = 20;
 enum Resolved {
     /// Another writer committed other partitions: our files go on top of its snapshot.
     Reapply,
-    /// An earlier attempt of this very commit, whose outcome was unknown, is in the table.
-    Landed,
+    /// An earlier attempt of this very commit, whose outcome was unknown, is in the table;
+    /// `on_top`: other writers committed after it.
+    Landed { on_top: bool },
     /// Another writer committed records we hold: everything uncommitted was dropped.
     Dropped,
 }
@@ -117,6 +118,7 @@ impl Pipeline<'_> {
         let mut retry = CommitRetry::new(self.retry_timeout());
         let tried = Instant::now();
         let mut conflicts = 0;
+        let mut landed_under_others = false;
         loop {
             let (catalog, base) = (self.table.catalog(), self.table.table());
             let append = Append {
@@ -146,7 +148,10 @@ impl Pipeline<'_> {
                     }
                     match self.resolve_conflict(consumer, records, &commit_id).await? {
                         Resolved::Reapply => {}
-                        Resolved::Landed => break,
+                        Resolved::Landed { on_top } => {
+                            landed_under_others = on_top;
+                            break;
+                        }
                         Resolved::Dropped => return Ok(()),
                     }
                 }
@@ -163,6 +168,18 @@ impl Pipeline<'_> {
         let ranges = render_ranges(self.ledger.uncommitted_from(), self.ledger.to_commit());
         // Only now, with the data durable in the table, may the group move on.
         let group = self.ledger.committed();
+        if landed_under_others {
+            // Another writer committed on top of our landed attempt, unseen by any conflict:
+            // its offsets are learnt now (nothing of ours is uncommitted, so at most a seek).
+            let stored = stored_offsets(self.table.table(), &self.topic.name)?;
+            let seek = match self.ledger.conflict(&stored) {
+                Conflict::Disjoint { seek } => seek,
+                Conflict::Overlap { rewind, .. } => rewind,
+            };
+            for (p, to) in seek {
+                self.seek(consumer, p, to)?;
+            }
+        }
         self.commit_group(consumer, &group);
         let commit = Commit {
             table: self.run.summary().table.clone(),
@@ -203,10 +220,16 @@ impl Pipeline<'_> {
     async fn resolve_conflict(&mut self, consumer: &GroupConsumer, records: u64, commit_id: &str) -> Result<Resolved> {
         let fresh = self.reload().await?;
         if holds_commit(&fresh, commit_id) {
+            let on_top = fresh
+                .metadata()
+                .current_snapshot()
+                .and_then(|s| s.summary().additional_properties.get(COMMIT_ID_KEY))
+                .map(String::as_str)
+                != Some(commit_id);
             tracing::info!(table = %self.run.summary().table, commit_id, "an attempt whose outcome was unknown had committed");
             self.table.set(fresh);
             self.lost.clear();
-            return Ok(Resolved::Landed);
+            return Ok(Resolved::Landed { on_top });
         }
         self.run.record(RunEvent::CommitConflict);
         let stored = stored_offsets(&fresh, &self.topic.name)?;
@@ -227,7 +250,7 @@ impl Pipeline<'_> {
                         offset = to,
                         "another writer committed past our read position; seeking forward"
                     );
-                    self.seek(consumer, p, to);
+                    self.seek(consumer, p, to)?;
                 }
                 return Ok(Resolved::Reapply);
             }
@@ -242,8 +265,9 @@ impl Pipeline<'_> {
         for (p, to) in rewind {
             // The partition's buffer and validator go too: the validator saw the dropped records.
             self.buffers.remove(&p);
-            self.seek(consumer, p, to);
+            self.seek(consumer, p, to)?;
         }
+        self.reading_again = true;
         Ok(Resolved::Dropped)
     }
 
@@ -288,11 +312,16 @@ impl Pipeline<'_> {
         let stored = stored_offsets(&fresh, &self.topic.name)?;
         self.table.set(fresh);
         self.pending_events.clear();
+        self.lost = std::mem::take(&mut self.lost)
+            .into_iter()
+            .filter_map(|r| r.after(stored.get(&r.partition).copied()))
+            .collect();
         for (p, to) in self.ledger.abandon(&stored) {
             // The validator saw the dropped records: it starts again from the committed state.
             self.buffers.remove(&p);
-            self.seek(consumer, p, to);
+            self.seek(consumer, p, to)?;
         }
+        self.reading_again = true;
         tokio::time::sleep(wait).await;
         Ok(())
     }
@@ -301,11 +330,22 @@ impl Pipeline<'_> {
         std::time::Duration::from_millis(self.config.commit.retry_timeout_ms)
     }
 
-    fn seek(&self, consumer: &GroupConsumer, partition: i32, to: i64) {
-        if let Err(e) = consumer.seek(&self.topic.name, partition, Offset::Offset(to), BROKER_REQUEST_TIMEOUT) {
-            // Not ours any more: its next owner starts at the table's offsets anyway.
-            tracing::info!(partition, error = %e, "not sought (no longer assigned)");
+    /// Moves our read position of `partition` to `to`. A partition no longer ours is left to
+    /// its next owner (it starts at the table's offsets); failing on one still ours stops the
+    /// run, since reading on from the old position would skip or repeat records.
+    fn seek(&self, consumer: &GroupConsumer, partition: i32, to: i64) -> Result<()> {
+        let Err(e) = consumer.seek(&self.topic.name, partition, Offset::Offset(to), BROKER_REQUEST_TIMEOUT) else {
+            return Ok(());
+        };
+        let assigned = consumer.assignment().unwrap_or_default();
+        if assigned.find_partition(&self.topic.name, partition).is_some() {
+            return Err(Error::Kafka {
+                context: format!("seeking {} partition {partition} to offset {to}", self.topic.name),
+                source: e,
+            });
         }
+        tracing::info!(partition, error = %e, "not sought (no longer assigned)");
+        Ok(())
     }
 
     /// Commits offsets to the group. The table is the truth, so a failure (e.g. the

@@ -227,8 +227,10 @@ impl OffsetLedger {
     /// Drops everything uncommitted; returns the rewinds, `seek` included.
     fn drop_uncommitted(&mut self, stored: &PartitionOffsets, seek: Vec<(i32, i64)>) -> Vec<(i32, i64)> {
         let from = std::mem::take(&mut self.from);
+        // Never below where we started reading: a table offset below it (records lost to
+        // retention and skipped) lies before the log start, where a seek would be reset.
         let mut rewind: Vec<(i32, i64)> =
-            from.iter().map(|(&p, &f)| (p, stored.get(&p).copied().unwrap_or(f))).collect();
+            from.iter().map(|(&p, &f)| (p, stored.get(&p).copied().map_or(f, |s| s.max(f)))).collect();
         for &(p, to) in &rewind {
             self.read_to.remove(&p);
             if let Some(t) = self.table.get_mut(&p) {

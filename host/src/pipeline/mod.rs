@@ -75,6 +75,9 @@ pub struct Pipeline<'a> {
     storage_retry: Option<(crate::sink::retry::CommitRetry, Instant)>,
     /// The run's final commit is under way: a failure can no longer be retried by reading again.
     finishing: bool,
+    /// A commit dropped what it held to read it again: the idle clock restarts, or a bounded
+    /// run could end before the records come back.
+    reading_again: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -144,6 +147,7 @@ impl<'a> Pipeline<'a> {
             last_commit: Instant::now(),
             storage_retry: None,
             finishing: false,
+            reading_again: false,
             last_refresh: Instant::now(),
         })
     }
@@ -227,6 +231,9 @@ impl<'a> Pipeline<'a> {
             }
             if self.commit_due(now, interval) {
                 self.commit(&consumer).await?;
+                if std::mem::take(&mut self.reading_again) {
+                    idle.message_at(Instant::now());
+                }
             }
             if now.saturating_duration_since(self.last_refresh) >= progress::REFRESH_INTERVAL {
                 self.last_refresh = now;

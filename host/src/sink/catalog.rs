@@ -113,6 +113,7 @@ impl TableCatalog {
         spec: Option<UnboundPartitionSpec>,
     ) -> Result<Table> {
         if let Some(t) = self.load(table).await? {
+            self.drop_stale_staged(table).await?;
             return Ok(t);
         }
         let exists = self
@@ -144,6 +145,21 @@ impl TableCatalog {
                 None => Err(self.err(table, "creating", e)),
             },
         }
+    }
+
+    /// With the table standing, a staged rollback entry is what a rollback left when it
+    /// stopped before its drop: stale. Dropped (never its files) so that a later drop of the
+    /// table by its owner cannot bring the stale version back through [`TableCatalog::load`].
+    async fn drop_stale_staged(&self, table: &str) -> Result<()> {
+        let staged = self.ident(&staged_name(table));
+        if self.catalog.table_exists(&staged).await.map_err(|e| self.err(table, "checking for a rollback", e))? {
+            tracing::warn!(table = %self.ident(table), %staged, "dropping the entry of a rollback that stopped before it took effect");
+            self.catalog
+                .drop_table(&staged)
+                .await
+                .map_err(|e| self.err(table, "dropping a stale rollback entry", e))?;
+        }
+        Ok(())
     }
 
     fn err(&self, table: &str, context: &str, source: iceberg::Error) -> Error {

@@ -85,8 +85,13 @@ pub async fn finish(catalog: &TableCatalog, staged: &TableIdent, ident: &TableId
         move |source| Error::Iceberg { table, context, source }
     };
     let cat = catalog.catalog();
-    cat.rename_table(staged, ident).await.map_err(err(format!(
-        "renaming {staged} to the table's name (the next command that loads the table tries again)"
-    )))?;
+    if let Err(e) = cat.rename_table(staged, ident).await {
+        // Another process may have finished it first.
+        if !cat.table_exists(ident).await.unwrap_or(false) {
+            return Err(err(format!(
+                "renaming {staged} to the table's name (the next command that loads the table tries again)"
+            ))(e));
+        }
+    }
     cat.load_table(ident).await.map_err(err("loading after the rollback".into()))
 }
