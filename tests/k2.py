@@ -65,6 +65,13 @@ class K2:
             stdout=subprocess.PIPE, stderr=err, text=True, env={"PATH": "/usr/bin:/bin", "K2_LOG": "info"},
         )
 
+    def table_keys_or_none(self, name: str) -> list[tuple[int, int]] | None:
+        """`table_keys`, or None while the table does not exist."""
+        try:
+            return self.table_keys(name)
+        except Exception:
+            return None
+
     def table_keys(self, name: str) -> list[tuple[int, int]]:
         rows = self.table(name).scan().to_arrow()
         return list(zip(rows["_kafka_partition"].to_pylist(), rows["_kafka_offset"].to_pylist()))

@@ -107,3 +107,42 @@ def test_a_log_deleted_to_its_end_under_skip_is_recorded_once_with_nothing_left_
     again = k2.run_json("consume", "--config", str(skip), "--topic", k2.trades)
     assert again["records_lost"] == 0, "a loss is found once"
     assert status_partition(k2, skip)["deleted_unread"] == 0
+
+
+def test_retention_overtaking_a_running_instance_is_caught_mid_run(k2, tmp_path):
+    """The log start moves past a running consumer's position (it lags, retention deletes):
+    librdkafka would apply auto.offset.reset without a word. Under skip the run goes on from
+    the log start and records the loss; the records before and after are each written once."""
+    import signal
+
+    k2.produce(k2.trades, 1_000, partitions=1, seed=6)
+    config = k2.config_with("lagging.toml", commit={"max_records": 500, "interval_ms": 500})
+    config.write_text(config.read_text().replace('table = "trades"\n', 'table = "trades"\non_offset_lost = "skip"\n', 1))
+    log = tmp_path / "consume.log"
+    proc = k2.spawn_consume(k2.trades, config, log)
+    deadline = time.monotonic() + 60
+    while len(k2.table_keys_or_none("trades") or []) < 1_000:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    # Frozen, fetcher and heartbeats too, for less than the session timeout: the group keeps
+    # the partition, and the consumer lags while the log moves on past its position.
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        k2.produce(k2.trades, 3_000, partitions=1, seed=7)
+        delete_records_before(k2, k2.trades, 3_500)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 120
+    while max((o for _, o in k2.table_keys_or_none("trades") or []), default=-1) < 3_999:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    summary = json.loads(out)
+    offsets = offsets_in_table(k2)
+    assert len(offsets) == len(set(offsets)), "records written twice"
+    assert summary["lost_ranges"] == {"0": [[1_000, 3_500]]}, "the loss was silent"
+    assert summary["records_lost"] == 2_500
+    assert offsets == list(range(1_000)) + list(range(3_500, 4_000))
+    recorded = json.loads(k2.table("trades").current_snapshot().summary.additional_properties[f"k2.lost.{k2.trades}"])
+    assert recorded == {"0": [[1_000, 3_500]]}

@@ -68,16 +68,20 @@ pub struct KafkaConfig {
     /// Default: none (dynamic membership: after a crash the restart waits out the old session).
     #[serde(default)]
     pub group_instance_id: Option<String>,
-    /// Where a partition without committed offsets starts: `earliest` or `latest`.
-    /// Default `earliest`, so a new group loses nothing already in the topic.
+    /// Where a partition with no offset in the table or the group starts: `earliest` (the
+    /// log's start) or `latest` (its end), as read from the broker at assignment. Never applied
+    /// to an offset out of range, as librdkafka's own setting would be without a word: records
+    /// deleted before they were read follow `topics[].on_offset_lost`, and an offset past the
+    /// log's end (the topic recreated) stops the topic. Default `earliest`, so a new group loses
+    /// nothing already in the topic.
     #[serde(default)]
     pub auto_offset_reset: OffsetReset,
     /// Longest wait for one poll of the broker, in milliseconds. Default 100.
     #[serde(default = "default_poll_timeout_ms")]
     pub poll_timeout_ms: u64,
     /// Extra librdkafka properties passed through as is (e.g. `"security.protocol" = "SSL"`).
-    /// Offset handling keys (`enable.auto.commit`, `enable.auto.offset.store`) and `group.id`,
-    /// `bootstrap.servers` are ours and refused. Unless set here, k2-ingest's consumer uses
+    /// Offset handling keys (`enable.auto.commit`, `enable.auto.offset.store`,
+    /// `auto.offset.reset`) and `group.id`, `bootstrap.servers` are ours and refused. Unless set here, k2-ingest's consumer uses
     /// `fetch.queue.backoff.ms = 20` and `queued.min.messages = 30000` instead of librdkafka's
     /// defaults, which leave a fast consumer idle (see docs/performance.md). Default: none.
     #[serde(default)]
@@ -579,7 +583,9 @@ impl Config {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err("kafka.bootstrap_servers is empty".into());
         }
-        for key in ["enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+        for key in
+            ["enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "group.id", "bootstrap.servers"]
+        {
             if self.kafka.options.contains_key(key) {
                 return Err(format!("kafka.options.\"{key}\" is managed by k2-ingest; remove it"));
             }

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
-use crate::config::{KafkaConfig, OffsetLostPolicy};
+use crate::config::{KafkaConfig, OffsetLostPolicy, OffsetReset};
 use crate::error::{Error, Result};
 use crate::kafka::base_client_config;
 use crate::kafka::log_bounds::{LostRange, StartCheck};
@@ -32,6 +32,10 @@ pub trait StartOffsets: Send + Sync + 'static {
 pub struct AssignmentNews {
     /// (topic, partition) → the table offset the partition was assigned at.
     pub started_at: BTreeMap<(String, i32), i64>,
+    /// (topic, partition) → where a partition the table stores no offset for was assigned
+    /// (the group's offset, or the log's start or end). Not a table offset: the ledger does
+    /// not take it, only an offset out of range before its first record needs it.
+    pub started_unstored: BTreeMap<(String, i32), i64>,
     /// Partitions given up.
     pub revoked: Vec<(String, i32)>,
     /// Records deleted from the log before they were read, skipped under `on_offset_lost = "skip"`.
@@ -45,6 +49,8 @@ pub struct AssignmentNews {
 /// and the group commit never replays committed records.
 pub struct TableOffsetsContext {
     start: Box<dyn StartOffsets>,
+    /// Where a partition without a table or group offset starts.
+    reset: OffsetReset,
     news: Mutex<AssignmentNews>,
     /// Set with every piece of news, so the per-message check is one atomic load.
     has_news: AtomicBool,
@@ -54,9 +60,10 @@ pub struct TableOffsetsContext {
 }
 
 impl TableOffsetsContext {
-    pub fn new(start: Box<dyn StartOffsets>) -> Self {
+    pub fn new(start: Box<dyn StartOffsets>, reset: OffsetReset) -> Self {
         Self {
             start,
+            reset,
             news: Mutex::new(AssignmentNews::default()),
             has_news: AtomicBool::new(false),
             high_watermarks: Mutex::new(BTreeMap::new()),
@@ -87,10 +94,22 @@ impl TableOffsetsContext {
                     if let Some(failure) = check.failure(&topic) {
                         news.failure = Some(failure);
                     }
-                    for (p, o) in check.starts {
-                        if tpl.set_partition_offset(&topic, p, Offset::Offset(o)).is_ok() {
-                            news.started_at.insert((topic.clone(), p), o);
+                    for (p, o) in &check.starts {
+                        if tpl.set_partition_offset(&topic, *p, Offset::Offset(*o)).is_ok() {
+                            news.started_at.insert((topic.clone(), *p), *o);
                         }
+                    }
+                    let unstored: Vec<i32> = tpl
+                        .elements_for_topic(&topic)
+                        .iter()
+                        .map(|e| e.partition())
+                        .filter(|p| !check.starts.contains_key(p) && !check.judged(*p))
+                        .collect();
+                    match self.start_unstored(consumer, tpl, &topic, &unstored) {
+                        Ok(starts) => {
+                            news.started_unstored.extend(starts.into_iter().map(|(p, o)| ((topic.clone(), p), o)));
+                        }
+                        Err(failure) => news.failure = Some(failure),
                     }
                     news.lost.extend(check.skipped.into_iter().map(|r| (topic.clone(), r)));
                 }
@@ -127,6 +146,51 @@ impl TableOffsetsContext {
             }
         }
         check
+    }
+
+    /// Partitions the table stores no offset for start at the group's committed offset,
+    /// checked against the log like a table's, else at `auto_offset_reset` (the log's start
+    /// or end, read from the broker): set here, as exact offsets, since librdkafka's own reset
+    /// (`auto.offset.reset = error` for us) would be silent. Returns where each starts.
+    fn start_unstored(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+        topic: &str,
+        partitions: &[i32],
+    ) -> std::result::Result<BTreeMap<i32, i64>, String> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut ask = TopicPartitionList::new();
+        for &p in partitions {
+            ask.add_partition(topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(ask, BROKER_REQUEST_TIMEOUT)
+            .map_err(|e| format!("reading the group's committed offsets of {topic}: {e}"))?;
+        let mut group = BTreeMap::new();
+        let mut starts = BTreeMap::new();
+        for e in committed.elements_for_topic(topic) {
+            let p = e.partition();
+            if let Offset::Offset(o) = e.offset() {
+                group.insert(p, o);
+                continue;
+            }
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, BROKER_REQUEST_TIMEOUT)
+                .map_err(|e| format!("reading the log bounds of {topic}/{p}: {e}"))?;
+            starts.insert(p, if self.reset == OffsetReset::Earliest { low } else { high });
+        }
+        let check = self.check_log_bounds(consumer, tpl, topic, group);
+        if let Some(failure) = check.failure(topic) {
+            return Err(format!("{failure} (the table stores no offset for these partitions; the group's were used)"));
+        }
+        starts.extend(check.starts);
+        for (&p, &o) in &starts {
+            let _ = tpl.set_partition_offset(topic, p, Offset::Offset(o));
+        }
+        Ok(starts)
     }
 
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -201,7 +265,10 @@ pub fn group_consumer(kafka: &KafkaConfig, start: Box<dyn StartOffsets>) -> Resu
     c.set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", kafka.auto_offset_reset.as_str())
+        // Never reset silently: an offset out of range comes to the loop as an error, which
+        // checks the log's bounds (records lost, or the topic recreated). `auto_offset_reset`
+        // is applied by the rebalance callback to partitions with no offset at all.
+        .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false");
     if let Some(id) = &kafka.group_instance_id {
         c.set("group.instance.id", id);
@@ -211,7 +278,7 @@ pub fn group_consumer(kafka: &KafkaConfig, start: Box<dyn StartOffsets>) -> Resu
             c.set(key, value);
         }
     }
-    c.create_with_context(TableOffsetsContext::new(start)).map_err(|source| Error::Kafka {
+    c.create_with_context(TableOffsetsContext::new(start, kafka.auto_offset_reset)).map_err(|source| Error::Kafka {
         context: format!("creating a consumer for group {} at {}", kafka.group_id, kafka.bootstrap_servers),
         source,
     })

@@ -87,6 +87,13 @@ impl StartCheck {
         }
     }
 
+    /// True if partition `p` was judged (started, or stopped by a loss or a past-end offset).
+    pub fn judged(&self, p: i32) -> bool {
+        self.starts.contains_key(&p)
+            || self.lost.iter().chain(&self.skipped).any(|r| r.partition == p)
+            || self.past_end.iter().any(|&(q, _, _)| q == p)
+    }
+
     /// A partition's log bounds could not be read (`why` names it): it must not start, since
     /// its stored offset might be out of range.
     pub fn unknown(&mut self, why: String) {

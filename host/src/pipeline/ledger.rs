@@ -250,6 +250,13 @@ impl OffsetLedger {
         rewind
     }
 
+    /// Where reading `partition` goes on: after the last record read, or at the table's
+    /// offset if none was read (`None` for a partition started where the group or the
+    /// configured reset said, before its first record).
+    pub fn next_read(&self, partition: i32) -> Option<i64> {
+        self.read_to.get(&partition).or_else(|| self.table.get(&partition)).copied()
+    }
+
     /// Partitions rewound by conflicts since the last call.
     pub fn take_rewound(&mut self) -> BTreeSet<i32> {
         std::mem::take(&mut self.rewound)

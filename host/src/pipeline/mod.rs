@@ -6,6 +6,7 @@ mod commit;
 mod event_log;
 mod lag;
 pub(crate) mod ledger;
+mod out_of_range;
 mod progress;
 mod rebalance;
 mod records;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{Config, TopicConfig};
 use crate::decode::avro::TopicDecoder;
@@ -75,6 +77,8 @@ pub struct Pipeline<'a> {
     storage_retry: Option<(crate::sink::retry::CommitRetry, Instant)>,
     /// The run's final commit is under way: a failure can no longer be retried by reading again.
     finishing: bool,
+    /// Where partitions the table stores no offset for were assigned (see `out_of_range`).
+    unstored_starts: BTreeMap<i32, i64>,
     /// A commit dropped what it held to read it again: the idle clock restarts, or a bounded
     /// run could end before the records come back.
     reading_again: bool,
@@ -148,6 +152,7 @@ impl<'a> Pipeline<'a> {
             storage_retry: None,
             finishing: false,
             reading_again: false,
+            unstored_starts: BTreeMap::new(),
             last_refresh: Instant::now(),
         })
     }
@@ -206,6 +211,9 @@ impl<'a> Pipeline<'a> {
                     if !reread {
                         self.accept_message(&msg).await?;
                     }
+                }
+                Ok(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) => {
+                    self.out_of_range(&consumer, e)?;
                 }
                 Ok(Err(e)) => match outage.on_error(&e, now) {
                     OnError::Fatal => {
@@ -315,6 +323,11 @@ impl<'a> Pipeline<'a> {
             self.run.record(RunEvent::RecordsLost(&range));
             self.ledger.skipped_to(range.partition, range.to);
             self.lost.push(range);
+        }
+        for ((topic, p), o) in news.started_unstored {
+            if topic == self.topic.name {
+                self.unstored_starts.insert(p, o);
+            }
         }
         for ((topic, p), o) in news.started_at {
             if topic == self.topic.name {
