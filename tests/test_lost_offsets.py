@@ -146,3 +146,42 @@ def test_retention_overtaking_a_running_instance_is_caught_mid_run(k2, tmp_path)
     assert offsets == list(range(1_000)) + list(range(3_500, 4_000))
     recorded = json.loads(k2.table("trades").current_snapshot().summary.additional_properties[f"k2.lost.{k2.trades}"])
     assert recorded == {"0": [[1_000, 3_500]]}
+
+
+def test_retention_overtaking_several_partitions_at_once_is_recorded_for_each(k2, tmp_path):
+    """One out-of-range error comes per partition, some after the first is dealt with."""
+    import signal
+
+    k2.produce(k2.trades, 1_000, partitions=2, seed=8)
+    config = k2.config_with("lagging2.toml", commit={"max_records": 500, "interval_ms": 500})
+    config.write_text(config.read_text().replace('table = "trades"\n', 'table = "trades"\non_offset_lost = "skip"\n', 1))
+    proc = k2.spawn_consume(k2.trades, config, tmp_path / "consume.log")
+    deadline = time.monotonic() + 60
+    while len(k2.table_keys_or_none("trades") or []) < 1_000:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        k2.produce(k2.trades, 4_000, partitions=2, seed=9)
+        ends = k2.high_watermarks(k2.trades)
+        cut = {p: end - 100 for p, end in ends.items()}
+        client = admin(k2)  # kept: futures of a collected client never resolve
+        for future in client.delete_records([TopicPartition(k2.trades, p, o) for p, o in cut.items()],
+                                            request_timeout=30).values():
+            future.result(timeout=60)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 120
+    while len(k2.table_keys_or_none("trades") or []) < 1_200:
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "consume.log").read_text()[-3000:]
+        time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    summary = json.loads(out)
+    keys = k2.table_keys("trades")
+    assert len(keys) == len(set(keys)) == 1_200
+    assert sorted(summary["lost_ranges"]) == ["0", "1"], summary["lost_ranges"]
+    for p, ranges in summary["lost_ranges"].items():
+        [[_, to]] = ranges
+        assert to == cut[int(p)]
+    assert summary["records_lost"] == sum(ends.values()) - 1_000 - 200

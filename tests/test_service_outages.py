@@ -83,22 +83,30 @@ def assert_exact(k2, tmp_path, records):
     assert sorted(got) == sorted(want)
 
 
+def run_through(k2, tmp_path, seed, begin, end, sign, hold):
+    """A follow run commits 1,000 records; then `begin()` (the fault), 1,000 more records, `sign`
+    in its log (it met the fault), `hold` seconds, `end()`. Returns its summary once all 2,000
+    are committed, the records produced and its log."""
+    config = k2.config_with("fault.toml", commit=FAST)
+    log = tmp_path / "consume.log"
+    records = produce(k2, tmp_path, 1_000, seed, "first")
+    proc = k2.spawn_consume(k2.trades, config, log)
+    wait_until("first commit", lambda: row_count(k2) == 1_000, 120, proc)
+    try:
+        begin()
+        records += produce(k2, tmp_path, 1_000, seed + 1, "second")
+        wait_until(f"{sign!r} in the log", lambda: sign in log.read_text(), 90, proc)
+        time.sleep(hold)
+    finally:
+        end()
+    wait_until("commit after the fault", lambda: row_count(k2) == 2_000, 180, proc)
+    return stop(proc), records, log.read_text()
+
+
 @pytest.mark.parametrize("catalog", ["rest"])
 def test_a_rest_catalog_down_for_30_s_mid_run_is_ridden_out(k2, tmp_path):
-    config = k2.config_with("outage.toml", commit=FAST)
-    log = tmp_path / "consume.log"
-    records = produce(k2, tmp_path, 1_000, 1, "first")
-    proc = k2.spawn_consume(k2.trades, config, log)
-    try:
-        wait_until("first commit", lambda: row_count(k2) == 1_000, 120, proc)
-        services("kill", "rest")
-        records += produce(k2, tmp_path, 1_000, 2, "second")
-        wait_until("failed commit", lambda: "commit failed; trying again" in log.read_text(), 60, proc)
-        time.sleep(30)
-    finally:
-        services("up", "--rest")
-    wait_until("commit after the outage", lambda: row_count(k2) == 2_000, 180, proc)
-    summary = stop(proc)
+    summary, records, _ = run_through(k2, tmp_path, 1, lambda: services("kill", "rest"),
+                                      lambda: services("up", "--rest"), "commit failed; trying again", 30)
     assert summary["commit_retries"] >= 1
     assert_exact(k2, tmp_path, records)
 
@@ -162,24 +170,20 @@ def test_a_commit_whose_answer_was_lost_is_applied_once(k2, tmp_path):
 
 
 def test_a_sqlite_catalog_locked_for_10_s_is_waited_out(k2, tmp_path):
-    config = k2.config_with("locked.toml", commit=FAST)
-    log = tmp_path / "consume.log"
-    records = produce(k2, tmp_path, 1_000, 4, "first")
-    proc = k2.spawn_consume(k2.trades, config, log)
-    wait_until("first commit", lambda: row_count(k2) == 1_000, 120, proc)
-    holder = sqlite3.connect(k2.database, timeout=30, isolation_level=None)
-    try:
-        holder.execute("BEGIN EXCLUSIVE")
-        records += produce(k2, tmp_path, 1_000, 5, "second")
-        wait_until("failed commit", lambda: "commit failed; trying again" in log.read_text(), 60, proc)
-        time.sleep(10)
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    wait_until("commit after the lock", lambda: row_count(k2) == 2_000, 120, proc)
-    summary = stop(proc)
+    holder = []
+
+    def lock():
+        holder.append(sqlite3.connect(k2.database, timeout=30, isolation_level=None))
+        holder[0].execute("BEGIN EXCLUSIVE")
+
+    def release():
+        holder[0].execute("ROLLBACK")
+        holder[0].close()
+
+    summary, records, log = run_through(k2, tmp_path, 4, lock, release,
+                                        "commit failed; trying again", 10)
     assert summary["commit_retries"] >= 1
-    assert "database is locked" in log.read_text()
+    assert "database is locked" in log
     assert_exact(k2, tmp_path, records)
 
 
@@ -206,20 +210,8 @@ def test_a_broker_killed_and_restarted_mid_run_loses_and_repeats_nothing(k2, tmp
 def test_an_object_store_down_for_30_s_mid_run_is_ridden_out_by_reading_again(k2, tmp_path):
     """Files that could not be written are gone from memory: the run drops what it held,
     reads it again from the table's offsets and commits once the store is back."""
-    config = k2.config_with("store.toml", commit=FAST)
-    log = tmp_path / "consume.log"
-    records = produce(k2, tmp_path, 1_000, 8, "first")
-    proc = k2.spawn_consume(k2.trades, config, log)
-    try:
-        wait_until("first commit", lambda: row_count(k2) == 1_000, 120, proc)
-        services("kill", "s3")
-        records += produce(k2, tmp_path, 1_000, 9, "second")
-        wait_until("failed write", lambda: "writing data files failed" in log.read_text(), 90, proc)
-        time.sleep(30)
-    finally:
-        services("up", "--rest")
-    wait_until("commit after the outage", lambda: row_count(k2) == 2_000, 180, proc)
-    summary = stop(proc)
+    summary, records, _ = run_through(k2, tmp_path, 8, lambda: services("kill", "s3"),
+                                      lambda: services("up", "--rest"), "writing data files failed", 30)
     assert summary["commit_retries"] >= 1
     assert summary["written"] == 2_000, "records dropped and read again are counted once"
     assert_exact(k2, tmp_path, records)
@@ -239,26 +231,17 @@ def small_filesystem(tmp_path):
 
 def test_a_full_warehouse_filesystem_is_waited_out_once_space_is_freed(k2, tmp_path, small_filesystem):
     k2.warehouse = small_filesystem
-    config = k2.config_with("full.toml", commit=FAST)
-    log = tmp_path / "consume.log"
-    records = produce(k2, tmp_path, 1_000, 10, "first")
-    proc = k2.spawn_consume(k2.trades, config, log)
-    wait_until("first commit", lambda: row_count(k2) == 1_000, 120, proc)
     filler = small_filesystem / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    try:
-        records += produce(k2, tmp_path, 1_000, 11, "second")
-        wait_until("failed write", lambda: "No space left" in log.read_text(), 60, proc)
-        time.sleep(5)
-    finally:
-        filler.unlink()
-    wait_until("commit after space was freed", lambda: row_count(k2) == 2_000, 120, proc)
-    summary = stop(proc)
+
+    def fill():
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+
+    summary, records, _ = run_through(k2, tmp_path, 10, fill, filler.unlink, "No space left", 5)
     assert summary["commit_retries"] >= 1
     assert_exact(k2, tmp_path, records)

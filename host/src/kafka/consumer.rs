@@ -33,9 +33,10 @@ pub struct AssignmentNews {
     /// (topic, partition) → the table offset the partition was assigned at.
     pub started_at: BTreeMap<(String, i32), i64>,
     /// (topic, partition) → where a partition the table stores no offset for was assigned
-    /// (the group's offset, or the log's start or end). Not a table offset: the ledger does
-    /// not take it, only an offset out of range before its first record needs it.
-    pub started_unstored: BTreeMap<(String, i32), i64>,
+    /// (the group's offset, or the log's start or end), and whether by `auto_offset_reset`.
+    /// Not a table offset: the ledger does not take it, only an offset out of range before
+    /// its first record needs it.
+    pub started_unstored: BTreeMap<(String, i32), (i64, bool)>,
     /// Partitions given up.
     pub revoked: Vec<(String, i32)>,
     /// Records deleted from the log before they were read, skipped under `on_offset_lost = "skip"`.
@@ -106,10 +107,14 @@ impl TableOffsetsContext {
                         .filter(|p| !check.starts.contains_key(p) && !check.judged(*p))
                         .collect();
                     match self.start_unstored(consumer, tpl, &topic, &unstored) {
-                        Ok(starts) => {
+                        Ok((starts, skipped)) => {
                             news.started_unstored.extend(starts.into_iter().map(|(p, o)| ((topic.clone(), p), o)));
+                            news.lost.extend(skipped.into_iter().map(|r| (topic.clone(), r)));
                         }
-                        Err(failure) => news.failure = Some(failure),
+                        Err(failure) => {
+                            news.failure =
+                                Some(news.failure.take().map_or(failure.clone(), |f| format!("{f}; {failure}")))
+                        }
                     }
                     news.lost.extend(check.skipped.into_iter().map(|r| (topic.clone(), r)));
                 }
@@ -151,16 +156,17 @@ impl TableOffsetsContext {
     /// Partitions the table stores no offset for start at the group's committed offset,
     /// checked against the log like a table's, else at `auto_offset_reset` (the log's start
     /// or end, read from the broker): set here, as exact offsets, since librdkafka's own reset
-    /// (`auto.offset.reset = error` for us) would be silent. Returns where each starts.
+    /// (`auto.offset.reset = error` for us) would be silent. Returns where each starts, and
+    /// the losses skipped below the group's offsets under `on_offset_lost = "skip"`.
     fn start_unstored(
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
         topic: &str,
         partitions: &[i32],
-    ) -> std::result::Result<BTreeMap<i32, i64>, String> {
+    ) -> std::result::Result<(BTreeMap<i32, (i64, bool)>, Vec<LostRange>), String> {
         if partitions.is_empty() {
-            return Ok(BTreeMap::new());
+            return Ok(Default::default());
         }
         let mut ask = TopicPartitionList::new();
         for &p in partitions {
@@ -180,17 +186,17 @@ impl TableOffsetsContext {
             let (low, high) = consumer
                 .fetch_watermarks(topic, p, BROKER_REQUEST_TIMEOUT)
                 .map_err(|e| format!("reading the log bounds of {topic}/{p}: {e}"))?;
-            starts.insert(p, if self.reset == OffsetReset::Earliest { low } else { high });
+            starts.insert(p, (if self.reset == OffsetReset::Earliest { low } else { high }, true));
         }
         let check = self.check_log_bounds(consumer, tpl, topic, group);
         if let Some(failure) = check.failure(topic) {
             return Err(format!("{failure} (the table stores no offset for these partitions; the group's were used)"));
         }
-        starts.extend(check.starts);
-        for (&p, &o) in &starts {
+        starts.extend(check.starts.into_iter().map(|(p, o)| (p, (o, false))));
+        for (&p, &(o, _)) in &starts {
             let _ = tpl.set_partition_offset(topic, p, Offset::Offset(o));
         }
-        Ok(starts)
+        Ok((starts, check.skipped))
     }
 
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {

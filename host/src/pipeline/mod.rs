@@ -77,8 +77,9 @@ pub struct Pipeline<'a> {
     storage_retry: Option<(crate::sink::retry::CommitRetry, Instant)>,
     /// The run's final commit is under way: a failure can no longer be retried by reading again.
     finishing: bool,
-    /// Where partitions the table stores no offset for were assigned (see `out_of_range`).
-    unstored_starts: BTreeMap<i32, i64>,
+    /// Where partitions the table stores no offset for were assigned, and whether by
+    /// `auto_offset_reset` rather than the group's offset (see `out_of_range`).
+    unstored_starts: BTreeMap<i32, (i64, bool)>,
     /// A commit dropped what it held to read it again: the idle clock restarts, or a bounded
     /// run could end before the records come back.
     reading_again: bool,
@@ -307,6 +308,7 @@ impl<'a> Pipeline<'a> {
             return Err(Error::Topic { topic: self.topic.name.clone(), message: failure });
         }
         for (topic, p) in news.revoked.into_iter().filter(|(t, _)| *t == self.topic.name) {
+            self.unstored_starts.remove(&p);
             let revoked = self.ledger.revoked(p);
             if let Some(mut buffer) = self.buffers.remove(&p) {
                 tracing::info!(topic = %topic, partition = p, "dropped the unwritten records of a revoked partition");
@@ -324,9 +326,9 @@ impl<'a> Pipeline<'a> {
             self.ledger.skipped_to(range.partition, range.to);
             self.lost.push(range);
         }
-        for ((topic, p), o) in news.started_unstored {
+        for ((topic, p), start) in news.started_unstored {
             if topic == self.topic.name {
-                self.unstored_starts.insert(p, o);
+                self.unstored_starts.insert(p, start);
             }
         }
         for ((topic, p), o) in news.started_at {

@@ -6,7 +6,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
 use crate::kafka::consumer::{BROKER_REQUEST_TIMEOUT, GroupConsumer};
-use crate::kafka::log_bounds::{LostRange, StartCheck};
+use crate::kafka::log_bounds::StartCheck;
 
 use super::Pipeline;
 use super::run_events::RunEvent;
@@ -24,46 +24,61 @@ impl Pipeline<'_> {
             source,
         })?;
         let mut check = StartCheck::default();
+        let mut restarts = Vec::new();
         for p in assigned.elements_for_topic(&topic).iter().map(|e| e.partition()) {
             let Some(next) = self.next_read(p) else { continue };
-            match consumer.fetch_watermarks(&topic, p, BROKER_REQUEST_TIMEOUT) {
-                Ok((low, high)) => check.partition(p, next, low, high, self.topic.on_offset_lost),
-                Err(e) => check.unknown(format!("reading the log bounds of {topic}/{p}: {e}")),
+            let (low, high) = match consumer.fetch_watermarks(&topic, p, BROKER_REQUEST_TIMEOUT) {
+                Ok(bounds) => bounds,
+                Err(e) => {
+                    check.unknown(format!("reading the log bounds of {topic}/{p}: {e}"));
+                    continue;
+                }
+            };
+            let from_reset = self.ledger.next_read(p).is_none() && self.unstored_starts.get(&p).is_some_and(|s| s.1);
+            if from_reset && next < low {
+                // Started at the log's start by `auto_offset_reset` and moved on by retention
+                // before the first fetch: the start is simply later, nothing was ever ours.
+                self.unstored_starts.insert(p, (low, true));
+                restarts.push((p, low));
+                continue;
             }
+            check.partition(p, next, low, high, self.topic.on_offset_lost);
         }
         if let Some(failure) = check.failure(&topic) {
             return Err(Error::Topic { topic, message: format!("while reading: {failure}") });
         }
-        if check.skipped.is_empty() {
-            // The partition that failed could not be told: stopping names the error, where
-            // going on would leave it unread for good.
-            return Err(Error::Kafka { context: format!("consuming {topic}: an offset out of range"), source: error });
+        if check.skipped.is_empty() && restarts.is_empty() {
+            // librdkafka sends one error per partition, and those queued before an earlier
+            // call re-assigned them arrive after it: every partition is inside its log now.
+            tracing::info!(topic = %topic, %error, "an offset out of range was already dealt with");
+            return Ok(());
         }
         for range in &check.skipped {
             self.run.record(RunEvent::RecordsLost(range));
             self.ledger.skipped_to(range.partition, range.to);
             self.lost.push(*range);
+            restarts.push((range.partition, range.to));
         }
-        self.restart_fetching(consumer, &check.skipped)
+        self.restart_fetching(consumer, &restarts)
     }
 
     /// Where reading `partition` goes on: as the ledger says, or where it was assigned if the
     /// table stored no offset for it and nothing was read since.
     fn next_read(&self, partition: i32) -> Option<i64> {
-        self.ledger.next_read(partition).or_else(|| self.unstored_starts.get(&partition).copied())
+        self.ledger.next_read(partition).or_else(|| self.unstored_starts.get(&partition).map(|s| s.0))
     }
 
     /// librdkafka stopped fetching the partitions whose offset was out of range and refuses to
     /// seek them (`Erroneous state`): they are assigned again, at the log start past the loss.
     /// Under the eager protocol that means the whole assignment, each partition at the offset
     /// the ledger says reading goes on from, so nothing is skipped or read twice.
-    fn restart_fetching(&self, consumer: &GroupConsumer, skipped: &[LostRange]) -> Result<()> {
+    fn restart_fetching(&self, consumer: &GroupConsumer, restarts: &[(i32, i64)]) -> Result<()> {
         let topic = &self.topic.name;
         let err = |source| Error::Kafka { context: format!("assigning {topic} again past a loss"), source };
         if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
             let mut tpl = TopicPartitionList::new();
-            for r in skipped {
-                tpl.add_partition_offset(topic, r.partition, Offset::Offset(r.to)).map_err(err)?;
+            for &(p, to) in restarts {
+                tpl.add_partition_offset(topic, p, Offset::Offset(to)).map_err(err)?;
             }
             consumer.incremental_unassign(&tpl).map_err(err)?;
             return consumer.incremental_assign(&tpl).map_err(err);

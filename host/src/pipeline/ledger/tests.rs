@@ -174,15 +174,7 @@ impl World {
             Step::StorageFails => {
                 let rewind = self.ledger.abandon(&self.stored);
                 self.seen_version = self.version;
-                self.writer.clear();
-                self.ours.clear();
-                for (p, to) in rewind {
-                    self.buffer.remove(&p);
-                    if let Some(position) = self.position.get_mut(&p) {
-                        *position = to;
-                        self.handed_to.insert(p, to);
-                    }
-                }
+                self.drop_uncommitted(rewind);
             }
             Step::Crash => {
                 let assigned: Vec<i32> = self.position.keys().copied().collect();
@@ -194,6 +186,19 @@ impl World {
                 for p in assigned {
                     self.assign(p);
                 }
+            }
+        }
+    }
+
+    /// Everything uncommitted is gone; our partitions are read again from `rewind`.
+    fn drop_uncommitted(&mut self, rewind: Vec<(i32, i64)>) {
+        self.writer.clear();
+        self.ours.clear();
+        for (p, to) in rewind {
+            self.buffer.remove(&p);
+            if let Some(position) = self.position.get_mut(&p) {
+                *position = to;
+                self.handed_to.insert(p, to);
             }
         }
     }
@@ -224,15 +229,7 @@ impl World {
                             self.ours.get(p).and_then(|o| o.first()).is_some_and(|&first| self.stored(*p) > first)
                         });
                         assert!(needed, "a conflict dropped our records though nobody committed any we hold");
-                        self.writer.clear();
-                        self.ours.clear();
-                        for (p, to) in rewind {
-                            self.buffer.remove(&p);
-                            if let Some(position) = self.position.get_mut(&p) {
-                                *position = to;
-                                self.handed_to.insert(p, to);
-                            }
-                        }
+                        self.drop_uncommitted(rewind);
                         return;
                     }
                 }
