@@ -104,7 +104,7 @@ impl TableOffsetsContext {
                         .elements_for_topic(&topic)
                         .iter()
                         .map(|e| e.partition())
-                        .filter(|p| !check.starts.contains_key(p) && !check.judged(*p))
+                        .filter(|p| !check.judged(*p))
                         .collect();
                     match self.start_unstored(consumer, tpl, &topic, &unstored) {
                         Ok((starts, skipped)) => {
