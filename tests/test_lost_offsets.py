@@ -71,26 +71,69 @@ def test_records_deleted_before_they_were_read_stop_the_run_by_default_and_are_r
     assert json.loads(summary[f"k2.lost.{k2.trades}"]) == {"0": [[1_000, 1_500]]}
 
 
-def test_a_topic_deleted_and_recreated_stops_the_run_and_truncate_starts_the_table_over(k2):
+def stored_topic_id(k2) -> str | None:
+    return k2.table("trades").current_snapshot().summary.additional_properties.get(f"k2.topic-id.{k2.trades}")
+
+
+def test_a_topic_deleted_and_recreated_past_the_tables_offset_stops_the_run_and_truncate_starts_over(k2):
+    """The new log is longer than the old one was: offsets alone cannot tell (the table's 1,000
+    is inside it), so without the topic id records 1,000.. of the new topic would be read as
+    if they followed the old ones, and its first 1,000 skipped."""
     k2.produce(k2.trades, 1_000, partitions=1, seed=3)
     assert k2.consume(k2.trades)["written"] == 1_000
+    old_id = stored_topic_id(k2)
+    assert old_id, "the table records which topic its offsets came from"
     delete_topic(k2, k2.trades)
-    k2.produce(k2.trades, 100, partitions=1, seed=6)
+    k2.produce(k2.trades, 1_500, partitions=1, seed=6)
 
     # Even under skip: the old offsets say nothing about the new topic's records.
     skip = k2.config_for_trades("skip.toml", 'on_offset_lost = "skip"\n')
     failed = k2.run("consume", "--config", str(skip), "--topic", k2.trades, check=False)
     assert failed.returncode != 0
-    assert "partition 0: table at 1000, log ends at 100" in failed.stderr, failed.stderr[-3000:]
-    assert "deleted and created again" in failed.stderr
+    assert "deleted and created again" in failed.stderr, failed.stderr[-3000:]
+    assert f"read from the topic with id {old_id}" in failed.stderr, failed.stderr[-3000:]
     assert f"k2-ingest truncate --topic {k2.trades} --restart-from earliest" in failed.stderr
     assert offsets_in_table(k2) == list(range(1_000))
+    [status] = k2.run_json("status", "--config", str(k2.config), "--topic", k2.trades)["topics"]
+    assert status["topic_recreated"] and status["table_topic_id"] == old_id != status["topic_id"]
 
     k2.run("truncate", "--config", str(k2.config), "--topic", k2.trades, "--restart-from", "earliest",
            "--confirm", "trades", "--execute")
     run = k2.consume(k2.trades)
-    assert run["written"] == 100
-    assert offsets_in_table(k2) == list(range(100))
+    assert run["written"] == 1_500
+    assert offsets_in_table(k2) == list(range(1_500))
+    assert stored_topic_id(k2) not in (None, old_id)
+
+
+def test_a_topic_recreated_under_a_running_instance_is_never_committed_on_the_old_offsets(k2, tmp_path):
+    """Deleted and created again, with more records than the instance had read, while it was
+    frozen (SIGSTOP): librdkafka goes on fetching the new topic from the old position. The
+    instance must stop before committing any of it."""
+    import signal
+
+    k2.produce(k2.trades, 1_000, partitions=1, seed=6)
+    config = k2.config_with("frozen.toml", commit={"max_records": 500, "interval_ms": 500})
+    log = tmp_path / "consume.log"
+    proc = k2.spawn_consume(k2.trades, config, log)
+    deadline = time.monotonic() + 60
+    while len(k2.table_keys_or_none("trades") or []) < 1_000:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        delete_topic(k2, k2.trades)
+        k2.produce(k2.trades, 3_000, partitions=1, seed=7)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    try:
+        proc.communicate(timeout=120)
+    except Exception:
+        proc.kill()
+        raise
+    assert proc.returncode != 0, log.read_text()[-3000:]
+    assert offsets_in_table(k2) == list(range(1_000)), "records of the new topic were committed on the old offsets"
+    failed = k2.run("consume", "--config", str(config), "--topic", k2.trades, check=False)
+    assert failed.returncode != 0 and "deleted and created again" in failed.stderr, failed.stderr[-3000:]
 
 
 def test_a_log_deleted_to_its_end_under_skip_is_recorded_once_with_nothing_left_to_read(k2):

@@ -294,8 +294,16 @@ pub async fn execute(topic: &TopicConfig, catalog: &TableCatalog, kafka: &GroupV
     }
     if plan.stores_start {
         let (commit_id, states) = (new_commit_id(), StateFiles::new());
-        let append =
-            Append { topic: &topic.name, advanced: &plan.start, states: &states, lost: &[], commit_id: &commit_id };
+        // The offsets stored are the topic's as it is now, recreated or not.
+        let topic_id = kafka.topic_id(&topic.name)?;
+        let append = Append {
+            topic: &topic.name,
+            advanced: &plan.start,
+            states: &states,
+            lost: &[],
+            commit_id: &commit_id,
+            topic_id: topic_id.as_ref(),
+        };
         match append_with_offsets(catalog, &table, Vec::new(), &append).await? {
             CommitOutcome::Committed(t) => table = t,
             CommitOutcome::Conflict => return Err(fail(format!("table {} moved during the truncate", plan.table))),

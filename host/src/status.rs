@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::kafka::group::GroupView;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::events::{StoredEvent, read_events};
-use crate::sink::offsets::{k2_summary, stored_offsets};
+use crate::sink::offsets::{k2_summary, stored_offsets, stored_topic_id};
 
 /// What `k2-ingest status` reports for one topic.
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +22,13 @@ pub struct TopicStatus {
     pub table_exists: bool,
     /// False if the broker does not know the topic.
     pub topic_exists: bool,
+    /// The topic's id as the broker gives it (`None` from brokers before Kafka 2.8).
+    pub topic_id: Option<String>,
+    /// The id of the topic the table's offsets were read from, as its summary records it.
+    pub table_topic_id: Option<String>,
+    /// Both ids known and different: the topic was deleted and created again since the table
+    /// was last written, and the next `consume` stops on it.
+    pub topic_recreated: bool,
     pub partitions: Vec<PartitionStatus>,
     pub last_snapshot: Option<SnapshotStatus>,
     /// Messages behind the high watermarks that the table does not hold, over all partitions.
@@ -82,10 +89,15 @@ pub async fn topic_status(
     recent: usize,
 ) -> Result<TopicStatus> {
     let table = catalog.load(&topic.table_name()).await?;
-    let (stored, lost) = match &table {
-        Some(t) => (stored_offsets(t, &topic.name)?, crate::sink::lost::recorded(&k2_summary(t)?, &topic.name)),
+    let (stored, lost, table_topic_id) = match &table {
+        Some(t) => (
+            stored_offsets(t, &topic.name)?,
+            crate::sink::lost::recorded(&k2_summary(t)?, &topic.name),
+            stored_topic_id(t, &topic.name)?,
+        ),
         None => Default::default(),
     };
+    let topic_id = kafka.topic_id(&topic.name)?.map(|id| id.0);
     let positions = kafka.positions(&topic.name)?;
     let partitions: Vec<PartitionStatus> = positions
         .iter()
@@ -134,6 +146,9 @@ pub async fn topic_status(
         group: kafka.group().to_string(),
         table_exists: table.is_some(),
         topic_exists: !positions.is_empty(),
+        topic_recreated: matches!((&topic_id, &table_topic_id), (Some(a), Some(b)) if a != b),
+        topic_id,
+        table_topic_id,
         total_lag: partitions.iter().map(|p| p.lag).sum(),
         partitions,
         last_snapshot: table.as_ref().and_then(last_snapshot),

@@ -62,6 +62,14 @@ fn print_human(s: &TopicStatus) {
     if !s.table_exists {
         println!("  the table does not exist yet (the first consume creates it)");
     }
+    if s.topic_recreated {
+        println!(
+            "  the topic was deleted and created again: its id is {}, the table's offsets were read from {}; \
+             the next consume stops on it (`truncate --restart-from earliest` starts the table over)",
+            s.topic_id.as_deref().unwrap_or_default(),
+            s.table_topic_id.as_deref().unwrap_or_default()
+        );
+    }
     if !s.partitions.is_empty() {
         println!(
             "  {:>9}  {:>12}  {:>12}  {:>12}  {:>12}  {:>10}",

@@ -13,6 +13,7 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::kafka::base_client_config;
 use crate::kafka::consumer::{BROKER_REQUEST_TIMEOUT, commit_offsets};
+use crate::kafka::topic_id::{self, TopicId};
 
 /// One partition as the broker and the group see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,12 @@ impl GroupView {
             None => true,
             Some(t) => t.error().is_some_and(|e| e == RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART),
         })
+    }
+
+    /// The id of `topic` (see [`crate::kafka::topic_id`]); `None` if the broker gives none.
+    pub fn topic_id(&self, topic: &str) -> Result<Option<TopicId>> {
+        topic_id::describe(self.consumer.client(), topic, BROKER_REQUEST_TIMEOUT)
+            .map_err(|source| Error::Kafka { context: format!("describing topic {topic}"), source })
     }
 
     /// The group's committed offset and the watermarks of every partition of `topic`.

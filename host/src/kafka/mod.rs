@@ -7,6 +7,7 @@ pub mod letter_size;
 pub mod log_bounds;
 pub mod outage;
 pub mod producer;
+pub mod topic_id;
 
 use rdkafka::ClientConfig;
 

@@ -1,6 +1,6 @@
 //! The commit sequence: data files closed, dead letters acknowledged, events committed, validator state written, one table commit carrying the offsets, then the group.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use iceberg::table::Table;
 use rdkafka::Offset;
@@ -9,8 +9,9 @@ use rdkafka::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::kafka::consumer::{BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets};
+use crate::kafka::topic_id::describe as describe_topic;
 use crate::sink::commit::{Append, COMMIT_ID_KEY, CommitOutcome, append_with_offsets, holds_commit, new_commit_id};
-use crate::sink::offsets::{PartitionOffsets, render, render_ranges, stored_offsets};
+use crate::sink::offsets::{PartitionOffsets, render, render_ranges, stored_offsets, stored_topic_id};
 use crate::sink::retry::CommitRetry;
 use crate::sink::state::{StateFiles, write_state};
 
@@ -32,6 +33,10 @@ enum Resolved {
     Dropped,
 }
 
+/// How long a commit waits for the topic's id; a broker that does not answer in time leaves
+/// this commit unchecked rather than holding up data already read.
+const TOPIC_ID_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// After a failed commit attempt: waits as `retry` says and returns, or returns the error
 /// once it is not transient or the budget is spent. Each wait is one run event.
 async fn back_off(
@@ -51,6 +56,21 @@ async fn back_off(
 }
 
 impl Pipeline<'_> {
+    /// Stops the run before anything of a topic deleted and created again is committed on
+    /// the old topic's offsets (see `topic_identity`).
+    fn check_topic_id(&mut self, consumer: &GroupConsumer) -> Result<()> {
+        let seen = match describe_topic(consumer.client(), &self.topic.name, TOPIC_ID_TIMEOUT) {
+            Ok(seen) => seen,
+            Err(e) => {
+                tracing::debug!(topic = %self.topic.name, error = %e, "could not read the topic's id; this commit goes unchecked");
+                None
+            }
+        };
+        let stored = stored_topic_id(self.table.table(), &self.topic.name)?;
+        let table = self.table.table().identifier().to_string();
+        self.identity.observe(&self.topic.name, &table, stored.as_deref(), seen)
+    }
+
     /// Commits the written files and offsets to Iceberg, then the offsets to the group. Each
     /// step comes only after the one before is durable: a record set aside counts as done
     /// only once the dead-letter topic has it, and the group moves only once the table has
@@ -66,6 +86,7 @@ impl Pipeline<'_> {
         if self.ledger.to_commit().is_empty() {
             return Ok(());
         }
+        self.check_topic_id(consumer)?;
         let started = Instant::now();
         let files = match self.writer.take() {
             Some(w) => {
@@ -127,6 +148,7 @@ impl Pipeline<'_> {
                 states: &states,
                 lost: &self.lost,
                 commit_id: &commit_id,
+                topic_id: self.identity.current(),
             };
             let outcome = append_with_offsets(catalog, base, files.clone(), &append).await;
             match outcome {

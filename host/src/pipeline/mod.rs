@@ -13,6 +13,7 @@ mod records;
 pub(crate) mod route;
 mod run_events;
 mod summary;
+mod topic_identity;
 
 pub use progress::Progress;
 pub use summary::RunSummary;
@@ -83,6 +84,8 @@ pub struct Pipeline<'a> {
     /// A commit dropped what it held to read it again: the idle clock restarts, or a bounded
     /// run could end before the records come back.
     reading_again: bool,
+    /// The topic's id, checked against the table's at the start and before every commit.
+    identity: topic_identity::TopicIdentity,
 }
 
 impl<'a> Pipeline<'a> {
@@ -113,8 +116,11 @@ impl<'a> Pipeline<'a> {
         };
         let (decoder, origin) = crate::schema::starting_decoder(topic, registry.as_ref()).await?;
         TopicTable::check_spec(config, topic, decoder.table_schema(), &origin)?;
-        require_topic(config, topic)?;
+        let seen_id = require_topic(config, topic)?;
         let table = TopicTable::open(config, topic, decoder.table_schema(), &origin).await?;
+        let mut identity = topic_identity::TopicIdentity::default();
+        let stored_id = crate::sink::offsets::stored_topic_id(table.table(), &topic.name)?;
+        identity.observe(&topic.name, &table.table().identifier().to_string(), stored_id.as_deref(), seen_id)?;
         let dead_letters = match topic.uses_dlq() {
             true => {
                 let validator = module.as_ref().map(|m| m.info()).transpose()?;
@@ -153,6 +159,7 @@ impl<'a> Pipeline<'a> {
             storage_retry: None,
             finishing: false,
             reading_again: false,
+            identity,
             unstored_starts: BTreeMap::new(),
             last_refresh: Instant::now(),
         })
@@ -350,9 +357,17 @@ impl<'a> Pipeline<'a> {
 /// Fails if the broker answers that `topic` does not exist, before anything (table, dead-letter
 /// topic) is created for it: librdkafka would report it only later, in words of its own. A broker
 /// that does not answer is left to the consumer, which reports it with the rest of the run.
-fn require_topic(config: &Config, topic: &TopicConfig) -> Result<()> {
-    let missing = GroupView::open(&config.kafka).and_then(|view| view.topic_missing(&topic.name));
-    match missing {
+/// Returns the topic's id, if the broker gives one.
+fn require_topic(config: &Config, topic: &TopicConfig) -> Result<Option<crate::kafka::topic_id::TopicId>> {
+    let unread = |e: Error| {
+        tracing::debug!(topic = %topic.name, error = %e, "could not read the topic's metadata; its id is checked at the first commit");
+        None
+    };
+    let view = match GroupView::open(&config.kafka) {
+        Ok(view) => view,
+        Err(e) => return Ok(unread(e)),
+    };
+    match view.topic_missing(&topic.name) {
         Ok(true) => Err(Error::Topic {
             topic: topic.name.clone(),
             message: format!(
@@ -361,11 +376,8 @@ fn require_topic(config: &Config, topic: &TopicConfig) -> Result<()> {
                 config.kafka.bootstrap_servers
             ),
         }),
-        Ok(false) => Ok(()),
-        Err(e) => {
-            tracing::debug!(topic = %topic.name, error = %e, "could not read the topic's metadata");
-            Ok(())
-        }
+        Ok(false) => Ok(view.topic_id(&topic.name).unwrap_or_else(unread)),
+        Err(e) => Ok(unread(e)),
     }
 }
 

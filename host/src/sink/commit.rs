@@ -7,9 +7,10 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 
 use crate::error::{Error, Result};
 use crate::kafka::log_bounds::LostRange;
+use crate::kafka::topic_id::TopicId;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::lineage::{COMMITTED_PROPERTY, Lineage};
-use crate::sink::offsets::{PartitionOffsets, next_summary};
+use crate::sink::offsets::{PartitionOffsets, TOPIC_ID_KEY_PREFIX, next_summary};
 use crate::sink::overlay::TableOverlay;
 use crate::sink::state::{StateFiles, next_state_files};
 
@@ -50,6 +51,9 @@ pub struct Append<'a> {
     pub lost: &'a [LostRange],
     /// See [`COMMIT_ID_KEY`].
     pub commit_id: &'a str,
+    /// The id of the topic the offsets were read from, if the broker gave one; otherwise the
+    /// id recorded before is carried forward (see [`TOPIC_ID_KEY_PREFIX`]).
+    pub topic_id: Option<&'a TopicId>,
 }
 
 /// Appends `files` on top of exactly `base` in one snapshot whose summary records what
@@ -62,7 +66,7 @@ pub async fn append_with_offsets(
     files: Vec<DataFile>,
     append: &Append<'_>,
 ) -> Result<CommitOutcome> {
-    let Append { topic, advanced, states, lost, commit_id } = *append;
+    let Append { topic, advanced, states, lost, commit_id, topic_id } = *append;
     let mut summary = next_summary(base, topic, advanced)?;
     if !states.is_empty() {
         let (key, value) = next_state_files(base, topic, states)?;
@@ -70,6 +74,9 @@ pub async fn append_with_offsets(
     }
     crate::sink::lost::record(&mut summary, topic, lost);
     summary.insert(COMMIT_ID_KEY.into(), commit_id.into());
+    if let Some(id) = topic_id {
+        summary.insert(format!("{TOPIC_ID_KEY_PREFIX}{topic}"), id.0.clone());
+    }
     let tx = Transaction::new(base);
     // File names are unique per writer (uuid prefix), so the duplicate check — which reads
     // every manifest of the table — buys nothing.

@@ -105,7 +105,8 @@ impl EventsTable {
                 writer.close().await?
             };
             let states = StateFiles::new();
-            let append = Append { topic, advanced: covered, states: &states, lost: &[], commit_id: &commit_id };
+            let append =
+                Append { topic, advanced: covered, states: &states, lost: &[], commit_id: &commit_id, topic_id: None };
             match append_with_offsets(catalog, &self.table, files, &append).await? {
                 CommitOutcome::Committed(table) => {
                     self.table = table;

@@ -12,6 +12,11 @@ use crate::sink::lineage::Lineage;
 /// mapping partition to the next offset to read.
 pub const OFFSETS_KEY_PREFIX: &str = "k2.offsets.";
 
+/// Summary key prefix; the full key is `k2.topic-id.<topic>`, the value the id (base64) of
+/// the topic the offsets were read from, so a topic deleted and created again under the same
+/// name is told from the one the offsets belong to.
+pub const TOPIC_ID_KEY_PREFIX: &str = "k2.topic-id.";
+
 /// Next offset per partition of one topic.
 pub type PartitionOffsets = BTreeMap<i32, i64>;
 
@@ -25,6 +30,12 @@ pub fn stored_offsets(table: &Table, topic: &str) -> Result<PartitionOffsets> {
 pub fn snapshot_offsets(snapshot: &Snapshot, topic: &str) -> PartitionOffsets {
     let value = snapshot.summary().additional_properties.get(&format!("{OFFSETS_KEY_PREFIX}{topic}"));
     value.and_then(|v| parse(v)).unwrap_or_default()
+}
+
+/// The id of the topic whose offsets are in effect at the table's current snapshot (`None`
+/// where none was recorded: tables written before ids were, brokers that give none).
+pub fn stored_topic_id(table: &Table, topic: &str) -> Result<Option<String>> {
+    Ok(k2_summary(table)?.remove(&format!("{TOPIC_ID_KEY_PREFIX}{topic}")))
 }
 
 /// The `k2.*` summary entries in effect at the table's current snapshot (see [`stored_offsets`]).
