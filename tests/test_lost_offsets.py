@@ -96,6 +96,9 @@ def test_a_topic_deleted_and_recreated_past_the_tables_offset_stops_the_run_and_
     assert offsets_in_table(k2) == list(range(1_000))
     [status] = k2.run_json("status", "--config", str(k2.config), "--topic", k2.trades)["topics"]
     assert status["topic_recreated"] and status["table_topic_id"] == old_id != status["topic_id"]
+    current = k2.run("truncate", "--config", str(k2.config), "--topic", k2.trades, "--restart-from", "current",
+                     check=False)
+    assert current.returncode != 0 and "deleted and created again" in current.stderr, current.stderr[-3000:]
 
     k2.run("truncate", "--config", str(k2.config), "--topic", k2.trades, "--restart-from", "earliest",
            "--confirm", "trades", "--execute")
@@ -134,6 +137,14 @@ def test_a_topic_recreated_under_a_running_instance_is_never_committed_on_the_ol
     assert offsets_in_table(k2) == list(range(1_000)), "records of the new topic were committed on the old offsets"
     failed = k2.run("consume", "--config", str(config), "--topic", k2.trades, check=False)
     assert failed.returncode != 0 and "deleted and created again" in failed.stderr, failed.stderr[-3000:]
+
+    # The message's other way on: a new table starts where the group stands for the new topic,
+    # which the stopped instance never moved.
+    fresh = k2.config_for_trades("fresh.toml", "").read_text().replace('table = "trades"\n', 'table = "trades_anew"\n', 1)
+    (tmp_path / "fresh.toml").write_text(fresh)
+    run = k2.run_json("consume", "--config", str(tmp_path / "fresh.toml"), "--topic", k2.trades)
+    assert run["written"] == 3_000
+    assert sorted(o for _, o in k2.table_keys("trades_anew")) == list(range(3_000))
 
 
 def test_a_log_deleted_to_its_end_under_skip_is_recorded_once_with_nothing_left_to_read(k2):

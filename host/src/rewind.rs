@@ -18,10 +18,11 @@ use serde::Serialize;
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::kafka::group::{GroupView, PartitionPosition};
+use crate::kafka::topic_id::TopicId;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{Append, CommitOutcome, append_with_offsets, new_commit_id};
 use crate::sink::lineage::{Lineage, carries_k2};
-use crate::sink::offsets::{PartitionOffsets, snapshot_offsets};
+use crate::sink::offsets::{PartitionOffsets, TOPIC_ID_KEY_PREFIX, snapshot_offsets};
 use crate::sink::rollback::set_current_snapshot;
 use crate::sink::state::StateFiles;
 
@@ -82,6 +83,9 @@ pub struct RewindPlan {
     pub members: Vec<String>,
     /// Facts the operator should read before executing.
     pub notes: Vec<String>,
+    /// The topic's id now (see [`crate::kafka::topic_id`]), recorded with the offsets the
+    /// plan stores in the table.
+    pub topic_id: Option<String>,
 }
 
 /// The tables, group and broker state a plan is made from.
@@ -90,6 +94,7 @@ struct Current {
     events: Option<Table>,
     positions: BTreeMap<i32, PartitionPosition>,
     members: Vec<String>,
+    topic_id: Option<TopicId>,
 }
 
 async fn load(topic: &TopicConfig, catalog: &TableCatalog, kafka: &GroupView) -> Result<Current> {
@@ -106,7 +111,7 @@ async fn load(topic: &TopicConfig, catalog: &TableCatalog, kafka: &GroupView) ->
     if positions.is_empty() {
         return Err(Error::Topic { topic: topic.name.clone(), message: "the broker does not know this topic".into() });
     }
-    Ok(Current { table, events, positions, members: kafka.members()? })
+    Ok(Current { table, events, positions, members: kafka.members()?, topic_id: kafka.topic_id(&topic.name)? })
 }
 
 impl Current {
@@ -132,6 +137,7 @@ impl Current {
             group_before: self.positions.iter().filter_map(|(&p, pos)| pos.committed.map(|c| (p, c))).collect(),
             members: self.members.clone(),
             notes: Vec::new(),
+            topic_id: self.topic_id.as_ref().map(|id| id.0.clone()),
         }
     }
 }
@@ -237,6 +243,20 @@ pub async fn plan_truncate(
         .filter(|s| carries_k2(s))
         .max_by_key(|s| (s.timestamp_ms(), s.sequence_number()));
     let stored = newest.map(|s| snapshot_offsets(s, &topic.name)).unwrap_or_default();
+    let stored_id =
+        newest.and_then(|s| s.summary().additional_properties.get(&format!("{TOPIC_ID_KEY_PREFIX}{}", topic.name)));
+    if let (RestartFrom::Current, Some(was), Some(now)) = (from, stored_id, &cur.topic_id)
+        && *was != now.0
+    {
+        return Err(Error::Topic {
+            topic: topic.name.clone(),
+            message: format!(
+                "was deleted and created again (its id is {now}, the table's offsets were read from {was}): the \
+                 table's offsets say nothing about the new topic, so --restart-from current would skip its records \
+                 below them; use earliest or latest"
+            ),
+        });
+    }
     let start: PartitionOffsets = cur
         .positions
         .iter()
@@ -294,8 +314,8 @@ pub async fn execute(topic: &TopicConfig, catalog: &TableCatalog, kafka: &GroupV
     }
     if plan.stores_start {
         let (commit_id, states) = (new_commit_id(), StateFiles::new());
-        // The offsets stored are the topic's as it is now, recreated or not.
-        let topic_id = kafka.topic_id(&topic.name)?;
+        // Read when the plan was made; `current` offsets were refused there for a recreated topic.
+        let topic_id = plan.topic_id.clone().map(TopicId);
         let append = Append {
             topic: &topic.name,
             advanced: &plan.start,

@@ -97,7 +97,14 @@ pub async fn topic_status(
         ),
         None => Default::default(),
     };
-    let topic_id = kafka.topic_id(&topic.name)?.map(|id| id.0);
+    // Status reads what it can: a broker that will not describe the topic leaves the id out.
+    let topic_id = match kafka.topic_id(&topic.name) {
+        Ok(id) => id.map(|id| id.0),
+        Err(e) => {
+            tracing::debug!(topic = %topic.name, error = %e, "could not read the topic's id");
+            None
+        }
+    };
     let positions = kafka.positions(&topic.name)?;
     let partitions: Vec<PartitionStatus> = positions
         .iter()

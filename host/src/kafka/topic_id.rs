@@ -14,9 +14,25 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
-/// A topic's id, in the base64 form Kafka's own tools print (`kafka-topics --describe`).
+/// A topic's id, in the form Kafka's own tools print (`kafka-topics --describe`): its 16
+/// bytes in URL-safe base64 without padding. librdkafka's own rendering uses the standard
+/// alphabet, so the text is made here from the bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicId(pub String);
+
+impl TopicId {
+    /// The id of these bits; `None` for the zero id brokers before Kafka 2.8 give.
+    pub fn from_bits(most_significant: i64, least_significant: i64) -> Option<Self> {
+        use base64::Engine;
+        if most_significant == 0 && least_significant == 0 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&most_significant.to_be_bytes());
+        bytes[8..].copy_from_slice(&least_significant.to_be_bytes());
+        Some(Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    }
+}
 
 impl std::fmt::Display for TopicId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -25,7 +41,7 @@ impl std::fmt::Display for TopicId {
 }
 
 /// The id of `topic`: `None` if the broker does not know the topic or gives no id (brokers
-/// before Kafka 2.8 give a zero one).
+/// before Kafka 2.8 give a zero one). Blocks for up to `timeout`.
 pub fn describe<C: ClientContext>(
     client: &Client<C>,
     topic: &str,
@@ -84,14 +100,9 @@ pub fn describe<C: ClientContext>(
                 };
             }
             let id = rd::rd_kafka_TopicDescription_topic_id(d);
-            if id.is_null()
-                || (rd::rd_kafka_Uuid_most_significant_bits(id) == 0
-                    && rd::rd_kafka_Uuid_least_significant_bits(id) == 0)
-            {
-                return Ok(None);
-            }
-            let text = rd::rd_kafka_Uuid_base64str(id);
-            return Ok((!text.is_null()).then(|| TopicId(CStr::from_ptr(text).to_string_lossy().into_owned())));
+            let (high, low) =
+                (rd::rd_kafka_Uuid_most_significant_bits(id), rd::rd_kafka_Uuid_least_significant_bits(id));
+            return Ok(TopicId::from_bits(high, low));
         }
         Ok(None)
     }
@@ -106,5 +117,18 @@ impl<T> Drop for Guard<T> {
             // SAFETY: the pointer came from the matching librdkafka constructor and is dropped once.
             unsafe { (self.1)(self.0) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_read_as_kafka_prints_them() {
+        // Kafka's Uuid.toString of these bits (URL-safe: `-` and `_`, never `+` and `/`).
+        let id = TopicId::from_bits(-0x0400_0000_0000_0001, 0x7bff_ffff_ffff_ffff).unwrap();
+        assert_eq!(id.0, "-_________97_________w");
+        assert_eq!(TopicId::from_bits(0, 0), None);
     }
 }

@@ -37,6 +37,15 @@ enum Resolved {
 /// this commit unchecked rather than holding up data already read.
 const TOPIC_ID_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs a blocking broker call without holding up the runtime's other tasks (the signal
+/// watcher, metrics, progress) where the runtime can move them to another thread.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// After a failed commit attempt: waits as `retry` says and returns, or returns the error
 /// once it is not transient or the budget is spent. Each wait is one run event.
 async fn back_off(
@@ -57,17 +66,24 @@ async fn back_off(
 
 impl Pipeline<'_> {
     /// Stops the run before anything of a topic deleted and created again is committed on
-    /// the old topic's offsets (see `topic_identity`).
-    fn check_topic_id(&mut self, consumer: &GroupConsumer) -> Result<()> {
-        let seen = match describe_topic(consumer.client(), &self.topic.name, TOPIC_ID_TIMEOUT) {
-            Ok(seen) => seen,
-            Err(e) => {
-                tracing::debug!(topic = %self.topic.name, error = %e, "could not read the topic's id; this commit goes unchecked");
-                None
+    /// the old topic's offsets, to the table or the group (see `topic_identity`). Unchecked
+    /// is not committed: a broker that does not answer is asked again with the commit's
+    /// backoff, within its budget.
+    async fn check_topic_id(&mut self, consumer: &GroupConsumer) -> Result<()> {
+        let (mut retry, since) = (CommitRetry::new(self.retry_timeout()), Instant::now());
+        let table = self.table.table().identifier().to_string();
+        let seen = loop {
+            let described = blocking(|| describe_topic(consumer.client(), &self.topic.name, TOPIC_ID_TIMEOUT));
+            match described {
+                Ok(seen) => break seen,
+                Err(source) => {
+                    let error =
+                        Error::Kafka { context: format!("reading the id of topic {}", self.topic.name), source };
+                    back_off(&mut self.run, &mut retry, since, error, &table).await?;
+                }
             }
         };
         let stored = stored_topic_id(self.table.table(), &self.topic.name)?;
-        let table = self.table.table().identifier().to_string();
         self.identity.observe(&self.topic.name, &table, stored.as_deref(), seen)
     }
 
@@ -77,6 +93,9 @@ impl Pipeline<'_> {
     /// the data.
     pub(super) async fn commit(&mut self, consumer: &GroupConsumer) -> Result<()> {
         self.last_commit = Instant::now();
+        if self.ledger.has_work() {
+            self.check_topic_id(consumer).await?;
+        }
         if let Some(catch_up) = self.ledger.take_group_catch_up() {
             // The table already holds these offsets: only the group is behind.
             self.commit_group(consumer, &catch_up);
@@ -86,7 +105,6 @@ impl Pipeline<'_> {
         if self.ledger.to_commit().is_empty() {
             return Ok(());
         }
-        self.check_topic_id(consumer)?;
         let started = Instant::now();
         let files = match self.writer.take() {
             Some(w) => {

@@ -117,10 +117,17 @@ impl<'a> Pipeline<'a> {
         let (decoder, origin) = crate::schema::starting_decoder(topic, registry.as_ref()).await?;
         TopicTable::check_spec(config, topic, decoder.table_schema(), &origin)?;
         let seen_id = require_topic(config, topic)?;
-        let table = TopicTable::open(config, topic, decoder.table_schema(), &origin).await?;
+        // Before the table is opened, which may evolve it: nothing is changed for a recreated topic.
         let mut identity = topic_identity::TopicIdentity::default();
-        let stored_id = crate::sink::offsets::stored_topic_id(table.table(), &topic.name)?;
-        identity.observe(&topic.name, &table.table().identifier().to_string(), stored_id.as_deref(), seen_id)?;
+        let catalog = crate::sink::catalog::TableCatalog::open(&config.catalog).await?;
+        if let Some(existing) = catalog.load(&topic.table_name()).await? {
+            let stored_id = crate::sink::offsets::stored_topic_id(&existing, &topic.name)?;
+            identity.observe(&topic.name, &existing.identifier().to_string(), stored_id.as_deref(), seen_id)?;
+        } else {
+            identity.observe(&topic.name, "", None, seen_id)?;
+        }
+        drop(catalog);
+        let table = TopicTable::open(config, topic, decoder.table_schema(), &origin).await?;
         let dead_letters = match topic.uses_dlq() {
             true => {
                 let validator = module.as_ref().map(|m| m.info()).transpose()?;

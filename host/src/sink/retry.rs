@@ -50,10 +50,12 @@ impl CommitRetry {
 
 /// True for failures a later attempt may not meet: an unreachable or failing catalog or
 /// object store (iceberg reports them as `Unexpected`: I/O, HTTP 5xx, timeouts, a locked
-/// SQLite database). A missing table, invalid data or an unsupported feature stays so.
+/// SQLite database), or a broker that did not answer a commit's question (the topic's id).
+/// A missing table, invalid data or an unsupported feature stays so.
 pub fn is_transient(error: &Error) -> bool {
     match error {
         Error::Iceberg { source, .. } => source.kind() == ErrorKind::Unexpected,
+        Error::Kafka { .. } => true,
         _ => false,
     }
 }
