@@ -1,6 +1,6 @@
 //! The commit sequence: data files closed, dead letters acknowledged, events committed, validator state written, one table commit carrying the offsets, then the group.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use iceberg::table::Table;
 use rdkafka::Offset;
@@ -9,7 +9,6 @@ use rdkafka::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::kafka::consumer::{BROKER_REQUEST_TIMEOUT, GroupConsumer, commit_offsets};
-use crate::kafka::topic_id::describe as describe_topic;
 use crate::sink::commit::{Append, COMMIT_ID_KEY, CommitOutcome, append_with_offsets, holds_commit, new_commit_id};
 use crate::sink::offsets::{PartitionOffsets, render, render_ranges, stored_offsets, stored_topic_id};
 use crate::sink::retry::CommitRetry;
@@ -32,10 +31,6 @@ enum Resolved {
     /// Another writer committed records we hold: everything uncommitted was dropped.
     Dropped,
 }
-
-/// How long a commit waits for the topic's id; a broker that does not answer in time leaves
-/// this commit unchecked rather than holding up data already read.
-const TOPIC_ID_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a blocking broker call without holding up the runtime's other tasks (the signal
 /// watcher, metrics, progress) where the runtime can move them to another thread.
@@ -69,18 +64,13 @@ impl Pipeline<'_> {
     /// the old topic's offsets, to the table or the group (see `topic_identity`). Unchecked
     /// is not committed: a broker that does not answer is asked again with the commit's
     /// backoff, within its budget.
-    async fn check_topic_id(&mut self, consumer: &GroupConsumer) -> Result<()> {
+    async fn check_topic_id(&mut self) -> Result<()> {
         let (mut retry, since) = (CommitRetry::new(self.retry_timeout()), Instant::now());
         let table = self.table.table().identifier().to_string();
         let seen = loop {
-            let described = blocking(|| describe_topic(consumer.client(), &self.topic.name, TOPIC_ID_TIMEOUT));
-            match described {
+            match blocking(|| self.broker.topic_id(&self.topic.name)) {
                 Ok(seen) => break seen,
-                Err(source) => {
-                    let error =
-                        Error::Kafka { context: format!("reading the id of topic {}", self.topic.name), source };
-                    back_off(&mut self.run, &mut retry, since, error, &table).await?;
-                }
+                Err(error) => back_off(&mut self.run, &mut retry, since, error, &table).await?,
             }
         };
         let stored = stored_topic_id(self.table.table(), &self.topic.name)?;
@@ -94,7 +84,7 @@ impl Pipeline<'_> {
     pub(super) async fn commit(&mut self, consumer: &GroupConsumer) -> Result<()> {
         self.last_commit = Instant::now();
         if self.ledger.has_work() {
-            self.check_topic_id(consumer).await?;
+            self.check_topic_id().await?;
         }
         if let Some(catch_up) = self.ledger.take_group_catch_up() {
             // The table already holds these offsets: only the group is behind.

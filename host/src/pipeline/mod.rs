@@ -86,6 +86,9 @@ pub struct Pipeline<'a> {
     reading_again: bool,
     /// The topic's id, checked against the table's at the start and before every commit.
     identity: topic_identity::TopicIdentity,
+    /// A client of its own for questions to the broker during the run: on the consumer's
+    /// connections they would wait behind its fetch long-polls (about 500 ms each).
+    broker: GroupView,
 }
 
 impl<'a> Pipeline<'a> {
@@ -116,7 +119,8 @@ impl<'a> Pipeline<'a> {
         };
         let (decoder, origin) = crate::schema::starting_decoder(topic, registry.as_ref()).await?;
         TopicTable::check_spec(config, topic, decoder.table_schema(), &origin)?;
-        let seen_id = require_topic(config, topic)?;
+        let broker = GroupView::open(&config.kafka)?;
+        let seen_id = require_topic(config, topic, &broker)?;
         // Before the table is opened, which may evolve it: nothing is changed for a recreated topic.
         let mut identity = topic_identity::TopicIdentity::default();
         let catalog = crate::sink::catalog::TableCatalog::open(&config.catalog).await?;
@@ -167,6 +171,7 @@ impl<'a> Pipeline<'a> {
             finishing: false,
             reading_again: false,
             identity,
+            broker,
             unstored_starts: BTreeMap::new(),
             last_refresh: Instant::now(),
         })
@@ -365,14 +370,14 @@ impl<'a> Pipeline<'a> {
 /// topic) is created for it: librdkafka would report it only later, in words of its own. A broker
 /// that does not answer is left to the consumer, which reports it with the rest of the run.
 /// Returns the topic's id, if the broker gives one.
-fn require_topic(config: &Config, topic: &TopicConfig) -> Result<Option<crate::kafka::topic_id::TopicId>> {
+fn require_topic(
+    config: &Config,
+    topic: &TopicConfig,
+    view: &GroupView,
+) -> Result<Option<crate::kafka::topic_id::TopicId>> {
     let unread = |e: Error| {
         tracing::debug!(topic = %topic.name, error = %e, "could not read the topic's metadata; its id is checked at the first commit");
         None
-    };
-    let view = match GroupView::open(&config.kafka) {
-        Ok(view) => view,
-        Err(e) => return Ok(unread(e)),
     };
     match view.topic_missing(&topic.name) {
         Ok(true) => Err(Error::Topic {
