@@ -18,7 +18,7 @@ help:
 	@echo "make test           every test: unit, guest contract, end-to-end on real services"
 	@echo "make services-up    start Kafka (127.0.0.1:19092) and a schema registry (:18081); REST=1 adds S3Proxy and a REST catalog (services-down stops them)"
 	@echo "make build          the k2-ingest and k2-sample binaries and the validator components"
-	@echo "make bench          validator throughput (wasm vs native) and end-to-end ingest vs a bare consumer"
+	@echo "make bench          validator throughput (wasm vs native), end-to-end ingest vs a bare consumer, growth over many commits"
 	@echo "make fuzz           the decode and verdict-check property tests on hostile input, FUZZ_CASES per property (default 200000)"
 	@echo "make chaos          the chaos soak: 1,000,000 trades, 50 kill -9, 3 broker restarts, 2 catalog outages; exact at the end"
 
@@ -70,10 +70,13 @@ chaos: build services-up-rest venv
 ## BENCH_RECORDS / BENCH_ROUNDS size the end-to-end run (default 2,000,000 records, 1 round).
 BENCH_RECORDS ?= 2000000
 BENCH_ROUNDS ?= 1
+## SOAK_COMMITS sizes the growth soak (default 300 commits; 2000 for the figures maintenance is judged on).
+SOAK_COMMITS ?= 300
 bench: guest services-up
 	$(CARGO) build --release -p k2-ingest -p k2-sample -p k2-bench
 	target/release/k2-bench validators
 	target/release/k2-bench ingest --k2-bin target/release/k2-ingest --sample-bin target/release/k2-sample --records $(BENCH_RECORDS) --rounds $(BENCH_ROUNDS)
+	target/release/k2-bench soak --k2-bin target/release/k2-ingest --sample-bin target/release/k2-sample --commits $(SOAK_COMMITS)
 
 clean:
 	$(CARGO) clean

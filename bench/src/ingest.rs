@@ -236,23 +236,37 @@ fn watermarks(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<(i32, 
 
 /// Produces the dataset unless the topic already holds exactly it.
 fn ensure_dataset(args: &IngestArgs, config: &Path, topic: &str) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &args.bootstrap).create()?;
+    ensure_topic(&args.bootstrap, &args.sample_bin, config, topic, args.records, args.partitions, args.seed)
+}
+
+/// Produces `records` trades into `topic` with `sample_bin`, unless it already holds exactly them.
+pub fn ensure_topic(
+    bootstrap: &str,
+    sample_bin: &Path,
+    config: &Path,
+    topic: &str,
+    records: u64,
+    partitions: u32,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
     let held: i64 = watermarks(&consumer, topic)?.iter().map(|(_, low, high)| high - low).sum();
-    if held == args.records as i64 {
+    if held == records as i64 {
         eprintln!("dataset: {topic} already holds {held} records");
         return Ok(());
     }
-    ensure!(held == 0, "{topic} holds {held} records, not {}: delete the topic or change --seed", args.records);
-    eprintln!("dataset: producing {} records into {topic}", args.records);
-    let status = Command::new(&args.sample_bin)
+    ensure!(held == 0, "{topic} holds {held} records, not {records}: delete the topic or change --seed");
+    ensure!(sample_bin.is_file(), "k2-sample binary {} not found: build it in release first", sample_bin.display());
+    eprintln!("dataset: producing {records} records into {topic}");
+    let status = Command::new(sample_bin)
         .arg("--config")
         .arg(config)
-        .args(["--topic", topic, "--count", &args.records.to_string()])
-        .args(["--partitions", &args.partitions.to_string(), "--seed", &args.seed.to_string()])
+        .args(["--topic", topic, "--count", &records.to_string()])
+        .args(["--partitions", &partitions.to_string(), "--seed", &seed.to_string()])
         .args(["--symbols", "500", "--output", "json"])
         .stdout(Stdio::null())
         .status()?;
-    ensure!(status.success(), "{} failed ({status})", args.sample_bin.display());
+    ensure!(status.success(), "{} failed ({status})", sample_bin.display());
     Ok(())
 }
 
@@ -357,7 +371,7 @@ fn median(mut runs: Vec<Run>) -> Run {
     runs.swap_remove(runs.len() / 2)
 }
 
-fn machine() -> Value {
+pub fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
         s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
     });

@@ -3,6 +3,7 @@
 mod ingest;
 mod sample_stream;
 mod sdk_layout;
+mod soak;
 mod validators;
 
 // The allocator of the k2-ingest binary: the validator benchmark times the host's side of a
@@ -32,6 +33,9 @@ enum Command {
     /// End to end: a bare rdkafka consumer (the ceiling) against k2-ingest into Iceberg, with
     /// and without validators; writes bench/results/latest.json and latest.md.
     Ingest(ingest::IngestArgs),
+    /// Growth over many commits: commit latency, metadata and manifests, data files and RSS
+    /// at commit #10, #100, #1,000 and #2,000; writes bench/results/soak.json and soak.md.
+    Soak(soak::SoakArgs),
     /// The ceiling alone: count every message of a topic with a bare rdkafka consumer.
     #[command(hide = true)]
     Ceiling(ingest::CeilingArgs),
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Validators(args) => validators::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::Ceiling(args) => ingest::ceiling(args),
+        Command::Soak(args) => soak::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
