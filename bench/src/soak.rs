@@ -57,7 +57,8 @@ pub struct SoakArgs {
 #[derive(Debug, Clone, Serialize)]
 struct Checkpoint {
     commit: u64,
-    /// Over the commits just before this one (at most [`WINDOW`]).
+    /// Over the commits just before this one (at most [`WINDOW`]), in whole milliseconds as
+    /// the run logs them; with 50 commits the p99 is their maximum.
     latency_p50_ms: f64,
     latency_p99_ms: f64,
     /// The newest `*.metadata.json`: what every commit rewrites.
@@ -91,8 +92,9 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         .args(["consume", "--config"])
         .arg(&config)
         .args(["--topic", &topic, "--max-messages", &records.to_string(), "--output", "json", "--progress", "off"])
-        // The per-commit lines are what this reads.
+        // The per-commit lines, in text, are what this reads.
         .env("K2_LOG", "info")
+        .env("K2_LOG_FORMAT", "text")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -102,20 +104,35 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     let warehouse = dir.join("warehouse");
     let mut latencies: Vec<f64> = Vec::new();
     let mut checkpoints = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line?;
-        if !line.contains(" committed ") {
-            continue;
+    let read = (|| {
+        for line in BufReader::new(stderr).lines() {
+            let line = line?;
+            if !line.contains(" committed ") {
+                continue;
+            }
+            let Some(ms) = field(&line, "duration_ms=").and_then(|v| v.parse::<f64>().ok()) else { continue };
+            latencies.push(ms);
+            let n = latencies.len() as u64;
+            if CHECKPOINTS.contains(&n) || n == args.commits {
+                checkpoints.push(sample(n, &latencies, &warehouse, pid)?);
+            }
         }
-        let Some(ms) = field(&line, "duration_ms=").and_then(|v| v.parse::<f64>().ok()) else { continue };
-        latencies.push(ms);
-        let n = latencies.len() as u64;
-        if CHECKPOINTS.contains(&n) || n == args.commits {
-            checkpoints.push(sample(n, &latencies, &warehouse, pid)?);
-        }
+        anyhow::Ok(())
+    })();
+    if let Err(e) = read {
+        // Not left running into the next soak's folder.
+        child.kill().ok();
+        child.wait().ok();
+        return Err(e);
     }
     let output = child.wait_with_output()?;
     ensure!(output.status.success(), "the run failed ({})", output.status);
+    ensure!(
+        latencies.len() as u64 == args.commits,
+        "the run made {} commits, not {}: the checkpoints would not be the commits they name",
+        latencies.len(),
+        args.commits
+    );
     let summary: Value = serde_json::from_slice(&output.stdout).context("reading the run's summary")?;
     let wall = started.elapsed().as_secs_f64();
     checkpoints.dedup_by_key(|c| c.commit);
@@ -151,6 +168,8 @@ fn field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
 }
 
 fn sample(commit: u64, latencies: &[f64], warehouse: &Path, pid: u32) -> anyhow::Result<Checkpoint> {
+    // First: at the last commit the process is about to exit.
+    let rss_mib = rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
     let from = latencies.len().saturating_sub(WINDOW as usize);
     let mut window = latencies[from..].to_vec();
     window.sort_by(f64::total_cmp);
@@ -184,7 +203,7 @@ fn sample(commit: u64, latencies: &[f64], warehouse: &Path, pid: u32) -> anyhow:
         manifests: None,
         data_files,
         mean_data_file_kib: if data_files == 0 { 0.0 } else { data_bytes as f64 / data_files as f64 / 1024.0 },
-        rss_mib: rss_kib(pid).unwrap_or(0) as f64 / 1024.0,
+        rss_mib,
     })
 }
 

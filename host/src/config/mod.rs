@@ -157,7 +157,10 @@ pub struct CommitConfig {
     /// milliseconds, waiting 1 s after the first failure and twice as long after each next
     /// one, at most 30 s. A commit whose outcome is unknown is never applied twice: each
     /// carries a unique id in its snapshot summary, looked for before it is tried again.
-    /// The run stops once this has passed; 0 stops at the first failure. Default 300000.
+    /// The run stops once this has passed; 0 stops at the first failure. The broker's answer
+    /// to the topic-id check before a commit waits the same way, without a budget while the
+    /// run goes on (the commit is put off), within this one for a run's final commit.
+    /// Default 300000.
     #[serde(default = "default_commit_retry_timeout_ms")]
     pub retry_timeout_ms: u64,
 }

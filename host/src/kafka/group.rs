@@ -44,6 +44,9 @@ impl GroupView {
         let consumer = base_client_config(kafka)
             .set("group.id", &kafka.group_id)
             .set("enable.auto.commit", "false")
+            // Nobody reads this client's statistics; a consume run keeps it for its whole
+            // length, and unread events would pile up in its queue (see `drain`).
+            .set("statistics.interval.ms", "0")
             .create()
             .map_err(|source| Error::Kafka {
                 context: format!("creating a client for group {} at {}", kafka.group_id, kafka.bootstrap_servers),
@@ -87,8 +90,19 @@ impl GroupView {
 
     /// The id of `topic` (see [`crate::kafka::topic_id`]); `None` if the broker gives none.
     pub fn topic_id(&self, topic: &str) -> Result<Option<TopicId>> {
+        self.drain();
         topic_id::describe(self.consumer.client(), topic, BROKER_REQUEST_TIMEOUT)
             .map_err(|source| Error::Kafka { context: format!("describing topic {topic}"), source })
+    }
+
+    /// Serves what librdkafka queued for this client (its log lines, errors): a client that
+    /// is never polled keeps them in memory, which over a months-long run adds up.
+    fn drain(&self) {
+        for _ in 0..10_000 {
+            if self.consumer.poll(std::time::Duration::ZERO).is_none() {
+                break;
+            }
+        }
     }
 
     /// The group's committed offset and the watermarks of every partition of `topic`.

@@ -73,16 +73,16 @@ pub fn describe<C: ClientContext>(
         // so that answer, not a missing event, is what comes back.
         let event = rd::rd_kafka_queue_poll(queue.0, timeout_ms.saturating_add(1000));
         if event.is_null() {
-            return Err(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut));
+            return Err(KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut));
         }
         let event = Guard(event, rd::rd_kafka_event_destroy);
         let err = rd::rd_kafka_event_error(event.0);
         if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-            return Err(KafkaError::AdminOp(err.into()));
+            return Err(KafkaError::MetadataFetch(err.into()));
         }
         let result = rd::rd_kafka_event_DescribeTopics_result(event.0);
         if result.is_null() {
-            return Err(KafkaError::AdminOp(RDKafkaErrorCode::Fail));
+            return Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail));
         }
         let mut count = 0usize;
         let descriptions = rd::rd_kafka_DescribeTopics_result_topics(result, &mut count);
@@ -96,7 +96,7 @@ pub fn describe<C: ClientContext>(
                 return match rd::rd_kafka_error_code(error) {
                     RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
                     | RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_ID => Ok(None),
-                    code => Err(KafkaError::AdminOp(code.into())),
+                    code => Err(KafkaError::MetadataFetch(code.into())),
                 };
             }
             let id = rd::rd_kafka_TopicDescription_topic_id(d);

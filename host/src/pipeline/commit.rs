@@ -1,6 +1,6 @@
 //! The commit sequence: data files closed, dead letters acknowledged, events committed, validator state written, one table commit carrying the offsets, then the group.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use iceberg::table::Table;
 use rdkafka::Offset;
@@ -62,19 +62,35 @@ async fn back_off(
 impl Pipeline<'_> {
     /// Stops the run before anything of a topic deleted and created again is committed on
     /// the old topic's offsets, to the table or the group (see `topic_identity`). Unchecked
-    /// is not committed: a broker that does not answer is asked again with the commit's
-    /// backoff, within its budget.
-    async fn check_topic_id(&mut self) -> Result<()> {
-        let (mut retry, since) = (CommitRetry::new(self.retry_timeout()), Instant::now());
+    /// is not committed: returns false when the broker did not answer, and the commit waits
+    /// for a later turn (backing off, 1 s doubling to 30 s) while the loop goes on waiting
+    /// out the outage. The run's final commit asks again within `commit.retry_timeout_ms`.
+    async fn check_topic_id(&mut self) -> Result<bool> {
         let table = self.table.table().identifier().to_string();
         let seen = loop {
             match blocking(|| self.broker.topic_id(&self.topic.name)) {
                 Ok(seen) => break seen,
-                Err(error) => back_off(&mut self.run, &mut retry, since, error, &table).await?,
+                Err(error) if self.finishing => {
+                    let budget = self.retry_timeout();
+                    let (retry, since) =
+                        self.final_id_retry.get_or_insert_with(|| (CommitRetry::new(budget), Instant::now()));
+                    back_off(&mut self.run, retry, *since, error, &table).await?;
+                }
+                Err(error) => {
+                    let retry =
+                        self.id_check_deferred.get_or_insert_with(|| (CommitRetry::unbounded(), Instant::now()));
+                    let Some(wait) = retry.0.next_wait(&error, Duration::ZERO) else { return Err(error) };
+                    retry.1 = Instant::now() + wait;
+                    let attempt = retry.0.failures();
+                    self.run.record(RunEvent::CommitRetried { table: &table, error: &error, wait, attempt });
+                    return Ok(false);
+                }
             }
         };
+        self.id_check_deferred = None;
         let stored = stored_topic_id(self.table.table(), &self.topic.name)?;
-        self.identity.observe(&self.topic.name, &table, stored.as_deref(), seen)
+        self.identity.observe(&self.topic.name, &table, stored.as_deref(), seen)?;
+        Ok(true)
     }
 
     /// Commits the written files and offsets to Iceberg, then the offsets to the group. Each
@@ -83,8 +99,8 @@ impl Pipeline<'_> {
     /// the data.
     pub(super) async fn commit(&mut self, consumer: &GroupConsumer) -> Result<()> {
         self.last_commit = Instant::now();
-        if self.ledger.has_work() {
-            self.check_topic_id().await?;
+        if self.ledger.has_work() && !self.check_topic_id().await? {
+            return Ok(());
         }
         if let Some(catch_up) = self.ledger.take_group_catch_up() {
             // The table already holds these offsets: only the group is behind.

@@ -89,6 +89,11 @@ pub struct Pipeline<'a> {
     /// A client of its own for questions to the broker during the run: on the consumer's
     /// connections they would wait behind its fetch long-polls (about 500 ms each).
     broker: GroupView,
+    /// The broker did not answer the last topic-id check: the retry state, and when the
+    /// commit is next due again.
+    id_check_deferred: Option<(crate::sink::retry::CommitRetry, Instant)>,
+    /// The final commit's budget for the topic-id check.
+    final_id_retry: Option<(crate::sink::retry::CommitRetry, Instant)>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -172,6 +177,8 @@ impl<'a> Pipeline<'a> {
             reading_again: false,
             identity,
             broker,
+            id_check_deferred: None,
+            final_id_retry: None,
             unstored_starts: BTreeMap::new(),
             last_refresh: Instant::now(),
         })
@@ -359,6 +366,9 @@ impl<'a> Pipeline<'a> {
     }
 
     fn commit_due(&self, now: Instant, interval: Duration) -> bool {
+        if self.id_check_deferred.as_ref().is_some_and(|(_, next)| now < *next) {
+            return false;
+        }
         let (rows, bytes) = self.writer.as_ref().map_or((0, 0), |w| (w.rows(), w.bytes()));
         rows >= self.config.commit.max_records
             || bytes >= self.config.commit.max_bytes

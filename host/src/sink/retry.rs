@@ -29,6 +29,11 @@ impl CommitRetry {
         Self { timeout, next: FIRST_WAIT, failures: 0 }
     }
 
+    /// No budget: waits grow to 30 s and go on, for a caller that keeps working between attempts.
+    pub fn unbounded() -> Self {
+        Self::new(Duration::MAX)
+    }
+
     /// After a failed attempt `elapsed` since the first: how long to wait before the next,
     /// or `None` when `error` is not worth retrying or the budget is spent. A wait never
     /// runs past the budget, so the last attempt comes at its end.
@@ -50,12 +55,13 @@ impl CommitRetry {
 
 /// True for failures a later attempt may not meet: an unreachable or failing catalog or
 /// object store (iceberg reports them as `Unexpected`: I/O, HTTP 5xx, timeouts, a locked
-/// SQLite database), or a broker that did not answer a commit's question (the topic's id).
-/// A missing table, invalid data or an unsupported feature stays so.
+/// SQLite database), or a broker that could not be reached for a commit's question (the
+/// topic's id). A missing table, invalid data, an unsupported feature or a refused
+/// authorization stays so.
 pub fn is_transient(error: &Error) -> bool {
     match error {
         Error::Iceberg { source, .. } => source.kind() == ErrorKind::Unexpected,
-        Error::Kafka { .. } => true,
+        Error::Kafka { source, .. } => crate::kafka::outage::is_transient(source),
         _ => false,
     }
 }
@@ -70,6 +76,28 @@ mod tests {
             context: "committing".into(),
             source: iceberg::Error::new(kind, "x"),
         }
+    }
+
+    fn kafka(code: rdkafka::error::RDKafkaErrorCode) -> Error {
+        Error::Kafka { context: "reading the id of topic t".into(), source: rdkafka::error::KafkaError::MetadataFetch(code) }
+    }
+
+    #[test]
+    fn a_broker_out_of_reach_is_asked_again_a_refusal_is_not() {
+        use rdkafka::error::RDKafkaErrorCode::*;
+        assert!(is_transient(&kafka(OperationTimedOut)));
+        assert!(is_transient(&kafka(AllBrokersDown)));
+        assert!(!is_transient(&kafka(TopicAuthorizationFailed)));
+        assert!(!is_transient(&kafka(UnsupportedVersion)));
+    }
+
+    #[test]
+    fn an_unbounded_retry_keeps_waiting_at_most_30_s() {
+        let mut retry = CommitRetry::unbounded();
+        let waits: Vec<Duration> = (0..8)
+            .map(|_| retry.next_wait(&kafka(rdkafka::error::RDKafkaErrorCode::AllBrokersDown), Duration::ZERO).unwrap())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30].map(secs));
     }
 
     fn secs(s: u64) -> Duration {
