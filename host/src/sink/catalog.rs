@@ -20,8 +20,14 @@ use crate::sink::rollback::{finish, staged_name};
 ///
 /// iceberg-rust's transaction retries a conflicting commit by re-applying the same files;
 /// k2-ingest must instead re-read the offsets stored in the table first, so the built-in
-/// retry is off and conflicts surface to the pipeline.
-const TABLE_PROPERTIES: &[(&str, &str)] = &[("commit.retry.num-retries", "0")];
+/// retry is off and conflicts surface to the pipeline. Metadata files older than the last
+/// 100 are deleted after each commit (see `metadata_files`), so `metadata/` does not grow
+/// with the square of the commits; Iceberg's default keeps them all.
+const TABLE_PROPERTIES: &[(&str, &str)] = &[
+    ("commit.retry.num-retries", "0"),
+    (crate::sink::metadata_files::DELETE_AFTER_COMMIT, "true"),
+    (crate::sink::metadata_files::PREVIOUS_VERSIONS_MAX, "100"),
+];
 
 /// The opened catalog and the namespace our tables live in.
 pub struct TableCatalog {

@@ -93,7 +93,10 @@ pub async fn append_with_offsets(
         tx = mark.apply(tx).map_err(|e| err("marking the table as holding offsets", e))?;
     }
     match tx.commit(&TableOverlay::pinned(catalog.catalog(), base.clone())).await {
-        Ok(table) => Ok(CommitOutcome::Committed(table)),
+        Ok(table) => {
+            crate::sink::metadata_files::delete_dropped(base, &table).await;
+            Ok(CommitOutcome::Committed(table))
+        }
         Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => Ok(CommitOutcome::Conflict),
         Err(e) => Err(err("committing", e)),
     }

@@ -79,7 +79,10 @@ mod tests {
     }
 
     fn kafka(code: rdkafka::error::RDKafkaErrorCode) -> Error {
-        Error::Kafka { context: "reading the id of topic t".into(), source: rdkafka::error::KafkaError::MetadataFetch(code) }
+        Error::Kafka {
+            context: "reading the id of topic t".into(),
+            source: rdkafka::error::KafkaError::MetadataFetch(code),
+        }
     }
 
     #[test]
