@@ -20,11 +20,15 @@ use crate::sink::rollback::{finish, staged_name};
 ///
 /// iceberg-rust's transaction retries a conflicting commit by re-applying the same files;
 /// k2-ingest must instead re-read the offsets stored in the table first, so the built-in
-/// retry is off and conflicts surface to the pipeline. Metadata files older than the last
-/// 100 are deleted after each commit (see `metadata_files`), so `metadata/` does not grow
-/// with the square of the commits; Iceberg's default keeps them all.
-const TABLE_PROPERTIES: &[(&str, &str)] = &[
-    ("commit.retry.num-retries", "0"),
+/// retry is off and conflicts surface to the pipeline.
+const TABLE_PROPERTIES: &[(&str, &str)] = &[("commit.retry.num-retries", "0")];
+
+/// Also set on tables of catalogs whose metadata files this process writes (SQL): the
+/// metadata files a commit drops from the log (beyond the last 100) are deleted after it
+/// (see `metadata_files`), so `metadata/` does not grow with the square of the commits.
+/// A REST server writes its metadata files, and deletes them as it sees fit: some share them
+/// between branches (Nessie), so the property is left to the server and the operator there.
+const SQL_TABLE_PROPERTIES: &[(&str, &str)] = &[
     (crate::sink::metadata_files::DELETE_AFTER_COMMIT, "true"),
     (crate::sink::metadata_files::PREVIOUS_VERSIONS_MAX, "100"),
 ];
@@ -34,6 +38,8 @@ pub struct TableCatalog {
     catalog: Arc<dyn Catalog>,
     name: String,
     namespace: NamespaceIdent,
+    /// This process writes the tables' metadata files (SQL), rather than a server (REST).
+    writes_metadata: bool,
 }
 
 impl TableCatalog {
@@ -60,7 +66,7 @@ impl TableCatalog {
                     .load(&sql.name, HashMap::new())
                     .await
                     .map_err(|e| err(format!("opening {uri}"), e))?;
-                Ok(Self { catalog: Arc::new(catalog), name, namespace })
+                Ok(Self { catalog: Arc::new(catalog), name, namespace, writes_metadata: true })
             }
             CatalogConfig::Rest(rest) => {
                 // Tables may live on S3 or on local paths (a file:// warehouse); the factory
@@ -79,9 +85,15 @@ impl TableCatalog {
                     .load(&rest.name, rest.properties().into_iter().collect())
                     .await
                     .map_err(|e| err(format!("opening {}", redact_url(&rest.uri)), e))?;
-                Ok(Self { catalog: Arc::new(catalog), name, namespace })
+                Ok(Self { catalog: Arc::new(catalog), name, namespace, writes_metadata: false })
             }
         }
+    }
+
+    /// Whether this process writes the tables' metadata files, and so deletes the old ones
+    /// a table asks to be deleted (see `metadata_files`).
+    pub fn writes_metadata(&self) -> bool {
+        self.writes_metadata
     }
 
     pub fn catalog(&self) -> &dyn Catalog {
@@ -139,7 +151,12 @@ impl TableCatalog {
             .name(table.to_string())
             .schema(schema)
             .partition_spec_opt(spec)
-            .properties(TABLE_PROPERTIES.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .properties(
+                TABLE_PROPERTIES
+                    .iter()
+                    .chain(if self.writes_metadata { SQL_TABLE_PROPERTIES } else { &[] })
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
             .build();
         match self.catalog.create_table(&self.namespace, creation).await {
             Ok(t) => {

@@ -94,7 +94,9 @@ pub async fn append_with_offsets(
     }
     match tx.commit(&TableOverlay::pinned(catalog.catalog(), base.clone())).await {
         Ok(table) => {
-            crate::sink::metadata_files::delete_dropped(base, &table).await;
+            if catalog.writes_metadata() {
+                crate::sink::metadata_files::delete_dropped(base, &table).await;
+            }
             Ok(CommitOutcome::Committed(table))
         }
         Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => Ok(CommitOutcome::Conflict),

@@ -14,23 +14,30 @@ pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enable
 /// Table property: how many earlier metadata files the log keeps (iceberg-rust trims to it).
 pub const PREVIOUS_VERSIONS_MAX: &str = "write.metadata.previous-versions-max";
 
-/// The metadata files `base` knew of (its log and its own file) that `committed` no longer
-/// lists: the ones a commit from `base` to `committed` dropped.
+/// The metadata files `base`'s log lists that `committed`'s no longer does: the ones a
+/// commit from `base` to `committed` dropped (as Java's `previousFiles` difference). Only
+/// `*.metadata.json` files under the table's own `metadata/` folder count: a table
+/// registered from another's metadata has the other's files in its log.
 pub fn dropped(base: &Table, committed: &Table) -> Vec<String> {
-    let kept: HashSet<&str> = known(committed).collect();
-    known(base).filter(|f| !kept.contains(f)).map(str::to_string).collect()
+    let kept: HashSet<&str> = logged(committed).collect();
+    let own = format!("{}/metadata/", committed.metadata().location().trim_end_matches('/'));
+    logged(base)
+        .filter(|f| !kept.contains(f) && f.starts_with(&own) && f.ends_with(".metadata.json"))
+        .map(str::to_string)
+        .collect()
 }
 
-fn known(table: &Table) -> impl Iterator<Item = &str> {
-    let log = table.metadata().metadata_log().iter().map(|m| m.metadata_file.as_str());
-    log.chain(table.metadata_location())
+fn logged(table: &Table) -> impl Iterator<Item = &str> {
+    table.metadata().metadata_log().iter().map(|m| m.metadata_file.as_str())
 }
 
-/// After a commit from `base` to `committed`: deletes the metadata files it dropped, if
-/// `committed` asks for it. A file that cannot be deleted is left (an orphan, harmless) with
-/// a warning: the commit stands either way.
+/// After a commit from `base` to `committed` through a catalog whose metadata files this
+/// process writes (the SQL catalog; a REST server writes, and deletes, its own): deletes the
+/// files it dropped, if `committed` asks for it. A file that cannot be deleted is left (an
+/// orphan, harmless) with a warning: the commit stands either way.
 pub async fn delete_dropped(base: &Table, committed: &Table) {
-    let enabled = committed.metadata().properties().get(DELETE_AFTER_COMMIT).is_some_and(|v| v == "true");
+    let enabled =
+        committed.metadata().properties().get(DELETE_AFTER_COMMIT).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if !enabled {
         return;
     }
@@ -83,19 +90,29 @@ mod tests {
         committed
     }
 
+    #[tokio::test]
+    async fn the_files_dropped_are_those_the_log_no_longer_lists() {
+        let (catalog, table) = table_with(&[(DELETE_AFTER_COMMIT, "true"), (PREVIOUS_VERSIONS_MAX, "1")]).await;
+        let one = commit(&catalog, &table, 0).await;
+        let two = commit(&catalog, &one, 1).await;
+        assert_eq!(dropped(&one, &two), [table.metadata_location().unwrap()], "the log's oldest file");
+        assert!(dropped(&table, &one).is_empty(), "the file replaced stays in the log");
+    }
+
     async fn exists(table: &Table, file: &str) -> bool {
         table.file_io().exists(file).await.unwrap()
     }
 
     #[tokio::test]
     async fn with_the_property_only_the_files_the_log_keeps_remain() {
-        let (catalog, mut table) = table_with(&[(DELETE_AFTER_COMMIT, "true"), (PREVIOUS_VERSIONS_MAX, "3")]).await;
+        let (catalog, mut table) = table_with(&[(DELETE_AFTER_COMMIT, "True"), (PREVIOUS_VERSIONS_MAX, "3")]).await;
         let mut written = vec![table.metadata_location().unwrap().to_string()];
         for n in 0..8 {
             table = commit(&catalog, &table, n).await;
             written.push(table.metadata_location().unwrap().to_string());
         }
-        let kept: Vec<&str> = known(&table).collect();
+        let mut kept: Vec<&str> = logged(&table).collect();
+        kept.extend(table.metadata_location());
         assert_eq!(kept.len(), 4, "the current file and the 3 the log keeps");
         for file in &written {
             assert_eq!(exists(&table, file).await, kept.contains(&file.as_str()), "{file}");
@@ -109,7 +126,7 @@ mod tests {
         for n in 0..5 {
             table = commit(&catalog, &table, n).await;
         }
-        assert!(!known(&table).any(|f| f == first), "dropped from the log");
+        assert!(!logged(&table).any(|f| f == first), "dropped from the log");
         assert!(exists(&table, &first).await, "but left on disk, as the table asks");
     }
 }
