@@ -32,6 +32,23 @@ def offsets_in_table(k2) -> list[int]:
     return sorted(o for p, o in k2.table_keys("trades") if p == 0)
 
 
+def frozen_after_1000(k2, config, log):
+    """A `consume --follow` of 1,000 produced trades, frozen (SIGSTOP) once the table holds
+    them all; the caller changes the log, then sends SIGCONT."""
+    import signal
+
+    k2.produce(k2.trades, 1_000, partitions=1, seed=6)
+    proc = k2.spawn_consume(k2.trades, config, log)
+    deadline = time.monotonic() + 60
+    while len(k2.table_keys_or_none("trades") or []) < 1_000:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    # Frozen, fetcher and heartbeats too, for less than the session timeout: the group keeps
+    # the partition, and the consumer lags while the log moves on past its position.
+    proc.send_signal(signal.SIGSTOP)
+    return proc
+
+
 def status_partition(k2, config) -> dict:
     status = k2.run_json("status", "--config", str(config), "--topic", k2.trades)
     [topic] = status["topics"]
@@ -114,15 +131,9 @@ def test_a_topic_recreated_under_a_running_instance_is_never_committed_on_the_ol
     instance must stop before committing any of it."""
     import signal
 
-    k2.produce(k2.trades, 1_000, partitions=1, seed=6)
     config = k2.config_with("frozen.toml", commit={"max_records": 500, "interval_ms": 500})
     log = tmp_path / "consume.log"
-    proc = k2.spawn_consume(k2.trades, config, log)
-    deadline = time.monotonic() + 60
-    while len(k2.table_keys_or_none("trades") or []) < 1_000:
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGSTOP)
+    proc = frozen_after_1000(k2, config, log)
     try:
         delete_topic(k2, k2.trades)
         k2.produce(k2.trades, 3_000, partitions=1, seed=7)
@@ -169,18 +180,10 @@ def test_retention_overtaking_a_running_instance_is_caught_mid_run(k2, tmp_path)
     the log start and records the loss; the records before and after are each written once."""
     import signal
 
-    k2.produce(k2.trades, 1_000, partitions=1, seed=6)
     config = k2.config_with("lagging.toml", commit={"max_records": 500, "interval_ms": 500})
     config.write_text(config.read_text().replace('table = "trades"\n', 'table = "trades"\non_offset_lost = "skip"\n', 1))
     log = tmp_path / "consume.log"
-    proc = k2.spawn_consume(k2.trades, config, log)
-    deadline = time.monotonic() + 60
-    while len(k2.table_keys_or_none("trades") or []) < 1_000:
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-    # Frozen, fetcher and heartbeats too, for less than the session timeout: the group keeps
-    # the partition, and the consumer lags while the log moves on past its position.
-    proc.send_signal(signal.SIGSTOP)
+    proc = frozen_after_1000(k2, config, log)
     try:
         k2.produce(k2.trades, 3_000, partitions=1, seed=7)
         delete_records_before(k2, k2.trades, 3_500)

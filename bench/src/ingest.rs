@@ -17,17 +17,24 @@ use serde_json::Value;
 
 const TOPIC_PREFIX: &str = "bench.trades";
 
+/// What every end-to-end benchmark runs and against which broker.
 #[derive(Debug, Args)]
-pub struct IngestArgs {
+pub struct Binaries {
     /// The k2-ingest binary to measure (a release build).
     #[arg(long, default_value = "target/release/k2-ingest")]
-    k2_bin: PathBuf,
+    pub k2_bin: PathBuf,
     /// The sample generator that produces the dataset.
     #[arg(long, default_value = "target/release/k2-sample")]
-    sample_bin: PathBuf,
+    pub sample_bin: PathBuf,
     /// Kafka bootstrap servers.
     #[arg(long, env = "K2_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:19092")]
-    bootstrap: String,
+    pub bootstrap: String,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    bin: Binaries,
     /// Records in the dataset; produced once per (count, partitions, seed) and reused.
     #[arg(long, default_value_t = 2_000_000)]
     records: u64,
@@ -94,11 +101,15 @@ impl Figures {
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<()> {
-    ensure!(args.k2_bin.is_file(), "k2-ingest binary {} not found: build it in release first", args.k2_bin.display());
     ensure!(
-        args.sample_bin.is_file(),
+        args.bin.k2_bin.is_file(),
+        "k2-ingest binary {} not found: build it in release first",
+        args.bin.k2_bin.display()
+    );
+    ensure!(
+        args.bin.sample_bin.is_file(),
         "k2-sample binary {} not found: build it in release first",
-        args.sample_bin.display()
+        args.bin.sample_bin.display()
     );
     let topic = format!("{TOPIC_PREFIX}.{}.p{}.s{}", args.records, args.partitions, args.seed);
     let work = args.out.join("work");
@@ -114,7 +125,13 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     for round in 0..args.rounds {
         eprintln!("round {}/{}: ceiling", round + 1, args.rounds);
         let ceiling = measure(
-            Command::new(std::env::current_exe()?).args(["ceiling", "--bootstrap", &args.bootstrap, "--topic", &topic]),
+            Command::new(std::env::current_exe()?).args([
+                "ceiling",
+                "--bootstrap",
+                &args.bin.bootstrap,
+                "--topic",
+                &topic,
+            ]),
             args.records,
             None,
         )?;
@@ -125,7 +142,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
             eprintln!("round {}/{}: k2-ingest {name}", round + 1, args.rounds);
             let config = write_config(&args, &work, &topic, &name, validate)?;
             let mut run = measure(
-                Command::new(&args.k2_bin).args(["consume", "--config"]).arg(&config).args([
+                Command::new(&args.bin.k2_bin).args(["consume", "--config"]).arg(&config).args([
                     "--topic",
                     &topic,
                     "--max-messages",
@@ -236,7 +253,7 @@ fn watermarks(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<(i32, 
 
 /// Produces the dataset unless the topic already holds exactly it.
 fn ensure_dataset(args: &IngestArgs, config: &Path, topic: &str) -> anyhow::Result<()> {
-    ensure_topic(&args.bootstrap, &args.sample_bin, config, topic, args.records, args.partitions, args.seed)
+    ensure_topic(&args.bin.bootstrap, &args.bin.sample_bin, config, topic, args.records, args.partitions, args.seed)
 }
 
 /// Produces `records` trades into `topic` with `sample_bin`, unless it already holds exactly them.
@@ -296,7 +313,7 @@ name = "{topic}"
 table = "trades"
 schema = "{schema}"
 {validator}"#,
-        bootstrap = args.bootstrap,
+        bootstrap = args.bin.bootstrap,
         nonce = std::process::id(),
         schema = abs(&args.schema)?,
     );

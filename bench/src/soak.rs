@@ -17,7 +17,7 @@ use k2_ingest::sink::catalog::TableCatalog;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::ingest::{ensure_topic, machine};
+use crate::ingest::{Binaries, ensure_topic, machine};
 
 /// Commits at which the figures are sampled (those up to `--commits`, and the last).
 const CHECKPOINTS: [u64; 4] = [10, 100, 1_000, 2_000];
@@ -26,15 +26,8 @@ const WINDOW: u64 = 50;
 
 #[derive(Debug, Args)]
 pub struct SoakArgs {
-    /// The k2-ingest binary to measure (a release build).
-    #[arg(long, default_value = "target/release/k2-ingest")]
-    k2_bin: PathBuf,
-    /// The sample generator that produces the dataset.
-    #[arg(long, default_value = "target/release/k2-sample")]
-    sample_bin: PathBuf,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "K2_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:19092")]
-    bootstrap: String,
+    #[command(flatten)]
+    bin: Binaries,
     /// Commits to make. `make bench` runs 300; the figures the maintenance targets are about
     /// need 2,000 or more (`make bench SOAK_COMMITS=2000`, a few minutes more).
     #[arg(long, default_value_t = 300)]
@@ -74,7 +67,11 @@ struct Checkpoint {
 }
 
 pub fn run(args: SoakArgs) -> anyhow::Result<()> {
-    ensure!(args.k2_bin.is_file(), "k2-ingest binary {} not found: build it in release first", args.k2_bin.display());
+    ensure!(
+        args.bin.k2_bin.is_file(),
+        "k2-ingest binary {} not found: build it in release first",
+        args.bin.k2_bin.display()
+    );
     ensure!(args.commits >= 10, "--commits must be at least 10");
     let records = args.commits * args.records_per_commit;
     let topic = format!("bench.soak.{records}.s{}", args.seed);
@@ -84,11 +81,11 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
     let config = write_config(&args, &dir, &topic)?;
-    ensure_topic(&args.bootstrap, &args.sample_bin, &config, &topic, records, 1, args.seed)?;
+    ensure_topic(&args.bin.bootstrap, &args.bin.sample_bin, &config, &topic, records, 1, args.seed)?;
 
     eprintln!("soak: {} commits of {} records", args.commits, args.records_per_commit);
     let started = Instant::now();
-    let mut child = Command::new(&args.k2_bin)
+    let mut child = Command::new(&args.bin.k2_bin)
         .args(["consume", "--config"])
         .arg(&config)
         .args(["--topic", &topic, "--max-messages", &records.to_string(), "--output", "json", "--progress", "off"])
@@ -290,7 +287,7 @@ name = "{topic}"
 table = "trades"
 schema = "{schema}"
 "#,
-        bootstrap = args.bootstrap,
+        bootstrap = args.bin.bootstrap,
         nonce = std::process::id(),
         n = args.records_per_commit,
         schema = schema.display(),
