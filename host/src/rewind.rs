@@ -22,7 +22,7 @@ use crate::kafka::topic_id::TopicId;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::commit::{Append, CommitOutcome, append_with_offsets, new_commit_id};
 use crate::sink::lineage::{Lineage, carries_k2};
-use crate::sink::offsets::{PartitionOffsets, TOPIC_ID_KEY_PREFIX, snapshot_offsets};
+use crate::sink::offsets::{PartitionOffsets, snapshot_offsets, topic_id_key};
 use crate::sink::rollback::set_current_snapshot;
 use crate::sink::state::StateFiles;
 
@@ -243,8 +243,7 @@ pub async fn plan_truncate(
         .filter(|s| carries_k2(s))
         .max_by_key(|s| (s.timestamp_ms(), s.sequence_number()));
     let stored = newest.map(|s| snapshot_offsets(s, &topic.name)).unwrap_or_default();
-    let stored_id =
-        newest.and_then(|s| s.summary().additional_properties.get(&format!("{TOPIC_ID_KEY_PREFIX}{}", topic.name)));
+    let stored_id = newest.and_then(|s| s.summary().additional_properties.get(&topic_id_key(&topic.name)));
     if let (RestartFrom::Current, Some(was), Some(now)) = (from, stored_id, &cur.topic_id)
         && *was != now.0
     {

@@ -37,6 +37,7 @@ use crate::kafka::outage::{BrokerOutage, OnError};
 use crate::sandbox::{GuestEngine, ValidatorModule};
 use crate::schema::{Learned, SchemaOrigin, TopicTable};
 use crate::sink::events::{EventRow, EventsTable};
+use crate::sink::offsets::stored_topic_id;
 use crate::sink::writer::TableWriter;
 use buffer::PartitionBuffer;
 use ledger::OffsetLedger;
@@ -127,16 +128,13 @@ impl<'a> Pipeline<'a> {
         let broker = GroupView::open(&config.kafka)?;
         let seen_id = require_topic(config, topic, &broker)?;
         // Before the table is opened, which may evolve it: nothing is changed for a recreated topic.
+        let catalog = std::sync::Arc::new(crate::sink::catalog::TableCatalog::open(&config.catalog).await?);
+        let existing = catalog.load(&topic.table_name()).await?;
+        let stored_id = existing.as_ref().map(|t| stored_topic_id(t, &topic.name)).transpose()?.flatten();
         let mut identity = topic_identity::TopicIdentity::default();
-        let catalog = crate::sink::catalog::TableCatalog::open(&config.catalog).await?;
-        if let Some(existing) = catalog.load(&topic.table_name()).await? {
-            let stored_id = crate::sink::offsets::stored_topic_id(&existing, &topic.name)?;
-            identity.observe(&topic.name, &existing.identifier().to_string(), stored_id.as_deref(), seen_id)?;
-        } else {
-            identity.observe(&topic.name, "", None, seen_id)?;
-        }
-        drop(catalog);
-        let table = TopicTable::open(config, topic, decoder.table_schema(), &origin).await?;
+        let table_ident = catalog.ident(&topic.table_name()).to_string();
+        identity.observe(&topic.name, &table_ident, stored_id.as_deref(), seen_id)?;
+        let table = TopicTable::open(config, catalog, topic, decoder.table_schema(), &origin).await?;
         let dead_letters = match topic.uses_dlq() {
             true => {
                 let validator = module.as_ref().map(|m| m.info()).transpose()?;

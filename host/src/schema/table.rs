@@ -48,13 +48,13 @@ impl TopicTable {
     /// without them those fields would be dropped.
     pub async fn open(
         config: &Config,
+        catalog: Arc<TableCatalog>,
         topic: &TopicConfig,
         reader: &apache_avro::Schema,
         origin: &SchemaOrigin,
     ) -> Result<Self> {
         let avro_fields: Vec<String> = record_fields(reader).iter().map(|f| f.name.clone()).collect();
         let schema = iceberg_schema(reader, &origin.path(), config.sink.metadata_columns)?;
-        let catalog = Arc::new(TableCatalog::open(&config.catalog).await?);
         let name = topic.table_name();
         let spec = partition::bind(&schema, &topic.partition_by, &topic.name)?;
         let table = catalog.load_or_create(&name, schema.clone(), spec).await?;

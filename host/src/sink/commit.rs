@@ -10,7 +10,7 @@ use crate::kafka::log_bounds::LostRange;
 use crate::kafka::topic_id::TopicId;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::lineage::{COMMITTED_PROPERTY, Lineage};
-use crate::sink::offsets::{PartitionOffsets, TOPIC_ID_KEY_PREFIX, next_summary};
+use crate::sink::offsets::{PartitionOffsets, next_summary, topic_id_key};
 use crate::sink::overlay::TableOverlay;
 use crate::sink::state::{StateFiles, next_state_files};
 
@@ -52,7 +52,7 @@ pub struct Append<'a> {
     /// See [`COMMIT_ID_KEY`].
     pub commit_id: &'a str,
     /// The id of the topic the offsets were read from, if the broker gave one; otherwise the
-    /// id recorded before is carried forward (see [`TOPIC_ID_KEY_PREFIX`]).
+    /// id recorded before is carried forward (see [`crate::sink::offsets::TOPIC_ID_KEY_PREFIX`]).
     pub topic_id: Option<&'a TopicId>,
 }
 
@@ -75,7 +75,7 @@ pub async fn append_with_offsets(
     crate::sink::lost::record(&mut summary, topic, lost);
     summary.insert(COMMIT_ID_KEY.into(), commit_id.into());
     if let Some(id) = topic_id {
-        summary.insert(format!("{TOPIC_ID_KEY_PREFIX}{topic}"), id.0.clone());
+        summary.insert(topic_id_key(topic), id.0.clone());
     }
     let tx = Transaction::new(base);
     // File names are unique per writer (uuid prefix), so the duplicate check — which reads

@@ -32,10 +32,15 @@ pub fn snapshot_offsets(snapshot: &Snapshot, topic: &str) -> PartitionOffsets {
     value.and_then(|v| parse(v)).unwrap_or_default()
 }
 
+/// The summary key of `topic`'s id (see [`TOPIC_ID_KEY_PREFIX`]).
+pub fn topic_id_key(topic: &str) -> String {
+    format!("{TOPIC_ID_KEY_PREFIX}{topic}")
+}
+
 /// The id of the topic whose offsets are in effect at the table's current snapshot (`None`
 /// where none was recorded: tables written before ids were, brokers that give none).
 pub fn stored_topic_id(table: &Table, topic: &str) -> Result<Option<String>> {
-    Ok(k2_summary(table)?.remove(&format!("{TOPIC_ID_KEY_PREFIX}{topic}")))
+    Ok(k2_summary(table)?.remove(&topic_id_key(topic)))
 }
 
 /// The `k2.*` summary entries in effect at the table's current snapshot (see [`stored_offsets`]).
