@@ -3,8 +3,10 @@
 //! The points sit where a crash is most dangerous for exactly-once results:
 //! `after-batch` (records in an open data file, nothing committed), `after-files-closed`
 //! (data files complete but not in the table), `after-table-commit` (the table holds the
-//! data and offsets, the consumer group does not). Unset in production; checked at batch and
-//! commit boundaries only, never per record.
+//! data and offsets, the consumer group does not), and in maintenance `after-expiry-commit`
+//! (snapshots expired, their files not yet deleted) and `after-first-unreferenced-delete`
+//! (a deletion cut short). Unset in production; checked at batch and commit boundaries only,
+//! never per record.
 //!
 //! `K2_FAILPOINT=stall-<name>` instead stalls the process at that point for
 //! `K2_FAILPOINT_STALL_MS` (default 20000) without polling Kafka, like a long GC pause or a

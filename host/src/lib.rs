@@ -5,6 +5,7 @@ pub mod decode;
 pub mod error;
 pub mod failpoint;
 pub mod kafka;
+pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
 pub mod rewind;

@@ -172,6 +172,19 @@ impl TopicMetrics {
         }
     }
 
+    /// One maintenance run of `table` (the topic's or its events table).
+    pub fn maintained(&self, table: &str, snapshots_expired: u64, files_deleted: u64, bytes: u64) {
+        let t = table.to_string();
+        counter!("k2_maintenance_runs_total", "table" => t.clone()).increment(1);
+        counter!("k2_snapshots_expired_total", "table" => t.clone()).increment(snapshots_expired);
+        counter!("k2_files_deleted_total", "table" => t.clone()).increment(files_deleted);
+        counter!("k2_bytes_reclaimed_total", "table" => t).increment(bytes);
+    }
+
+    pub fn maintenance_error(&self, table: &str) {
+        counter!("k2_maintenance_errors_total", "table" => table.to_string()).increment(1);
+    }
+
     pub fn sequence_events(&self, kind: &'static str, n: u64) {
         counter!("k2_sequence_events_total", "topic" => self.topic.clone(), "kind" => kind).increment(n);
     }

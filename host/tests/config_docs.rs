@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use k2_ingest::config::{CommitConfig, Config, PipelineConfig, SinkConfig, WasmConfig};
+use k2_ingest::config::{CommitConfig, Config, MaintenanceConfig, PipelineConfig, SinkConfig, WasmConfig};
 
 const BEGIN: &str = "<!-- generated: config keys -->";
 const END: &str = "<!-- end generated: config keys -->";
@@ -465,12 +465,13 @@ fn every_stated_default_is_the_one_the_code_applies() {
 #[test]
 fn section_defaults_equal_per_key_defaults() {
     let (head, topics) = SQL.split_once("[[topics]]").unwrap();
-    let text = format!("{head}[pipeline]\n[commit]\n[sink]\n[wasm]\n[[topics]]{topics}");
+    let text = format!("{head}[pipeline]\n[commit]\n[sink]\n[wasm]\n[maintenance]\n[[topics]]{topics}");
     let c = parse(&text);
     assert_eq!(format!("{:?}", c.pipeline), format!("{:?}", PipelineConfig::default()), "[pipeline]");
     assert_eq!(format!("{:?}", c.commit), format!("{:?}", CommitConfig::default()), "[commit]");
     assert_eq!(format!("{:?}", c.sink), format!("{:?}", SinkConfig::default()), "[sink]");
     assert_eq!(format!("{:?}", c.wasm), format!("{:?}", WasmConfig::default()), "[wasm]");
+    assert_eq!(format!("{:?}", c.maintenance), format!("{:?}", MaintenanceConfig::default()), "[maintenance]");
 }
 
 /// `[section]`, `[[section]]` and `key = value` lines of an example config, commented out or

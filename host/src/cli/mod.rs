@@ -1,6 +1,7 @@
 //! The command line: global options, logging, and one file per subcommand.
 
 mod consume;
+mod maintain;
 mod module;
 mod progress;
 mod rewind;
@@ -35,6 +36,7 @@ enum Command {
     Status(status::StatusArgs),
     Rewind(rewind::RewindArgs),
     Truncate(truncate::TruncateArgs),
+    Maintain(maintain::MaintainArgs),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -71,6 +73,7 @@ pub fn main() -> ExitCode {
             Command::Status(args) => status::run(args).await,
             Command::Rewind(args) => rewind::run(args).await,
             Command::Truncate(args) => truncate::run(args).await,
+            Command::Maintain(args) => maintain::run(args).await,
         }
     });
     match result {

@@ -9,10 +9,12 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 mod catalog;
+mod maintenance;
 mod partition;
 mod redact;
 mod registry;
 pub use catalog::*;
+pub use maintenance::MaintenanceConfig;
 pub use partition::PartitionField;
 pub use redact::{REDACTED, redact_url};
 pub use registry::*;
@@ -47,6 +49,9 @@ pub struct Config {
     /// Sandbox limits for validator modules.
     #[serde(default)]
     pub wasm: WasmConfig,
+    /// Table upkeep: snapshot expiry and the deletion of the files only expired snapshots referenced.
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
     /// One entry per Kafka topic to ingest.
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
@@ -600,6 +605,7 @@ impl Config {
             return Err("kafka.group_instance_id is empty".into());
         }
         self.catalog.validate()?;
+        self.maintenance.validate()?;
         if let Some(registry) = &self.registry {
             registry.validate()?;
         }

@@ -238,7 +238,43 @@ impl Pipeline<'_> {
             at_unix_secs: super::now_micros() as f64 / 1e6,
         };
         self.run.record(RunEvent::Committed(&commit));
+        if !self.shutting_down && self.maintenance.due_after_commit(Instant::now()) {
+            self.maintain().await;
+        }
         Ok(())
+    }
+
+    /// Maintains the topic's table and its events table (see [`crate::maintenance`]), between
+    /// two commits. A failure is reported and left for the next run: ingest does not depend
+    /// on it. A commit of another writer in between makes it do nothing, never wait.
+    async fn maintain(&mut self) {
+        let config = &self.config.maintenance;
+        let catalog = self.table.catalog().clone();
+        match crate::maintenance::run(&catalog, self.table.table(), config, false).await {
+            Ok((table, report)) => {
+                if let Some(table) = table {
+                    self.table.set(table);
+                }
+                self.run.record(RunEvent::Maintained(&report));
+            }
+            Err(error) => {
+                let table = self.run.summary().table.clone();
+                self.run.record(RunEvent::MaintenanceFailed { table: &table, error: &error });
+            }
+        }
+        let Some(events) = self.events.as_mut() else { return };
+        match crate::maintenance::run(&catalog, events.table(), config, false).await {
+            Ok((table, report)) => {
+                if let Some(table) = table {
+                    events.set(table);
+                }
+                self.run.record(RunEvent::Maintained(&report));
+            }
+            Err(error) => {
+                let table = events.identifier();
+                self.run.record(RunEvent::MaintenanceFailed { table: &table, error: &error });
+            }
+        }
     }
 
     /// Writes the validator state of every partition committed now, beside the data.

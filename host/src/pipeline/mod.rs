@@ -95,6 +95,10 @@ pub struct Pipeline<'a> {
     id_check_deferred: Option<(crate::sink::retry::CommitRetry, Instant)>,
     /// The final commit's budget for the topic-id check.
     final_id_retry: Option<(crate::sink::retry::CommitRetry, Instant)>,
+    /// When the tables are next maintained.
+    maintenance: crate::maintenance::schedule::Schedule,
+    /// A signal asked the run to stop: its final commit is not followed by maintenance.
+    shutting_down: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -177,6 +181,10 @@ impl<'a> Pipeline<'a> {
             broker,
             id_check_deferred: None,
             final_id_retry: None,
+            shutting_down: false,
+            maintenance: crate::maintenance::schedule::Schedule::new(
+                config.maintenance.enabled.then(|| Duration::from_millis(config.maintenance.interval_ms)),
+            ),
             unstored_starts: BTreeMap::new(),
             last_refresh: Instant::now(),
         })
@@ -216,6 +224,7 @@ impl<'a> Pipeline<'a> {
             let received = tokio::select! {
                 _ = &mut shutdown => {
                     tracing::info!("shutdown requested; committing what is consistent");
+                    self.shutting_down = true;
                     break;
                 }
                 r = tokio::time::timeout_at((now + poll).into(), consumer.recv()) => r,

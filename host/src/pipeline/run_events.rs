@@ -67,6 +67,10 @@ pub enum RunEvent<'a> {
     BrokerBack { lasted: Duration, errors: u64 },
     /// No partition is assigned yet past the idle timeout; the run waits for what this says.
     WaitingFor(&'a str),
+    /// Maintenance ran on a table (see [`crate::maintenance`]).
+    Maintained(&'a crate::maintenance::Report),
+    /// Maintenance of `table` failed; ingest goes on and it is tried at the next run.
+    MaintenanceFailed { table: &'a str, error: &'a crate::error::Error },
 }
 
 /// What one table commit did.
@@ -220,6 +224,24 @@ impl RunEvents {
             }
             RunEvent::BrokerBack { lasted, errors } => {
                 tracing::info!(topic = %topic, lasted_ms = lasted.as_millis() as u64, errors, "the broker is reachable again");
+            }
+            RunEvent::Maintained(r) => {
+                s.maintenance_runs += 1;
+                s.snapshots_expired += r.snapshots_expired.len() as u64;
+                s.files_deleted += r.files_deleted();
+                m.maintained(&r.table, r.snapshots_expired.len() as u64, r.files_deleted(), r.bytes_reclaimed);
+                match &r.skipped {
+                    Some(why) => tracing::info!(table = %r.table, reason = %why, "maintenance expired nothing"),
+                    None => tracing::info!(table = %r.table, snapshots_before = r.snapshots_before,
+                        snapshots_expired = r.snapshots_expired.len(), files_deleted = r.files_deleted(),
+                        files_not_deleted = r.files_not_deleted, bytes_reclaimed = r.bytes_reclaimed,
+                        duration_ms = r.duration_ms, "maintained"),
+                }
+            }
+            RunEvent::MaintenanceFailed { table, error } => {
+                m.maintenance_error(table);
+                // WARN: ingest is unaffected; maintenance is tried again at its next run.
+                tracing::warn!(%table, %error, "maintenance failed; ingest goes on, tried again at the next run");
             }
             RunEvent::RecordsLost(r) => {
                 s.records_lost += r.records();

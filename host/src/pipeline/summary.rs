@@ -57,6 +57,12 @@ pub struct RunSummary {
     pub records_lost: u64,
     /// Partition → the `[from, to)` offset ranges of those records.
     pub lost_ranges: crate::sink::lost::LostRanges,
+    /// Maintenance runs (snapshot expiry and cleanup) over the run's tables.
+    pub maintenance_runs: u64,
+    /// Snapshots those runs expired.
+    pub snapshots_expired: u64,
+    /// Files only expired snapshots referenced, deleted by those runs.
+    pub files_deleted: u64,
     /// The table's current snapshot after the run.
     pub snapshot_id: Option<i64>,
     /// Partition → next offset committed for the group, after the run.

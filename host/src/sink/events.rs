@@ -81,6 +81,16 @@ impl EventsTable {
         self.table.identifier().to_string()
     }
 
+    /// The version of the table the next commit builds on.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Builds the next commit on `table`, a newer version (e.g. after maintenance).
+    pub fn set(&mut self, table: Table) {
+        self.table = table;
+    }
+
     /// Commits `events` of `topic` not yet in the table, recording `covered` (the offsets
     /// the accompanying data commit will store). Returns the rows added.
     pub async fn commit(

@@ -1,0 +1,175 @@
+//! Table upkeep between commits: old snapshots expired, then the files only they referenced deleted.
+//!
+//! The expiry is one metadata commit (iceberg-rust's expire-snapshots action, given exactly
+//! the ids [`retention`] chose) built on the version the caller holds: if another writer —
+//! or the ingest of another instance — committed since, the catalog refuses it and nothing
+//! happens until the next run, so maintenance never fights a commit. Files are deleted only
+//! after the expiry committed, and only those no kept snapshot reaches ([`unreferenced`]);
+//! a deletion cut short (a crash) leaves unreferenced files behind, never a live one gone.
+
+pub mod retention;
+pub mod schedule;
+pub mod unreferenced;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use iceberg::ErrorKind;
+use iceberg::spec::SnapshotRef;
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use serde::Serialize;
+
+use crate::config::MaintenanceConfig;
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::sink::catalog::TableCatalog;
+use crate::sink::overlay::TableOverlay;
+use retention::{History, Retention, Selection};
+pub use unreferenced::{FileKind, Unreferenced};
+
+/// Table property recording the last maintenance run that expired snapshots: when, and how many.
+pub const LAST_RUN_PROPERTY: &str = "k2.maintenance.last-run";
+
+impl From<&MaintenanceConfig> for Retention {
+    fn from(c: &MaintenanceConfig) -> Self {
+        Retention {
+            max_age_ms: i64::try_from(c.snapshot_max_age_ms).unwrap_or(i64::MAX),
+            max_snapshots: c.max_snapshots,
+        }
+    }
+}
+
+/// What one maintenance run of a table did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub table: String,
+    pub dry_run: bool,
+    /// Why nothing was expired, when nothing could be.
+    pub skipped: Option<String>,
+    pub snapshots_before: usize,
+    pub snapshots_expired: Vec<i64>,
+    /// The files only the expired snapshots referenced: deleted, or to delete.
+    pub files: Vec<Unreferenced>,
+    /// Of those, the ones whose deletion failed (left as orphans).
+    pub files_not_deleted: u64,
+    /// Bytes of the deleted files whose size the metadata gives (data files and manifests).
+    pub bytes_reclaimed: u64,
+    pub duration_ms: u64,
+}
+
+impl Report {
+    pub fn files_deleted(&self) -> u64 {
+        if self.dry_run { 0 } else { self.files.len() as u64 - self.files_not_deleted }
+    }
+}
+
+/// Maintains `table` as `config` says: expires what [`Retention`] selects, then deletes the
+/// files only the expired snapshots referenced. Returns the table as committed (`None` if
+/// nothing was committed) and what was done. `dry_run` commits and deletes nothing.
+pub async fn run(
+    catalog: &TableCatalog,
+    table: &Table,
+    config: &MaintenanceConfig,
+    dry_run: bool,
+) -> Result<(Option<Table>, Report)> {
+    let started = Instant::now();
+    let mut report = Report {
+        table: table.identifier().to_string(),
+        dry_run,
+        snapshots_before: table.metadata().snapshots().count(),
+        ..Default::default()
+    };
+    let finish = |mut report: Report, table| {
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok((table, report))
+    };
+    let err = |context: &str| {
+        let table = table.identifier().to_string();
+        let context = context.to_string();
+        move |source| Error::Iceberg { table, context, source }
+    };
+    let properties = table.metadata().table_properties().map_err(err("reading the table's properties"))?;
+    if !properties.gc_enabled {
+        report.skipped = Some("the table's gc.enabled is false".into());
+        return finish(report, None);
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let ids = match Retention::from(config).select(&History::of(table.metadata()), now_ms) {
+        Selection::Expire(ids) => ids,
+        Selection::Refused(why) => {
+            report.skipped = Some(why);
+            return finish(report, None);
+        }
+    };
+    if ids.is_empty() {
+        return finish(report, None);
+    }
+    report.snapshots_expired = ids.clone();
+
+    if dry_run {
+        let expiring: HashSet<i64> = ids.iter().copied().collect();
+        let (expired, kept): (Vec<SnapshotRef>, Vec<SnapshotRef>) =
+            table.metadata().snapshots().cloned().partition(|s| expiring.contains(&s.snapshot_id()));
+        report.files = unreferenced::find(table, &expired, table, &kept).await?;
+        report.bytes_reclaimed = report.files.iter().filter_map(|f| f.bytes).sum();
+        return finish(report, None);
+    }
+
+    let tx = Transaction::new(table);
+    // An age older than every snapshot: the action's own age rule off, exactly `ids` expire.
+    let expire = tx.expire_snapshots().expire_snapshot_ids(ids.iter().copied()).expire_older_than_ms(i64::MIN);
+    let tx = expire.apply(tx).map_err(err("preparing the snapshot expiry"))?;
+    let last_run = serde_json::json!({ "at_ms": now_ms, "snapshots_expired": ids.len() }).to_string();
+    let tx = tx
+        .update_table_properties()
+        .set(LAST_RUN_PROPERTY.into(), last_run)
+        .apply(tx)
+        .map_err(err("recording the maintenance run"))?;
+    let committed = match tx.commit(&TableOverlay::pinned(catalog.catalog(), table.clone())).await {
+        Ok(committed) => committed,
+        Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+            report.skipped = Some("another writer committed first; tried again at the next run".into());
+            report.snapshots_expired.clear();
+            return finish(report, None);
+        }
+        Err(e) => return Err(err("committing the snapshot expiry")(e)),
+    };
+    if catalog.writes_metadata() {
+        crate::sink::metadata_files::delete_dropped(table, &committed).await;
+    }
+    failpoint::hit("after-expiry-commit");
+
+    let remaining: HashSet<i64> = committed.metadata().snapshots().map(|s| s.snapshot_id()).collect();
+    let expired: Vec<SnapshotRef> =
+        table.metadata().snapshots().filter(|s| !remaining.contains(&s.snapshot_id())).cloned().collect();
+    // Oldest first, as selected; the catalog's answer decides which actually went.
+    report.snapshots_expired.retain(|id| !remaining.contains(id));
+    let kept: Vec<SnapshotRef> = committed.metadata().snapshots().cloned().collect();
+    report.files = unreferenced::find(table, &expired, &committed, &kept).await?;
+    for (i, file) in report.files.iter().enumerate() {
+        if let Err(e) = committed.file_io().delete(&file.path).await {
+            report.files_not_deleted += 1;
+            tracing::debug!(table = %report.table, file = %file.path, error = %e, "could not delete a file no snapshot references");
+            continue;
+        }
+        report.bytes_reclaimed += file.bytes.unwrap_or(0);
+        if i == 0 {
+            failpoint::hit("after-first-unreferenced-delete");
+        }
+    }
+    finish(report, Some(committed))
+}
+
+/// How long ago, as the property [`LAST_RUN_PROPERTY`] of `table` records it, maintenance last
+/// expired snapshots of it, and how many.
+pub fn last_run(table: &Table, now_ms: i64) -> Option<(Duration, u64)> {
+    let json = table.metadata().properties().get(LAST_RUN_PROPERTY)?;
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let at = value.get("at_ms")?.as_i64()?;
+    let expired = value.get("snapshots_expired")?.as_u64()?;
+    Some((Duration::from_millis(now_ms.saturating_sub(at).max(0) as u64), expired))
+}
+
+#[cfg(test)]
+mod tests;

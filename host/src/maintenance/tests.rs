@@ -1,0 +1,206 @@
+//! Maintenance on a real SQL catalog and files: what expires, what is deleted, what stays.
+
+use std::collections::BTreeMap;
+
+use iceberg::spec::{
+    DataContentType, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema, Struct, Type,
+};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+
+use super::*;
+use crate::config::CatalogConfig;
+use crate::sink::commit::{Append, CommitOutcome, append_with_offsets, new_commit_id};
+use crate::sink::state::{StateFiles, write_state};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    catalog: TableCatalog,
+    table: Table,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "type = \"sql\"\ndatabase = \"{}/c.db\"\nwarehouse = \"{}/wh\"\n",
+        dir.path().display(),
+        dir.path().display()
+    );
+    let config: CatalogConfig = toml::from_str(&toml).unwrap();
+    let catalog = TableCatalog::open(&config).await.unwrap();
+    let field = NestedField::required(1, "qty", Type::Primitive(PrimitiveType::Int));
+    let schema = Schema::builder().with_fields(vec![field.into()]).build().unwrap();
+    let table = catalog.load_or_create("t", schema, None).await.unwrap();
+    Fixture { _dir: dir, catalog, table }
+}
+
+fn location(table: &Table) -> String {
+    table.metadata().location().trim_end_matches('/').to_string()
+}
+
+/// A real file under the table's data folder, and its entry.
+async fn data_file(table: &Table, name: &str) -> iceberg::spec::DataFile {
+    let path = format!("{}/data/{name}.parquet", location(table));
+    table.file_io().new_output(&path).unwrap().write(vec![0u8; 100].into()).await.unwrap();
+    DataFileBuilder::default()
+        .partition_spec_id(0)
+        .content(DataContentType::Data)
+        .file_path(path)
+        .file_format(DataFileFormat::Parquet)
+        .file_size_in_bytes(100)
+        .record_count(1)
+        .partition(Struct::empty())
+        .build()
+        .unwrap()
+}
+
+/// A k2-ingest commit of one file at offset `n`, with validator state for partition 0 when `state`.
+async fn commit(f: &mut Fixture, n: i64, state: bool) {
+    let files = vec![data_file(&f.table, &format!("f{n}")).await];
+    let mut states = StateFiles::new();
+    if state {
+        states.insert(0, write_state(&f.table, "topic", 0, b"state").await.unwrap());
+    }
+    let advanced = BTreeMap::from([(0, n + 1)]);
+    let id = new_commit_id();
+    let append =
+        Append { topic: "topic", advanced: &advanced, states: &states, lost: &[], commit_id: &id, topic_id: None };
+    match append_with_offsets(&f.catalog, &f.table, files, &append).await.unwrap() {
+        CommitOutcome::Committed(t) => f.table = t,
+        CommitOutcome::Conflict => panic!("conflict"),
+    }
+}
+
+/// Another engine's append: no k2 summary.
+async fn foreign_commit(f: &mut Fixture, n: i64) {
+    let file = data_file(&f.table, &format!("other{n}")).await;
+    let tx = Transaction::new(&f.table);
+    let tx = tx.fast_append().add_data_files(vec![file]).apply(tx).unwrap();
+    f.table = tx.commit(f.catalog.catalog()).await.unwrap();
+}
+
+fn keep(max_snapshots: usize) -> MaintenanceConfig {
+    MaintenanceConfig { max_snapshots, ..Default::default() }
+}
+
+async fn exists(table: &Table, path: &str) -> bool {
+    table.file_io().exists(path).await.unwrap()
+}
+
+/// Every file the table's snapshots reach.
+async fn reachable(table: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in table.metadata().snapshots() {
+        out.push(s.manifest_list().to_string());
+        let list = table.manifest_list_reader(s).load().await.unwrap();
+        for m in list.entries() {
+            out.push(m.manifest_path.clone());
+            for e in m.load_manifest(table.file_io()).await.unwrap().entries() {
+                out.push(e.file_path().to_string());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[tokio::test]
+async fn past_the_count_snapshots_expire_with_their_manifest_lists_and_state_and_nothing_live_goes() {
+    let mut f = fixture().await;
+    for n in 0..10 {
+        commit(&mut f, n, true).await;
+    }
+    let lists: Vec<(i64, String)> =
+        f.table.metadata().snapshots().map(|s| (s.snapshot_id(), s.manifest_list().to_string())).collect();
+    let before = f.table.clone();
+    let (after, report) = run(&f.catalog, &before, &keep(3), false).await.unwrap();
+    let after = after.expect("committed");
+    assert_eq!(report.snapshots_expired.len(), 7);
+    assert_eq!(after.metadata().snapshots().count(), 3);
+    for (id, list) in &lists {
+        let kept = after.metadata().snapshot_by_id(*id).is_some();
+        assert_eq!(exists(&after, list).await, kept, "manifest list of snapshot {id}");
+    }
+    for file in reachable(&after).await {
+        assert!(exists(&after, &file).await, "{file} is reachable from a kept snapshot but was deleted");
+    }
+    assert_eq!(
+        reachable(&after).await.iter().filter(|p| p.ends_with(".parquet")).count(),
+        10,
+        "fast appends keep every data file"
+    );
+    let state: Vec<_> = report.files.iter().filter(|f| f.kind == FileKind::ValidatorState).collect();
+    assert_eq!(state.len(), 7, "the state files only expired summaries named");
+    let stored = crate::sink::state::read_state(&after, "topic", 0).await.unwrap();
+    assert_eq!(stored.as_deref(), Some(&b"state"[..]), "the state in effect stays");
+    assert_eq!(crate::sink::offsets::stored_offsets(&after, "topic").unwrap()[&0], 10, "the offsets stay");
+    assert_eq!(report.files_not_deleted, 0);
+    let heads = retention::History::of(after.metadata()).ref_heads;
+    assert_eq!(heads, Some(vec![after.metadata().current_snapshot_id().unwrap()]), "main, read from the metadata");
+    assert!(last_run(&after, chrono::Utc::now().timestamp_millis()).is_some_and(|(_, n)| n == 7));
+}
+
+#[tokio::test]
+async fn a_dry_run_lists_what_the_run_deletes_and_changes_nothing() {
+    let mut f = fixture().await;
+    for n in 0..6 {
+        commit(&mut f, n, n % 2 == 0).await;
+    }
+    let location = f.table.metadata_location().unwrap().to_string();
+    let (none, dry) = run(&f.catalog, &f.table, &keep(2), true).await.unwrap();
+    assert!(none.is_none());
+    let reloaded = f.catalog.load("t").await.unwrap().unwrap();
+    assert_eq!(reloaded.metadata_location().unwrap(), location, "nothing committed");
+    for file in &dry.files {
+        assert!(exists(&reloaded, &file.path).await, "{} deleted by a dry run", file.path);
+    }
+    let (_, real) = run(&f.catalog, &f.table, &keep(2), false).await.unwrap();
+    assert_eq!(dry.snapshots_expired, real.snapshots_expired);
+    assert_eq!(dry.files, real.files);
+    assert!(!dry.files.is_empty());
+}
+
+#[tokio::test]
+async fn another_engines_snapshots_on_top_keep_the_history_back_to_our_offsets() {
+    let mut f = fixture().await;
+    for n in 0..4 {
+        commit(&mut f, n, false).await;
+    }
+    for n in 0..3 {
+        foreign_commit(&mut f, n).await;
+    }
+    let (after, report) = run(&f.catalog, &f.table, &keep(1), false).await.unwrap();
+    let after = after.unwrap();
+    assert_eq!(report.snapshots_expired.len(), 3, "our first three; our fourth and the three on top stay");
+    assert_eq!(crate::sink::offsets::stored_offsets(&after, "topic").unwrap()[&0], 4);
+}
+
+#[tokio::test]
+async fn a_commit_of_another_writer_in_between_makes_it_do_nothing() {
+    let mut f = fixture().await;
+    for n in 0..5 {
+        commit(&mut f, n, false).await;
+    }
+    let stale = f.table.clone();
+    commit(&mut f, 5, false).await;
+    let (after, report) = run(&f.catalog, &stale, &keep(1), false).await.unwrap();
+    assert!(after.is_none());
+    assert!(report.skipped.as_deref().is_some_and(|s| s.contains("another writer")), "{report:?}");
+    assert_eq!(f.catalog.load("t").await.unwrap().unwrap().metadata().snapshots().count(), 6);
+}
+
+#[tokio::test]
+async fn gc_disabled_and_foreign_tables_are_left_alone() {
+    let mut f = fixture().await;
+    foreign_commit(&mut f, 0).await;
+    foreign_commit(&mut f, 1).await;
+    let (_, report) = run(&f.catalog, &f.table, &keep(1), false).await.unwrap();
+    assert!(report.skipped.as_deref().is_some_and(|s| s.contains("offsets")), "{report:?}");
+    commit(&mut f, 0, false).await;
+    let tx = Transaction::new(&f.table);
+    let tx = tx.update_table_properties().set("gc.enabled".into(), "false".into()).apply(tx).unwrap();
+    f.table = tx.commit(f.catalog.catalog()).await.unwrap();
+    let (_, report) = run(&f.catalog, &f.table, &keep(1), false).await.unwrap();
+    assert!(report.skipped.as_deref().is_some_and(|s| s.contains("gc.enabled")), "{report:?}");
+}
