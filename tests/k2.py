@@ -47,13 +47,15 @@ class K2:
         self.config.write_text(self._config_text())
 
     def config_with(self, name: str, extra_kafka_options: dict[str, str] | None = None, commit: dict[str, int] | None = None,
-                    maintenance: dict[str, object] | None = None):
+                    maintenance: dict[str, object] | None = None, pipeline: dict[str, int] | None = None):
         """A variant of the config (same topics, group and warehouse) written to `name`."""
         text = self._config_text()
         options = "".join(f'"{k}" = "{v}"\n' for k, v in (extra_kafka_options or {}).items())
         text = text.replace('"session.timeout.ms" = "6000"\n', '"session.timeout.ms" = "6000"\n' + options)
         if commit:
             text += "\n[commit]\n" + "".join(f"{k} = {v}\n" for k, v in commit.items())
+        if pipeline:
+            text = text.replace("[pipeline]\n", "[pipeline]\n" + "".join(f"{k} = {v}\n" for k, v in pipeline.items()), 1)
         if maintenance:
             text += "\n[maintenance]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in maintenance.items())
         path = self.workdir / name

@@ -78,10 +78,12 @@ def assert_exact(k2, records):
 
 def test_maintenance_between_commits_bounds_history_and_every_reader_agrees(k2, tmp_path):
     records = produce(k2, tmp_path)
-    config = k2.config_with("maintained.toml", commit=COMMIT, maintenance=MAINTENANCE)
+    # A commit every 40 records: 150 commits, past the count at which appends merge manifests.
+    config = k2.config_with("maintained.toml", commit={"max_records": 40}, pipeline={"batch_records": 40},
+                            maintenance=MAINTENANCE)
     summary = k2.run_json("consume", "--config", str(config), "--topic", k2.trades)
 
-    assert summary["commits"] >= 6
+    assert summary["commits"] >= 150
     assert summary["maintenance_runs"] == 2 * summary["commits"], "the data table and the events table, after each commit"
     assert summary["snapshots_expired"] > 0 and summary["files_deleted"] > 0
     assert_exact(k2, records)
@@ -91,6 +93,8 @@ def test_maintenance_between_commits_bounds_history_and_every_reader_agrees(k2, 
         assert not stray_lists, f"{name}: manifest lists of expired snapshots remain: {sorted(stray_lists)[:2]}"
         assert not stray_state, f"{name}: validator state of expired snapshots remains: {sorted(stray_state)[:2]}"
     table = k2.table("trades")
+    manifests = table.current_snapshot().manifests(table.io)
+    assert len(manifests) < 100, f"{len(manifests)} manifests after {summary['commits']} commits: none merged"
     assert sorted(duckdb_keys(table)) == sorted(k2.table_keys("trades")), "DuckDB reads what pyiceberg reads"
     # Time travel to the oldest kept snapshot still reads, from both.
     oldest = min(table.snapshots(), key=lambda s: s.sequence_number)

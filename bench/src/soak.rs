@@ -35,6 +35,13 @@ pub struct SoakArgs {
     /// Records per commit (`commit.max_records` and `pipeline.batch_records`).
     #[arg(long, default_value_t = 100)]
     records_per_commit: u64,
+    /// Snapshots maintenance keeps (`maintenance.max_snapshots`), maintaining every
+    /// `--maintenance-interval-ms`. 0 turns maintenance off: the growth without it.
+    #[arg(long, default_value_t = 100)]
+    max_snapshots: usize,
+    /// `maintenance.interval_ms` of the run.
+    #[arg(long, default_value_t = 10_000)]
+    maintenance_interval_ms: u64,
     /// Seed of the generated trades.
     #[arg(long, default_value_t = 2026)]
     seed: u64,
@@ -145,6 +152,13 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         "checkpoints": checkpoints,
         "commit_latency_growth": if first > 0.0 { last / first } else { 0.0 },
         "consumed": summary["consumed"],
+        "maintenance": {
+            "max_snapshots": (args.max_snapshots > 0).then_some(args.max_snapshots),
+            "interval_ms": args.maintenance_interval_ms,
+            "runs": summary["maintenance_runs"],
+            "snapshots_expired": summary["snapshots_expired"],
+            "files_deleted": summary["files_deleted"],
+        },
     });
     std::fs::create_dir_all(&args.out)?;
     let json_path = args.out.join("soak.json");
@@ -250,10 +264,9 @@ fn add_manifest_counts(config: &Path, checkpoints: &mut [Checkpoint]) -> anyhow:
         let catalog = TableCatalog::open(&config.catalog).await?;
         let table = catalog.load("trades").await?.context("the run created no table")?;
         let meta = table.metadata();
-        let mut snapshots: Vec<_> = meta.snapshots().collect();
-        snapshots.sort_by_key(|s| s.sequence_number());
+        // Commit n made the snapshot of sequence number n; those maintenance expired are gone.
         for c in checkpoints.iter_mut() {
-            if let Some(s) = snapshots.get(c.commit as usize - 1) {
+            if let Some(s) = meta.snapshots().find(|s| s.sequence_number() == c.commit as i64) {
                 let list = table.manifest_list_reader(s).load().await?;
                 c.manifests = Some(list.entries().len() as u64);
             }
@@ -282,6 +295,11 @@ batch_records = {n}
 [commit]
 max_records = {n}
 
+[maintenance]
+enabled = {maintain}
+interval_ms = {interval}
+max_snapshots = {keep}
+
 [[topics]]
 name = "{topic}"
 table = "trades"
@@ -291,6 +309,9 @@ schema = "{schema}"
         nonce = std::process::id(),
         n = args.records_per_commit,
         schema = schema.display(),
+        maintain = args.max_snapshots > 0,
+        interval = args.maintenance_interval_ms,
+        keep = args.max_snapshots.max(1),
     );
     let path = dir.join("k2.toml");
     std::fs::write(&path, text)?;
@@ -317,13 +338,23 @@ fn markdown(checkpoints: &[Checkpoint], report: &Value) -> String {
         })
         .collect();
     format!(
-        "soak: {} commits of {} records, {:.0} s\n\n\
+        "soak: {} commits of {} records, {:.0} s, maintenance: {}\n\n\
          | commit # | latency p50 ms | p99 ms | metadata.json KiB | metadata/ MiB | metadata/ files | manifests | data files | mean data file KiB | RSS MiB |\n\
          |---|---|---|---|---|---|---|---|---|---|\n{}\n\n\
          commit_latency_growth (p50 at the last checkpoint ÷ p50 at #10) = {:.2}\n",
         report["commits"],
         report["dataset"]["records_per_commit"],
         report["wall_secs"].as_f64().unwrap_or(0.0),
+        match report["maintenance"]["max_snapshots"].as_u64() {
+            Some(keep) => format!(
+                "{keep} snapshots kept, every {} ms ({} runs, {} snapshots expired, {} files deleted)",
+                report["maintenance"]["interval_ms"],
+                report["maintenance"]["runs"],
+                report["maintenance"]["snapshots_expired"],
+                report["maintenance"]["files_deleted"]
+            ),
+            None => "off".to_string(),
+        },
         rows.join("\n"),
         report["commit_latency_growth"].as_f64().unwrap_or(0.0),
     )

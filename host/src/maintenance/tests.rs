@@ -204,3 +204,59 @@ async fn gc_disabled_and_foreign_tables_are_left_alone() {
     let (_, report) = run(&f.catalog, &f.table, &keep(1), false).await.unwrap();
     assert!(report.skipped.as_deref().is_some_and(|s| s.contains("gc.enabled")), "{report:?}");
 }
+
+/// The live data files the current snapshot plans, and the manifests it lists.
+async fn plan_of(table: &Table) -> (Vec<String>, usize) {
+    let s = table.metadata().current_snapshot().unwrap();
+    let list = table.manifest_list_reader(s).load().await.unwrap();
+    let mut files = Vec::new();
+    for m in list.entries() {
+        for e in m.load_manifest(table.file_io()).await.unwrap().entries() {
+            if e.is_alive() {
+                files.push(e.file_path().to_string());
+            }
+        }
+    }
+    files.sort();
+    (files, list.entries().len())
+}
+
+#[tokio::test]
+async fn appends_merge_manifests_past_the_count_and_every_file_stays_planned_at_every_snapshot() {
+    use crate::sink::manifest_merge::MIN_COUNT_TO_MERGE;
+    let mut f = fixture().await;
+    let commits = MIN_COUNT_TO_MERGE as i64 + 20;
+    let mut planned_at = Vec::new();
+    for n in 0..commits {
+        commit(&mut f, n, false).await;
+        planned_at.push((f.table.metadata().current_snapshot_id().unwrap(), n as usize + 1));
+    }
+    let (files, manifests) = plan_of(&f.table).await;
+    assert_eq!(files.len(), commits as usize, "every data file once");
+    assert!(manifests <= 21, "{manifests} manifests after {commits} commits: merged at {MIN_COUNT_TO_MERGE}");
+    // Every snapshot still plans exactly the files appended up to it (time travel).
+    for (id, count) in planned_at.iter().step_by(17) {
+        let s = f.table.metadata().snapshot_by_id(*id).unwrap();
+        let list = f.table.manifest_list_reader(s).load().await.unwrap();
+        let mut n = 0;
+        for m in list.entries() {
+            n += m.load_manifest(f.table.file_io()).await.unwrap().entries().iter().filter(|e| e.is_alive()).count();
+        }
+        assert_eq!(n, *count, "snapshot {id}");
+    }
+    let metadata_dir = std::path::PathBuf::from(location(&f.table).trim_start_matches("file://")).join("metadata");
+    let views = std::fs::read_dir(&metadata_dir).unwrap().filter(|e| {
+        e.as_ref().unwrap().file_name().to_string_lossy().starts_with("k2-view-")
+    });
+    assert_eq!(views.count(), 0, "the merge views' manifest lists are deleted");
+
+    // Expiring the snapshots before the merge deletes the small manifests they listed, never a data file.
+    let (after, report) = run(&f.catalog, &f.table, &keep(5), false).await.unwrap();
+    let after = after.unwrap();
+    assert!(report.files.iter().any(|f| f.kind == FileKind::Manifest), "the merged-away manifests go");
+    assert!(!report.files.iter().any(|f| f.kind == FileKind::Data), "no data file goes");
+    for file in reachable(&after).await {
+        assert!(exists(&after, &file).await, "{file}");
+    }
+    assert_eq!(plan_of(&after).await.0, files);
+}

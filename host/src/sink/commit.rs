@@ -77,7 +77,16 @@ pub async fn append_with_offsets(
     if let Some(id) = topic_id {
         summary.insert(topic_id_key(topic), id.0.clone());
     }
-    let tx = Transaction::new(base);
+    // A merge that fails costs only the merge: the append goes on with the manifests as they are.
+    let merged = match crate::sink::manifest_merge::prepare(base).await {
+        Ok(merged) => merged,
+        Err(e) => {
+            tracing::warn!(table = %base.identifier(), error = %e, "manifests not merged; appending without");
+            None
+        }
+    };
+    let on = merged.as_ref().map_or(base, |m| &m.view);
+    let tx = Transaction::new(on);
     // File names are unique per writer (uuid prefix), so the duplicate check — which reads
     // every manifest of the table — buys nothing.
     let fast = tx.fast_append().with_check_duplicate(false).add_data_files(files).set_snapshot_properties(summary);
@@ -92,7 +101,17 @@ pub async fn append_with_offsets(
         let mark = tx.update_table_properties().set(COMMITTED_PROPERTY.into(), "true".into());
         tx = mark.apply(tx).map_err(|e| err("marking the table as holding offsets", e))?;
     }
-    match tx.commit(&TableOverlay::pinned(catalog.catalog(), base.clone())).await {
+    let outcome = tx.commit(&TableOverlay::pinned(catalog.catalog(), on.clone())).await;
+    if let Some(merged) = merged {
+        // An error may hide a commit that landed: its merged manifests are then kept (unreferenced
+        // if it did not), never deleted from under a snapshot.
+        let committed = !matches!(&outcome, Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts);
+        if committed && outcome.is_ok() {
+            tracing::debug!(table = %base.identifier(), replaced = merged.replaced, merged = merged.manifests.len(), "manifests merged");
+        }
+        merged.clean_up(base, committed).await;
+    }
+    match outcome {
         Ok(table) => {
             if catalog.writes_metadata() {
                 crate::sink::metadata_files::delete_dropped(base, &table).await;

@@ -5,6 +5,7 @@ pub mod commit;
 pub mod events;
 pub mod lineage;
 pub mod lost;
+pub mod manifest_merge;
 pub mod metadata_files;
 pub mod offsets;
 pub mod overlay;
