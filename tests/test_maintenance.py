@@ -100,6 +100,12 @@ def test_maintenance_between_commits_bounds_history_and_every_reader_agrees(k2, 
     oldest = min(table.snapshots(), key=lambda s: s.sequence_number)
     assert table.scan(snapshot_id=oldest.snapshot_id).to_arrow().num_rows <= COUNT
 
+    [status] = k2.run_json("status", "--config", str(config), "--topic", k2.trades)["topics"]
+    health = status["health"]
+    assert health["snapshots"] == len(list(table.snapshots())) and health["manifests"] == len(manifests)
+    assert health["data_files"] == len(table.inspect.files()) and health["small_files"] == health["data_files"]
+    assert health["last_maintenance_expired"] >= 1 and health["last_maintenance_at"]
+
     # The next run resumes from the kept offsets and validator state: nothing again, nothing more.
     again = k2.run_json("consume", "--config", str(config), "--topic", k2.trades)
     assert again["consumed"] == 0

@@ -31,6 +31,8 @@ pub struct TopicStatus {
     pub topic_recreated: bool,
     pub partitions: Vec<PartitionStatus>,
     pub last_snapshot: Option<SnapshotStatus>,
+    /// The table's history, manifests, data files and last maintenance (none without a table).
+    pub health: Option<crate::maintenance::health::TableHealth>,
     /// Messages behind the high watermarks that the table does not hold, over all partitions.
     pub total_lag: i64,
     pub events_table: Option<String>,
@@ -139,6 +141,10 @@ pub async fn topic_status(
     }
     events.sort_by_key(|e| std::cmp::Reverse((e.detected_at_us, e.partition, e.offset)));
     events.truncate(recent);
+    let health = match &table {
+        Some(t) => Some(crate::maintenance::health::TableHealth::of(t).await?),
+        None => None,
+    };
     let dead_letters = match topic.uses_dlq() {
         true => {
             let dlq = topic.dlq_topic();
@@ -159,6 +165,7 @@ pub async fn topic_status(
         total_lag: partitions.iter().map(|p| p.lag).sum(),
         partitions,
         last_snapshot: table.as_ref().and_then(last_snapshot),
+        health,
         events_table,
         events_by_kind,
         recent_events: events,

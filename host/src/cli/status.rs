@@ -128,6 +128,24 @@ fn print_human(s: &TopicStatus) {
         None if s.table_exists => println!("  no snapshot yet"),
         None => {}
     }
+    if let Some(h) = &s.health {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        println!(
+            "  health: {} snapshots (oldest {}), {} manifests, {} data files ({:.1} MiB; {} under 8 MiB; smallest {:.2} MiB, largest {:.1} MiB)",
+            h.snapshots,
+            h.oldest_snapshot_at.as_deref().unwrap_or("-"),
+            h.manifests,
+            h.data_files,
+            mib(h.data_bytes),
+            h.small_files,
+            mib(h.smallest_file_bytes.unwrap_or(0)),
+            mib(h.largest_file_bytes.unwrap_or(0)),
+        );
+        match (&h.last_maintenance_at, h.last_maintenance_expired) {
+            (Some(at), Some(n)) => println!("  last maintenance that expired snapshots: {at}, {n} expired"),
+            _ => println!("  no maintenance has expired snapshots yet"),
+        }
+    }
     if let Some(events) = &s.events_table {
         let kinds: Vec<String> = s.events_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!("  sequence events in {events}: {}", if kinds.is_empty() { "none".into() } else { kinds.join(", ") });

@@ -7,6 +7,7 @@
 //! after the expiry committed, and only those no kept snapshot reaches ([`unreferenced`]);
 //! a deletion cut short (a crash) leaves unreferenced files behind, never a live one gone.
 
+pub mod health;
 pub mod retention;
 pub mod schedule;
 pub mod unreferenced;

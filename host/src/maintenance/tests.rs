@@ -245,9 +245,9 @@ async fn appends_merge_manifests_past_the_count_and_every_file_stays_planned_at_
         assert_eq!(n, *count, "snapshot {id}");
     }
     let metadata_dir = std::path::PathBuf::from(location(&f.table).trim_start_matches("file://")).join("metadata");
-    let views = std::fs::read_dir(&metadata_dir).unwrap().filter(|e| {
-        e.as_ref().unwrap().file_name().to_string_lossy().starts_with("k2-view-")
-    });
+    let views = std::fs::read_dir(&metadata_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("k2-view-"));
     assert_eq!(views.count(), 0, "the merge views' manifest lists are deleted");
 
     // Expiring the snapshots before the merge deletes the small manifests they listed, never a data file.

@@ -121,9 +121,9 @@ pub async fn prepare(base: &Table) -> Result<Option<Merged>> {
     let result = async {
         for group in &groups {
             let spec_id = manifests[group[0]].partition_spec_id;
-            let spec = metadata
-                .partition_spec_by_id(spec_id)
-                .ok_or_else(|| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("no partition spec {spec_id}")))?;
+            let spec = metadata.partition_spec_by_id(spec_id).ok_or_else(|| {
+                iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("no partition spec {spec_id}"))
+            })?;
             let path = format!("{location}/metadata/k2-merged-{}.avro", uuid::Uuid::now_v7());
             let output = base.file_io().new_output(&path)?;
             written.push(path);
@@ -144,10 +144,19 @@ pub async fn prepare(base: &Table) -> Result<Option<Merged>> {
                     let (Some(snapshot), Some(sequence)) = (entry.snapshot_id, entry.sequence_number) else {
                         return Err(iceberg::Error::new(
                             iceberg::ErrorKind::DataInvalid,
-                            format!("entry {} of manifest {} has no snapshot id or sequence number", entry.file_path(), manifests[i].manifest_path),
+                            format!(
+                                "entry {} of manifest {} has no snapshot id or sequence number",
+                                entry.file_path(),
+                                manifests[i].manifest_path
+                            ),
                         ));
                     };
-                    writer.add_existing_file(entry.data_file.clone(), snapshot, sequence, entry.file_sequence_number)?;
+                    writer.add_existing_file(
+                        entry.data_file.clone(),
+                        snapshot,
+                        sequence,
+                        entry.file_sequence_number,
+                    )?;
                 }
                 replaced[i] = true;
             }
@@ -161,8 +170,12 @@ pub async fn prepare(base: &Table) -> Result<Option<Merged>> {
         let list_path = format!("{location}/metadata/k2-view-{}.avro", uuid::Uuid::now_v7());
         written.push(list_path.clone());
         let writer = base.file_io().new_output(&list_path)?.writer().await?;
-        let mut list_writer =
-            ManifestListWriter::v2(writer, current.snapshot_id(), current.parent_snapshot_id(), current.sequence_number());
+        let mut list_writer = ManifestListWriter::v2(
+            writer,
+            current.snapshot_id(),
+            current.parent_snapshot_id(),
+            current.sequence_number(),
+        );
         let kept = manifests.iter().zip(&replaced).filter(|(_, r)| !**r).map(|(m, _)| m.clone());
         list_writer.add_manifests(merged.iter().cloned().chain(kept))?;
         list_writer.close().await?;
@@ -246,14 +259,19 @@ mod tests {
 
     #[test]
     fn at_the_count_small_data_manifests_of_a_spec_merge_up_to_the_target_size() {
-        let mut list: Vec<_> = (0..MIN_COUNT_TO_MERGE).map(|_| manifest(0, 1 << 20, ManifestContentType::Data)).collect();
+        let mut list: Vec<_> =
+            (0..MIN_COUNT_TO_MERGE).map(|_| manifest(0, 1 << 20, ManifestContentType::Data)).collect();
         list.push(manifest(0, TARGET_SIZE, ManifestContentType::Data));
         list.push(manifest(0, 1 << 20, ManifestContentType::Deletes));
         list.push(manifest(1, 1 << 20, ManifestContentType::Data));
         let groups = plan(&list);
         assert!(groups.iter().all(|g| g.iter().map(|&i| list[i].manifest_length as u64).sum::<u64>() <= TARGET_SIZE));
         let merged: Vec<usize> = groups.concat();
-        assert_eq!(merged, (0..MIN_COUNT_TO_MERGE).collect::<Vec<_>>(), "full-size, delete and other-spec manifests stay");
+        assert_eq!(
+            merged,
+            (0..MIN_COUNT_TO_MERGE).collect::<Vec<_>>(),
+            "full-size, delete and other-spec manifests stay"
+        );
         assert_eq!(groups.len(), MIN_COUNT_TO_MERGE.div_ceil(8));
     }
 }
