@@ -184,6 +184,19 @@ pub async fn plan_rewind(
                     break;
                 }
             }
+            // Before the oldest kept snapshot is not "before the first commit" when older ones
+            // were expired: going to an empty table would drop what they held for good.
+            if found.is_none()
+                && history.cut()
+                && let Some(oldest) = history.snapshots().last()
+            {
+                return Err(fail(format!(
+                    "the target is older than every snapshot kept: snapshots before {} were expired (see [maintenance]); \
+                     rewind to it with --to-snapshot {}, or truncate",
+                    oldest.snapshot_id(),
+                    oldest.snapshot_id()
+                )));
+            }
             found
         }
     };

@@ -16,8 +16,9 @@ use super::Output;
 /// `snapshot_max_age_ms`, or past the newest `max_snapshots`; never the current one, its
 /// history back to the newest holding k2-ingest's offsets, or a branch or tag head), then
 /// deletes the manifest lists, manifests, data files and validator state only they
-/// referenced. Safe beside a running consume: if either commits first, the other's commit
-/// is refused and retried, never lost. --dry-run lists what would go and changes nothing.
+/// referenced. Safe beside a running consume: an expiry built on a version the consume has
+/// since moved past is refused (and left for the next run); a consume's commit on top of an
+/// expiry simply lands. --dry-run lists what would go and changes nothing.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  k2-ingest maintain --config k2.toml --topic market.trades.raw --dry-run")]
 pub struct MaintainArgs {

@@ -6,6 +6,10 @@ use iceberg::spec::TableMetadata;
 
 use crate::sink::lineage::carries_k2;
 
+/// Snapshots one run expires at most, oldest first: a table fed for months before maintenance
+/// catches up over several runs instead of holding the consume loop for minutes.
+pub const MAX_EXPIRED_PER_RUN: usize = 1_000;
+
 /// How much history a table keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -32,6 +36,8 @@ pub struct History {
     pub current: Option<i64>,
     /// Heads of branches and tags (`None`: they could not be read).
     pub ref_heads: Option<Vec<i64>>,
+    /// Retention rules the table sets itself, which leave it to the engine that set them.
+    pub own_rules: Option<String>,
 }
 
 impl History {
@@ -45,8 +51,31 @@ impl History {
                 k2: carries_k2(s),
             })
             .collect();
-        Self { snapshots, current: metadata.current_snapshot_id(), ref_heads: ref_heads(metadata) }
+        let ref_heads = match own_rules(metadata) {
+            Some(_) => None,
+            None => ref_heads(metadata),
+        };
+        Self { snapshots, current: metadata.current_snapshot_id(), ref_heads, own_rules: own_rules(metadata) }
     }
+}
+
+/// Retention rules of the table's own that iceberg-rust's expiry applies whatever ids it is
+/// given (a branch's `max-snapshot-age-ms` or `min-snapshots-to-keep`, a ref's
+/// `max-ref-age-ms`, the table's `history.expire.max-ref-age-ms`): they could expire the
+/// history back to our offsets, or drop a tag. Such a table is left to the engine that set them.
+fn own_rules(metadata: &TableMetadata) -> Option<String> {
+    if metadata.properties().contains_key("history.expire.max-ref-age-ms") {
+        return Some("the table sets history.expire.max-ref-age-ms".into());
+    }
+    let json = serde_json::to_value(metadata).ok()?;
+    for (name, r) in json.get("refs")?.as_object()? {
+        for key in ["max-snapshot-age-ms", "min-snapshots-to-keep", "max-ref-age-ms"] {
+            if r.get(key).is_some_and(|v| !v.is_null()) {
+                return Some(format!("ref {name} sets its own {key}"));
+            }
+        }
+    }
+    None
 }
 
 /// The snapshots branches and tags point at. iceberg-rust 0.10 keeps `refs` private and looks
@@ -80,6 +109,9 @@ impl Retention {
             return Selection::Refused("the table has no current snapshot".into());
         };
         let by_id: HashMap<i64, &SnapshotInfo> = history.snapshots.iter().map(|s| (s.id, s)).collect();
+        if let Some(rules) = &history.own_rules {
+            return Selection::Refused(format!("{rules}; its snapshots are left to the engine that set it"));
+        }
         let Some(ref_heads) = &history.ref_heads else {
             return Selection::Refused("the table's branches and tags could not be read".into());
         };
@@ -104,13 +136,32 @@ impl Retention {
         // Ties (same millisecond) by id, so the choice is the same on every run.
         newest_first.sort_by_key(|s| std::cmp::Reverse((s.timestamp_ms, s.id)));
         let cutoff = now_ms.saturating_sub(self.max_age_ms);
-        let mut expire: Vec<(i64, i64)> = newest_first
+        let mut expire: HashSet<i64> = newest_first
             .iter()
             .enumerate()
             .filter(|(rank, s)| (*rank >= self.max_snapshots || s.timestamp_ms < cutoff) && !protected.contains(&s.id))
-            .map(|(_, s)| (s.timestamp_ms, s.id))
+            .map(|(_, s)| s.id)
             .collect();
+        // The current history may be cut only right below a snapshot holding our offsets: an
+        // oldest kept ancestor of another engine's would read as "before k2-ingest's first
+        // commit" (no offsets), and a rewind to it would read its records again.
+        let mut next = Some(current);
+        let mut kept_above: Option<&SnapshotInfo> = None;
+        while let Some(id) = next {
+            let Some(s) = by_id.get(&id) else { break };
+            if expire.contains(&id) && kept_above.is_some_and(|k| !k.k2) {
+                expire.remove(&id);
+            }
+            if !expire.contains(&id) {
+                kept_above = Some(s);
+            }
+            next = s.parent;
+        }
+        let mut expire: Vec<(i64, i64)> =
+            history.snapshots.iter().filter(|s| expire.contains(&s.id)).map(|s| (s.timestamp_ms, s.id)).collect();
         expire.sort_unstable();
+        // Bounded work between two polls of the broker; the rest goes at the next runs.
+        expire.truncate(MAX_EXPIRED_PER_RUN);
         Selection::Expire(expire.into_iter().map(|(_, id)| id).collect())
     }
 }
@@ -131,7 +182,7 @@ mod tests {
                 k2: k2(i + 1),
             })
             .collect();
-        History { snapshots, current: Some(n), ref_heads: Some(vec![n]) }
+        History { snapshots, current: Some(n), ref_heads: Some(vec![n]), own_rules: None }
     }
 
     fn expired(r: Retention, h: &History, now: i64) -> Vec<i64> {
@@ -189,6 +240,32 @@ mod tests {
         assert!(matches!(r.select(&truncated, DAY), Selection::Refused(why) if why.contains("no current snapshot")));
         let foreign = linear(5, DAY, |_| false);
         assert!(matches!(r.select(&foreign, DAY), Selection::Refused(why) if why.contains("offsets")));
+    }
+
+    #[test]
+    fn the_current_history_is_cut_only_below_a_snapshot_with_our_offsets() {
+        // Ours at 1..=6, another engine's compaction at 7, ours again at 8..=10.
+        let h = linear(10, DAY, |id| id != 7);
+        // Keeping the newest 4 would cut below 7; 6 is kept too, so the oldest kept one is ours.
+        let r = Retention { max_age_ms: DAY, max_snapshots: 4 };
+        assert_eq!(expired(r, &h, DAY), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn one_run_expires_at_most_the_oldest_thousand() {
+        let h = linear(2_500, 1_000 * DAY, |_| true);
+        let r = Retention { max_age_ms: DAY, max_snapshots: 10 };
+        let ids = expired(r, &h, 1_000 * DAY);
+        assert_eq!(ids.len(), MAX_EXPIRED_PER_RUN);
+        assert_eq!((ids[0], ids[999]), (1, 1_000));
+    }
+
+    #[test]
+    fn a_table_with_retention_rules_of_its_own_is_left_alone() {
+        let mut h = linear(5, DAY, |_| true);
+        h.own_rules = Some("ref main sets its own max-snapshot-age-ms".into());
+        let r = Retention { max_age_ms: 1, max_snapshots: 1 };
+        assert!(matches!(r.select(&h, DAY), Selection::Refused(why) if why.contains("max-snapshot-age-ms")));
     }
 
     #[test]

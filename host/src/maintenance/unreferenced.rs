@@ -2,8 +2,10 @@
 //!
 //! A file is deleted only if no kept snapshot reaches it, whatever its status there (a
 //! manifest entry marked deleted still names its file: a reader of that snapshot may open
-//! it), and only under the table's own location (a table registered from another's files
-//! must not delete them). Reading every kept snapshot's manifests is what a scan costs, so
+//! it), and only under the table's own location (files a table shares with another table
+//! elsewhere, e.g. one registered from the other's metadata, are not its to delete; two tables
+//! at one location are not told apart). Paths are compared as the metadata writes them.
+//! Reading every kept snapshot's manifests is what a scan costs, so
 //! it is done only while candidates remain, stopping as soon as none do: in the common case
 //! (appends only) every manifest an expired snapshot listed is still listed by the current
 //! snapshot and nothing past the manifest lists is read.
@@ -63,7 +65,12 @@ pub async fn find(
             add(FileKind::ManifestList, s.manifest_list(), None);
         }
         let context = format!("reading manifest list {} of expired snapshot {}", s.manifest_list(), s.snapshot_id());
-        let list = before.manifest_list_reader(s).load().await.map_err(err(context))?;
+        let list = match before.manifest_list_reader(s).load().await {
+            Ok(list) => list,
+            // Already gone (a run cut short, another engine's cleanup): nothing of it to find.
+            Err(_) if gone(before, s.manifest_list()).await => continue,
+            Err(e) => return Err(err(context)(e)),
+        };
         for m in list.entries() {
             manifests.entry(m.manifest_path.clone()).or_insert_with(|| m.clone());
         }
@@ -89,7 +96,11 @@ pub async fn find(
     for (path, m) in &manifests {
         add(FileKind::Manifest, path, Some(m.manifest_length.max(0) as u64));
         let context = format!("reading manifest {path}");
-        let manifest = m.load_manifest(before.file_io()).await.map_err(err(context))?;
+        let manifest = match m.load_manifest(before.file_io()).await {
+            Ok(manifest) => manifest,
+            Err(_) if gone(before, path).await => continue,
+            Err(e) => return Err(err(context)(e)),
+        };
         for entry in manifest.entries() {
             data.insert(entry.file_path().to_string(), entry.file_size_in_bytes());
         }
@@ -130,6 +141,11 @@ pub async fn find(
     let mut out: Vec<Unreferenced> = files.into_values().filter(|f| f.path.starts_with(&own)).collect();
     out.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
     Ok(out)
+}
+
+/// True if `path` is known not to exist (not merely unreadable: then the error stands).
+async fn gone(table: &Table, path: &str) -> bool {
+    matches!(table.file_io().exists(path).await, Ok(false))
 }
 
 async fn read_list(table: &Table, s: &SnapshotRef) -> Result<ManifestList> {

@@ -202,10 +202,24 @@ impl Pipeline<'_> {
                     }
                 }
                 // Tried again on the same base: had this attempt landed after all, the next
-                // one conflicts and `resolve_conflict` finds it by its id.
+                // one conflicts and `resolve_conflict` finds it by its id. Unless the table
+                // moved meanwhile: a base whose files another instance's maintenance expired
+                // fails to read however often it is tried, so a moved table is resolved as a
+                // conflict (which also finds an attempt that landed).
                 Err(e) => {
                     let table = self.run.summary().table.clone();
                     back_off(&mut self.run, &mut retry, tried, e, &table).await?;
+                    if self.table_moved().await {
+                        conflicts += 1;
+                        match self.resolve_conflict(consumer, records, &commit_id).await? {
+                            Resolved::Reapply => {}
+                            Resolved::Landed { on_top } => {
+                                landed_under_others = on_top;
+                                break;
+                            }
+                            Resolved::Dropped => return Ok(()),
+                        }
+                    }
                 }
             }
         }
@@ -351,6 +365,13 @@ impl Pipeline<'_> {
         }
         self.reading_again = true;
         Ok(Resolved::Dropped)
+    }
+
+    /// Whether the table's current snapshot is no longer the one the next commit builds on.
+    /// Unknown (the catalog unreachable) counts as not moved: the commit is tried as before.
+    async fn table_moved(&self) -> bool {
+        let base = self.table.table().metadata().current_snapshot_id();
+        matches!(self.table.reload().await, Ok(Some(fresh)) if fresh.metadata().current_snapshot_id() != base)
     }
 
     /// The table as the catalog holds it now, reloads that fail transiently tried again.

@@ -117,7 +117,19 @@ impl EventsTable {
             let states = StateFiles::new();
             let append =
                 Append { topic, advanced: covered, states: &states, lost: &[], commit_id: &commit_id, topic_id: None };
-            match append_with_offsets(catalog, &self.table, files, &append).await? {
+            let outcome = match append_with_offsets(catalog, &self.table, files, &append).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // The caller tries again; on the table as it is now, since a base whose
+                    // files maintenance expired fails however often it is tried. A repeat adds
+                    // nothing the table holds (the offsets above filter it).
+                    if let Ok(Some(fresh)) = catalog.load(&self.name).await {
+                        self.table = fresh;
+                    }
+                    return Err(e);
+                }
+            };
+            match outcome {
                 CommitOutcome::Committed(table) => {
                     self.table = table;
                     return Ok(fresh.len() as u64);

@@ -54,6 +54,11 @@ impl<'t> Lineage<'t> {
         Self { table: table.identifier().to_string(), snapshots, expired_parent, committed_before }
     }
 
+    /// True if the oldest snapshot names a parent that was expired: the history before it is gone.
+    pub fn cut(&self) -> bool {
+        self.expired_parent.is_some()
+    }
+
     /// The snapshots, newest first.
     pub fn snapshots(&self) -> &[&'t Snapshot] {
         &self.snapshots

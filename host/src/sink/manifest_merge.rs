@@ -68,7 +68,8 @@ impl Merged {
 pub fn plan(manifests: &[ManifestFile]) -> Vec<Vec<usize>> {
     let mut by_spec: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for (i, m) in manifests.iter().enumerate() {
-        if m.content == iceberg::spec::ManifestContentType::Data {
+        // A manifest recording deletions stays as it is, whatever reader combines what.
+        if m.content == iceberg::spec::ManifestContentType::Data && !m.has_deleted_files() {
             by_spec.entry(m.partition_spec_id).or_default().push(i);
         }
     }
@@ -134,31 +135,39 @@ pub async fn prepare(base: &Table) -> Result<Option<Merged>> {
                 spec.as_ref().clone(),
             );
             let mut writer = builder.build_v2_data();
+            let mut carried = 0usize;
             for &i in group {
-                for entry in manifests[i].load_manifest(base.file_io()).await?.entries() {
-                    // Files deleted by an earlier snapshot are not carried: the manifests that
-                    // recorded it stay with that snapshot until it expires.
-                    if !entry.is_alive() || entry.content_type() != DataContentType::Data {
-                        continue;
-                    }
-                    let (Some(snapshot), Some(sequence)) = (entry.snapshot_id, entry.sequence_number) else {
-                        return Err(iceberg::Error::new(
-                            iceberg::ErrorKind::DataInvalid,
-                            format!(
-                                "entry {} of manifest {} has no snapshot id or sequence number",
-                                entry.file_path(),
-                                manifests[i].manifest_path
-                            ),
-                        ));
-                    };
+                let manifest = manifests[i].load_manifest(base.file_io()).await?;
+                let live: Vec<_> = manifest
+                    .entries()
+                    .iter()
+                    .filter(|e| e.is_alive() && e.content_type() == DataContentType::Data)
+                    .collect();
+                // An entry without its sequence numbers (an older writer's) cannot be carried
+                // as it is: that manifest stays listed as it is.
+                if live
+                    .iter()
+                    .any(|e| e.snapshot_id.is_none() || e.sequence_number.is_none() || e.file_sequence_number.is_none())
+                {
+                    continue;
+                }
+                for entry in live {
+                    let (Some(snapshot), Some(sequence)) = (entry.snapshot_id, entry.sequence_number) else { continue };
                     writer.add_existing_file(
                         entry.data_file.clone(),
                         snapshot,
                         sequence,
                         entry.file_sequence_number,
                     )?;
+                    carried += 1;
                 }
                 replaced[i] = true;
+            }
+            if carried == 0 {
+                // Nothing live to list (a fast append would drop an empty manifest from the
+                // next list, leaving the file unreferenced): none is written.
+                written.pop();
+                continue;
             }
             let mut file = writer.write_manifest_file().await?;
             file.sequence_number = current.sequence_number();
@@ -191,7 +200,15 @@ pub async fn prepare(base: &Table) -> Result<Option<Merged>> {
             return Err(err("merging manifests".into())(source));
         }
     };
-    let view = with_manifest_list(base, &list_path).map_err(err("building the merged view".into()))?;
+    let view = match with_manifest_list(base, &list_path) {
+        Ok(view) => view,
+        Err(source) => {
+            for file in &written {
+                base.file_io().delete(file).await.ok();
+            }
+            return Err(err("building the merged view".into())(source));
+        }
+    };
     Ok(Some(Merged {
         view,
         manifests: written.into_iter().filter(|p| *p != list_path).collect(),
