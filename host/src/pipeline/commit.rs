@@ -175,32 +175,13 @@ impl Pipeline<'_> {
                 topic_id: self.identity.current(),
             };
             let outcome = append_with_offsets(catalog, base, files.clone(), &append).await;
-            match outcome {
+            let conflicted = match outcome {
                 Ok(CommitOutcome::Committed(table)) => {
                     self.table.set(table);
                     self.lost.clear();
                     break;
                 }
-                Ok(CommitOutcome::Conflict) => {
-                    conflicts += 1;
-                    if conflicts > MAX_COMMIT_CONFLICTS {
-                        return Err(Error::Topic {
-                            topic: self.topic.name.clone(),
-                            message: format!(
-                                "{MAX_COMMIT_CONFLICTS} commits in a row conflicted with other writers of {}",
-                                self.run.summary().table
-                            ),
-                        });
-                    }
-                    match self.resolve_conflict(consumer, records, &commit_id).await? {
-                        Resolved::Reapply => {}
-                        Resolved::Landed { on_top } => {
-                            landed_under_others = on_top;
-                            break;
-                        }
-                        Resolved::Dropped => return Ok(()),
-                    }
-                }
+                Ok(CommitOutcome::Conflict) => true,
                 // Tried again on the same base: had this attempt landed after all, the next
                 // one conflicts and `resolve_conflict` finds it by its id. Unless the table
                 // moved meanwhile: a base whose files another instance's maintenance expired
@@ -209,18 +190,29 @@ impl Pipeline<'_> {
                 Err(e) => {
                     let table = self.run.summary().table.clone();
                     back_off(&mut self.run, &mut retry, tried, e, &table).await?;
-                    if self.table_moved().await {
-                        conflicts += 1;
-                        match self.resolve_conflict(consumer, records, &commit_id).await? {
-                            Resolved::Reapply => {}
-                            Resolved::Landed { on_top } => {
-                                landed_under_others = on_top;
-                                break;
-                            }
-                            Resolved::Dropped => return Ok(()),
-                        }
-                    }
+                    self.table_moved().await
                 }
+            };
+            if !conflicted {
+                continue;
+            }
+            conflicts += 1;
+            if conflicts > MAX_COMMIT_CONFLICTS {
+                return Err(Error::Topic {
+                    topic: self.topic.name.clone(),
+                    message: format!(
+                        "{MAX_COMMIT_CONFLICTS} commits in a row conflicted with other writers of {}",
+                        self.run.summary().table
+                    ),
+                });
+            }
+            match self.resolve_conflict(consumer, records, &commit_id).await? {
+                Resolved::Reapply => {}
+                Resolved::Landed { on_top } => {
+                    landed_under_others = on_top;
+                    break;
+                }
+                Resolved::Dropped => return Ok(()),
             }
         }
         failpoint::hit("after-table-commit");

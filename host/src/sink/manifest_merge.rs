@@ -230,15 +230,7 @@ fn with_manifest_list(base: &Table, list: &str) -> iceberg::Result<Table> {
         }
     }
     let metadata: TableMetadata = serde_json::from_value(json).map_err(invalid)?;
-    let mut builder = Table::builder()
-        .metadata(metadata)
-        .identifier(base.identifier().clone())
-        .file_io(base.file_io().clone())
-        .runtime(iceberg::Runtime::current());
-    if let Some(location) = base.metadata_location() {
-        builder = builder.metadata_location(location);
-    }
-    builder.build()
+    crate::sink::overlay::with_metadata(base, metadata)
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ impl<'a> TableOverlay<'a> {
 /// `table` with its metadata retyped as `types` say.
 fn widen(table: Table, types: &HashMap<i32, PrimitiveType>) -> Result<Table> {
     let metadata = widen_metadata(table.metadata(), types)?;
+    with_metadata(&table, metadata)
+}
+
+/// `table` (its identifier, file IO and metadata location) with `metadata` in place of its own.
+pub fn with_metadata(table: &Table, metadata: TableMetadata) -> Result<Table> {
     let mut builder = Table::builder()
         .metadata(metadata)
         .identifier(table.identifier().clone())
