@@ -38,11 +38,9 @@ impl TableHealth {
             oldest_snapshot_at: metadata.snapshots().map(|s| s.timestamp_ms()).min().map(crate::status::rfc3339_ms),
             ..Default::default()
         };
-        if let Some(json) = metadata.properties().get(super::LAST_RUN_PROPERTY)
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(json)
-        {
-            health.last_maintenance_at = v.get("at_ms").and_then(|v| v.as_i64()).map(crate::status::rfc3339_ms);
-            health.last_maintenance_expired = v.get("snapshots_expired").and_then(|v| v.as_u64());
+        if let Some(run) = super::LastRun::of(table) {
+            health.last_maintenance_at = Some(crate::status::rfc3339_ms(run.at_ms));
+            health.last_maintenance_expired = Some(run.snapshots_expired);
         }
         let Some(current) = metadata.current_snapshot() else { return Ok(health) };
         let err = |context: String| {

@@ -13,7 +13,7 @@ pub mod schedule;
 pub mod unreferenced;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use iceberg::ErrorKind;
 use iceberg::spec::SnapshotRef;
@@ -121,7 +121,7 @@ pub async fn run(
     // An age older than every snapshot: the action's own age rule off, exactly `ids` expire.
     let expire = tx.expire_snapshots().expire_snapshot_ids(ids.iter().copied()).expire_older_than_ms(i64::MIN);
     let tx = expire.apply(tx).map_err(err("preparing the snapshot expiry"))?;
-    let last_run = serde_json::json!({ "at_ms": now_ms, "snapshots_expired": ids.len() }).to_string();
+    let last_run = LastRun { at_ms: now_ms, snapshots_expired: ids.len() as u64 }.to_json();
     let tx = tx
         .update_table_properties()
         .set(LAST_RUN_PROPERTY.into(), last_run)
@@ -162,14 +162,22 @@ pub async fn run(
     finish(report, Some(committed))
 }
 
-/// How long ago, as the property [`LAST_RUN_PROPERTY`] of `table` records it, maintenance last
-/// expired snapshots of it, and how many.
-pub fn last_run(table: &Table, now_ms: i64) -> Option<(Duration, u64)> {
-    let json = table.metadata().properties().get(LAST_RUN_PROPERTY)?;
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
-    let at = value.get("at_ms")?.as_i64()?;
-    let expired = value.get("snapshots_expired")?.as_u64()?;
-    Some((Duration::from_millis(now_ms.saturating_sub(at).max(0) as u64), expired))
+/// The last maintenance run that expired snapshots of a table, as [`LAST_RUN_PROPERTY`] records it.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+pub struct LastRun {
+    pub at_ms: i64,
+    pub snapshots_expired: u64,
+}
+
+impl LastRun {
+    /// The run `table` records, if any.
+    pub fn of(table: &Table) -> Option<Self> {
+        serde_json::from_str(table.metadata().properties().get(LAST_RUN_PROPERTY)?).ok()
+    }
+
+    fn to_json(self) -> String {
+        serde_json::to_string(&self).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

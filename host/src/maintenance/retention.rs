@@ -51,11 +51,12 @@ impl History {
                 k2: carries_k2(s),
             })
             .collect();
-        let ref_heads = match own_rules(metadata) {
-            Some(_) => None,
-            None => ref_heads(metadata),
-        };
-        Self { snapshots, current: metadata.current_snapshot_id(), ref_heads, own_rules: own_rules(metadata) }
+        // iceberg-rust 0.10 keeps `refs` private and looks refs up only by name, so they are
+        // read from the metadata as the spec writes it, once.
+        let refs = serde_json::to_value(metadata).ok().and_then(|mut json| json.get_mut("refs").map(std::mem::take));
+        let own_rules = own_rules(metadata, refs.as_ref());
+        let ref_heads = if own_rules.is_some() { None } else { refs.as_ref().and_then(ref_heads) };
+        Self { snapshots, current: metadata.current_snapshot_id(), ref_heads, own_rules }
     }
 }
 
@@ -63,12 +64,11 @@ impl History {
 /// given (a branch's `max-snapshot-age-ms` or `min-snapshots-to-keep`, a ref's
 /// `max-ref-age-ms`, the table's `history.expire.max-ref-age-ms`): they could expire the
 /// history back to our offsets, or drop a tag. Such a table is left to the engine that set them.
-fn own_rules(metadata: &TableMetadata) -> Option<String> {
+fn own_rules(metadata: &TableMetadata, refs: Option<&serde_json::Value>) -> Option<String> {
     if metadata.properties().contains_key("history.expire.max-ref-age-ms") {
         return Some("the table sets history.expire.max-ref-age-ms".into());
     }
-    let json = serde_json::to_value(metadata).ok()?;
-    for (name, r) in json.get("refs")?.as_object()? {
+    for (name, r) in refs?.as_object()? {
         for key in ["max-snapshot-age-ms", "min-snapshots-to-keep", "max-ref-age-ms"] {
             if r.get(key).is_some_and(|v| !v.is_null()) {
                 return Some(format!("ref {name} sets its own {key}"));
@@ -78,13 +78,10 @@ fn own_rules(metadata: &TableMetadata) -> Option<String> {
     None
 }
 
-/// The snapshots branches and tags point at. iceberg-rust 0.10 keeps `refs` private and looks
-/// refs up only by name, so they are read from the metadata as the spec writes it (`None` if
-/// that fails: then nothing expires, see [`Retention::select`]).
-fn ref_heads(metadata: &TableMetadata) -> Option<Vec<i64>> {
-    let json = serde_json::to_value(metadata).ok()?;
-    let refs = json.get("refs")?.as_object()?;
-    refs.values().map(|r| r.get("snapshot-id")?.as_i64()).collect()
+/// The snapshots branches and tags point at, from the metadata's `refs` (`None` if they cannot
+/// be read: then nothing expires, see [`Retention::select`]).
+fn ref_heads(refs: &serde_json::Value) -> Option<Vec<i64>> {
+    refs.as_object()?.values().map(|r| r.get("snapshot-id")?.as_i64()).collect()
 }
 
 /// Why nothing may expire, or what does.

@@ -138,7 +138,7 @@ async fn past_the_count_snapshots_expire_with_their_manifest_lists_and_state_and
     assert_eq!(report.files_not_deleted, 0);
     let heads = retention::History::of(after.metadata()).ref_heads;
     assert_eq!(heads, Some(vec![after.metadata().current_snapshot_id().unwrap()]), "main, read from the metadata");
-    assert!(last_run(&after, chrono::Utc::now().timestamp_millis()).is_some_and(|(_, n)| n == 7));
+    assert!(LastRun::of(&after).is_some_and(|r| r.snapshots_expired == 7));
 }
 
 #[tokio::test]

@@ -105,6 +105,13 @@ pub async fn prepare(base: &Table) -> Result<Option<Merged>> {
     if !enabled || metadata.format_version() != FormatVersion::V2 {
         return Ok(None);
     }
+    // Every manifest a merge takes holds at least one live file: below that many files in all
+    // (the summary says), no merge can be due, and the list is not read twice per commit.
+    let total_files =
+        current.summary().additional_properties.get("total-data-files").and_then(|v| v.parse::<usize>().ok());
+    if total_files.is_some_and(|n| n < MIN_COUNT_TO_MERGE) {
+        return Ok(None);
+    }
     let err = |context: String| {
         let table = base.identifier().to_string();
         move |source| Error::Iceberg { table, context, source }
