@@ -3,6 +3,7 @@
 import collections
 import json
 import pathlib
+import time
 
 import pytest
 
@@ -152,3 +153,70 @@ def test_maintain_command_dry_run_lists_exactly_what_the_run_then_deletes(k2, tm
     assert len(list(k2.table("trades").snapshots())) == KEEP
     assert_exact(k2, records)
     assert sorted(duckdb_keys(k2.table("trades"))) == sorted(k2.table_keys("trades"))
+
+
+def referenced(table) -> set[str]:
+    """Every file `table` references: reachable files, validator state, metadata files."""
+    files = reachable(table) | state_files(table) | {table.metadata_location}
+    files.update(m.metadata_file for m in table.metadata.metadata_log)
+    return files
+
+
+def normal(path: str) -> str:
+    return str(local(path)) if path.startswith("file:") else path
+
+
+# The window must outlast a commit's longest wait (interval + retry budget): 1 s + 1 s < 2.5 s.
+WINDOW_MS = 2_500
+SWEEPING = {"interval_ms": 0, "max_snapshots": KEEP, "orphan_min_age_ms": WINDOW_MS, "orphan_sweep_interval_ms": 1}
+QUICK_COMMITS = {"max_records": 500, "interval_ms": 1_000, "retry_timeout_ms": 1_000}
+
+
+@pytest.mark.parametrize("catalog", ["sql", "rest"])
+def test_a_crashs_orphans_are_swept_and_a_kill_mid_sweep_loses_nothing(k2, tmp_path, catalog):
+    records = produce(k2, tmp_path)
+    config = k2.config_with("sweeping.toml", commit=QUICK_COMMITS, maintenance=SWEEPING)
+    # A crash between writing a batch's files and committing them (the third commit) leaves them behind.
+    crashed = k2.run("consume", "--config", str(config), "--topic", k2.trades, check=False,
+                     env={"K2_FAILPOINT": "after-files-closed@3"})
+    assert crashed.returncode != 0 and "failpoint after-files-closed" in crashed.stderr, crashed.stderr[-2000:]
+    time.sleep(WINDOW_MS / 1000 + 0.5)
+
+    args = ("maintain", "--config", str(config), "--topic", k2.trades)
+    [dry] = [t for t in k2.run_json(*args, "--dry-run")["tables"] if t["table"].endswith(".trades")]
+    leftovers = {o["path"] for o in dry["orphans"]["orphans"]}
+    table = k2.table("trades")
+    live = {normal(f) for f in referenced(table)}
+    assert leftovers and not {normal(p) for p in leftovers} & live, "orphans are files nothing references"
+    assert all(table.io.new_input(p).exists() for p in leftovers), "a dry run deletes nothing"
+    assert any("/data/" in p for p in leftovers), f"the crash's data files: {sorted(leftovers)}"
+    if catalog == "sql":
+        on_disk = {str(p) for p in (local(table.location()) / "data").rglob("*") if p.is_file()}
+        assert {normal(p) for p in leftovers if "/data/" in p} == on_disk - live, "every unreferenced data file, no other"
+
+    # Killed right after the sweep's first deletion (it runs after the run's first commit).
+    killed = k2.run("consume", "--config", str(config), "--topic", k2.trades, check=False,
+                    env={"K2_FAILPOINT": "after-first-orphan-delete"})
+    assert killed.returncode != 0 and "failpoint after-first-orphan-delete" in killed.stderr, killed.stderr[-2000:]
+
+    summary = k2.run_json("consume", "--config", str(config), "--topic", k2.trades)
+    assert_exact(k2, records)
+    for name in ("trades", "trades_events"):
+        table = k2.table(name)
+        missing = [f for f in referenced(table) if not table.io.new_input(f).exists()]
+        assert not missing, f"{name}: referenced files deleted: {missing[:3]}"
+    table = k2.table("trades")
+    assert not any(table.io.new_input(p).exists() for p in leftovers), "the crash's leftovers are gone"
+    assert summary["maintenance_runs"] > 0
+    if catalog == "sql":
+        assert sorted(duckdb_keys(table)) == sorted(k2.table_keys("trades")), "DuckDB reads what pyiceberg reads"
+
+    # Once every leftover is past the window, status counts what a sweep then deletes, and none after.
+    time.sleep(WINDOW_MS / 1000 + 0.5)
+    [before] = k2.run_json("status", "--config", str(config), "--topic", k2.trades)["topics"]
+    [swept] = [t for t in k2.run_json(*args)["tables"] if t["table"].endswith(".trades")]
+    assert before["health"]["orphan_files"] == len(swept["orphans"]["orphans"]), (before["health"], swept)
+    assert before["health"]["orphan_bytes"] == swept["orphans"]["bytes_deleted"]
+    [after] = k2.run_json("status", "--config", str(config), "--topic", k2.trades)["topics"]
+    assert after["health"]["orphan_files"] == 0 and after["health"]["orphan_bytes"] == 0, after["health"]
+    assert_exact(k2, records)

@@ -62,6 +62,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    #[error("listing {path}: {source}")]
+    Listing {
+        path: String,
+        // Boxed: opendal's error is several times the size of the others.
+        #[source]
+        source: Box<opendal::Error>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

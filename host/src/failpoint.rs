@@ -4,15 +4,19 @@
 //! `after-batch` (records in an open data file, nothing committed), `after-files-closed`
 //! (data files complete but not in the table), `after-table-commit` (the table holds the
 //! data and offsets, the consumer group does not), and in maintenance `after-expiry-commit`
-//! (snapshots expired, their files not yet deleted) and `after-first-unreferenced-delete`
-//! (a deletion cut short). Unset in production; checked at batch and commit boundaries only,
-//! never per record.
+//! (snapshots expired, their files not yet deleted), `after-first-unreferenced-delete` and
+//! `after-first-orphan-delete` (a deletion cut short). Unset in production; checked at batch
+//! and commit boundaries only, never per record.
+//!
+//! `K2_FAILPOINT=<name>@<n>` aborts at the point's n-th hit instead of its first (a crash at
+//! a later commit, when the table already holds earlier ones).
 //!
 //! `K2_FAILPOINT=stall-<name>` instead stalls the process at that point for
 //! `K2_FAILPOINT_STALL_MS` (default 20000) without polling Kafka, like a long GC pause or a
 //! frozen VM: the group moves its partitions on, and the conflict rules must keep the table exact.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The environment variable naming the point to abort at.
 pub const ENV_FAILPOINT: &str = "K2_FAILPOINT";
@@ -26,9 +30,16 @@ pub fn hit(point: &str) {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
     let armed = ARMED.get_or_init(|| std::env::var(ENV_FAILPOINT).ok().filter(|v| !v.is_empty()));
     let Some(armed) = armed.as_deref() else { return };
-    if armed == point {
-        eprintln!("failpoint {point}: aborting the process");
-        std::process::abort();
+    let (name, nth) = match armed.split_once('@') {
+        Some((name, n)) => (name, n.parse::<u64>().unwrap_or(1)),
+        None => (armed, 1),
+    };
+    if name == point {
+        static HITS: AtomicU64 = AtomicU64::new(0);
+        if HITS.fetch_add(1, Ordering::SeqCst) + 1 >= nth {
+            eprintln!("failpoint {point}: aborting the process");
+            std::process::abort();
+        }
     }
     if armed.strip_prefix("stall-") == Some(point) {
         let ms = std::env::var(ENV_FAILPOINT_STALL_MS).ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);

@@ -181,6 +181,10 @@ impl TopicMetrics {
         counter!("k2_bytes_reclaimed_total", "table" => t).increment(bytes);
     }
 
+    pub fn orphans_deleted(&self, table: &str, files: u64) {
+        counter!("k2_orphan_files_deleted_total", "table" => table.to_string()).increment(files);
+    }
+
     pub fn maintenance_error(&self, table: &str) {
         counter!("k2_maintenance_errors_total", "table" => table.to_string()).increment(1);
     }

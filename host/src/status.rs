@@ -89,6 +89,7 @@ pub async fn topic_status(
     catalog: &TableCatalog,
     kafka: &GroupView,
     recent: usize,
+    orphan_min_age_ms: u64,
 ) -> Result<TopicStatus> {
     let table = catalog.load(&topic.table_name()).await?;
     let (stored, lost, table_topic_id) = match &table {
@@ -142,7 +143,7 @@ pub async fn topic_status(
     events.sort_by_key(|e| std::cmp::Reverse((e.detected_at_us, e.partition, e.offset)));
     events.truncate(recent);
     let health = match &table {
-        Some(t) => Some(crate::maintenance::health::TableHealth::of(t).await?),
+        Some(t) => Some(crate::maintenance::health::TableHealth::of(t, orphan_min_age_ms).await?),
         None => None,
     };
     let dead_letters = match topic.uses_dlq() {

@@ -1,4 +1,4 @@
-//! `k2-ingest maintain`: expire a topic's old snapshots and delete the files only they referenced, now.
+//! `k2-ingest maintain`: expire a topic's old snapshots, delete the files only they referenced and sweep orphan files, now.
 
 use std::path::PathBuf;
 
@@ -16,9 +16,12 @@ use super::Output;
 /// `snapshot_max_age_ms`, or past the newest `max_snapshots`; never the current one, its
 /// history back to the newest holding k2-ingest's offsets, or a branch or tag head), then
 /// deletes the manifest lists, manifests, data files and validator state only they
-/// referenced. Safe beside a running consume: an expiry built on a version the consume has
+/// referenced, then sweeps orphans: files under the table's data, metadata and k2-state
+/// folders that nothing the table holds references, older than `orphan_min_age_ms` (what a
+/// crash leaves). Safe beside a running consume: an expiry built on a version the consume has
 /// since moved past is refused (and left for the next run); a consume's commit on top of an
-/// expiry simply lands. --dry-run lists what would go and changes nothing.
+/// expiry simply lands; a file written for a commit not yet made is younger than the window.
+/// --dry-run lists what would go and changes nothing.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  k2-ingest maintain --config k2.toml --topic market.trades.raw --dry-run")]
 pub struct MaintainArgs {
@@ -47,7 +50,8 @@ pub async fn run(args: MaintainArgs) -> anyhow::Result<()> {
     // The events table only if it exists: maintaining must not create one.
     for name in [topic.table_name(), topic.events_table_name()] {
         let Some(table) = catalog.load(&name).await? else { continue };
-        let (_, report) = maintenance::run(&catalog, &table, &config.maintenance, args.dry_run)
+        let plan = maintenance::Plan { dry_run: args.dry_run, sweep_orphans: true };
+        let (_, report) = maintenance::run(&catalog, &table, &config.maintenance, plan)
             .await
             .with_context(|| format!("maintaining {}", catalog.ident(&name)))?;
         reports.push(report);
@@ -69,6 +73,11 @@ pub async fn run(args: MaintainArgs) -> anyhow::Result<()> {
 fn print_human(r: &Report) {
     let (expire, delete) = if r.dry_run { ("would expire", "would delete") } else { ("expired", "deleted") };
     println!("{}: {} snapshots", r.table, r.snapshots_before);
+    print_expiry(r, expire, delete);
+    print_orphans(r, delete);
+}
+
+fn print_expiry(r: &Report, expire: &str, delete: &str) {
     if let Some(why) = &r.skipped {
         println!("  nothing expired: {why}");
         return;
@@ -84,6 +93,31 @@ fn print_human(r: &Report) {
         }
     } else if r.files_not_deleted > 0 {
         println!("  {} could not be deleted (left as orphans; see the log)", r.files_not_deleted);
+    }
+}
+
+fn print_orphans(r: &Report, delete: &str) {
+    if let Some(why) = &r.orphans_skipped {
+        println!("  orphans not swept: {why}");
+    }
+    if let Some(error) = &r.orphans_failed {
+        println!("  orphan sweep failed: {error}");
+    }
+    let Some(sweep) = &r.orphans else { return };
+    let mb = sweep.orphans.iter().map(|o| o.bytes).sum::<u64>() as f64 / 1048576.0;
+    println!("  {delete} {} orphan files ({mb:.1} MiB) nothing references", sweep.orphans.len());
+    if r.dry_run {
+        for o in &sweep.orphans {
+            println!("    {:<16} {}", "orphan", o.path);
+        }
+    } else if sweep.not_deleted > 0 {
+        println!("  {} could not be deleted (see the log)", sweep.not_deleted);
+    }
+    if sweep.recent > 0 {
+        println!(
+            "  left {} unreferenced files younger than the window (written for a commit to come, or recent)",
+            sweep.recent
+        );
     }
 }
 

@@ -45,7 +45,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let kafka = GroupView::open(&config.kafka)?;
     let mut statuses = Vec::new();
     for topic in config.topics.iter().filter(|t| args.topic.is_empty() || args.topic.contains(&t.name)) {
-        statuses.push(topic_status(topic, &catalog, &kafka, args.events).await?);
+        statuses.push(topic_status(topic, &catalog, &kafka, args.events, config.maintenance.orphan_min_age_ms).await?);
     }
     match args.output {
         Output::Json => println!("{}", serde_json::json!({ "topics": statuses })),
@@ -141,6 +141,14 @@ fn print_human(s: &TopicStatus) {
             mib(h.smallest_file_bytes.unwrap_or(0)),
             mib(h.largest_file_bytes.unwrap_or(0)),
         );
+        match (h.orphan_files, &h.orphans_not_counted) {
+            (Some(n), _) => println!(
+                "  orphans: {n} files ({:.1} MiB) nothing references, older than maintenance.orphan_min_age_ms",
+                mib(h.orphan_bytes.unwrap_or(0))
+            ),
+            (None, Some(why)) => println!("  orphans: not counted ({why})"),
+            (None, None) => {}
+        }
         match (&h.last_maintenance_at, h.last_maintenance_expired) {
             (Some(at), Some(n)) => println!("  last maintenance that expired snapshots: {at}, {n} expired"),
             _ => println!("  no maintenance has expired snapshots yet"),

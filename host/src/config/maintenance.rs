@@ -26,6 +26,21 @@ pub struct MaintenanceConfig {
     /// metadata file. Default 500; at least 1.
     #[serde(default = "default_max_snapshots")]
     pub max_snapshots: usize,
+    /// Files under the table's `data/`, `metadata/` and `k2-state/` folders that no snapshot,
+    /// metadata file or validator state references (left by a crash, or by a writer that
+    /// gave up) are deleted once older than this, in milliseconds. The window is what keeps
+    /// a file another writer has written but not yet committed: a file waiting longer than
+    /// this for its commit would be deleted. Default 259200000 (3 days, Iceberg's own);
+    /// more than `commit.interval_ms` + `commit.retry_timeout_ms`, the longest a file of
+    /// this config waits for its commit.
+    #[serde(default = "default_orphan_min_age_ms")]
+    pub orphan_min_age_ms: u64,
+    /// The least time between two orphan sweeps of a consume run, in milliseconds: a sweep
+    /// lists every file under the table's folders, so it runs less often than the rest of
+    /// maintenance (at the run's first maintenance, then at most this often); 0 never
+    /// sweeps inside `consume` (`k2-ingest maintain` still does). Default 86400000 (1 day).
+    #[serde(default = "default_orphan_sweep_interval_ms")]
+    pub orphan_sweep_interval_ms: u64,
 }
 
 fn default_enabled() -> bool {
@@ -40,6 +55,12 @@ fn default_snapshot_max_age_ms() -> u64 {
 fn default_max_snapshots() -> usize {
     500
 }
+fn default_orphan_min_age_ms() -> u64 {
+    259_200_000
+}
+fn default_orphan_sweep_interval_ms() -> u64 {
+    86_400_000
+}
 
 impl Default for MaintenanceConfig {
     fn default() -> Self {
@@ -48,17 +69,27 @@ impl Default for MaintenanceConfig {
             interval_ms: default_interval_ms(),
             snapshot_max_age_ms: default_snapshot_max_age_ms(),
             max_snapshots: default_max_snapshots(),
+            orphan_min_age_ms: default_orphan_min_age_ms(),
+            orphan_sweep_interval_ms: default_orphan_sweep_interval_ms(),
         }
     }
 }
 
 impl MaintenanceConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    /// `commit_wait_ms`: the longest a data file of this config waits for its commit.
+    pub(super) fn validate(&self, commit_wait_ms: u64) -> Result<(), String> {
         if self.max_snapshots == 0 {
             return Err("maintenance.max_snapshots = 0: must be at least 1".into());
         }
         if self.snapshot_max_age_ms == 0 {
             return Err("maintenance.snapshot_max_age_ms = 0: must be at least 1".into());
+        }
+        if self.orphan_min_age_ms <= commit_wait_ms {
+            return Err(format!(
+                "maintenance.orphan_min_age_ms = {}: must be more than commit.interval_ms + commit.retry_timeout_ms \
+                 ({commit_wait_ms}), or a file waiting for its commit could be deleted",
+                self.orphan_min_age_ms
+            ));
         }
         Ok(())
     }

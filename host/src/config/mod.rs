@@ -605,7 +605,7 @@ impl Config {
             return Err("kafka.group_instance_id is empty".into());
         }
         self.catalog.validate()?;
-        self.maintenance.validate()?;
+        self.maintenance.validate(self.commit.interval_ms.saturating_add(self.commit.retry_timeout_ms))?;
         if let Some(registry) = &self.registry {
             registry.validate()?;
         }

@@ -1,4 +1,4 @@
-//! A table's health as `status` shows it: history length, manifests, data files and how small they are, the last maintenance run.
+//! A table's health as `status` shows it: history length, manifests, data files and how small they are, orphan files, the last maintenance run.
 
 use iceberg::table::Table;
 use serde::Serialize;
@@ -24,14 +24,20 @@ pub struct TableHealth {
     pub largest_file_bytes: Option<u64>,
     /// Of the data files, those under [`SMALL_FILE_BYTES`].
     pub small_files: u64,
+    /// Files under the table's folders nothing references, older than the orphan window: what
+    /// the next sweep deletes. `None` when they could not be counted (see `orphans_not_counted`).
+    pub orphan_files: Option<u64>,
+    pub orphan_bytes: Option<u64>,
+    pub orphans_not_counted: Option<String>,
     /// When maintenance last expired snapshots (RFC 3339, UTC), and how many.
     pub last_maintenance_at: Option<String>,
     pub last_maintenance_expired: Option<u64>,
 }
 
 impl TableHealth {
-    /// Reads the current snapshot's manifests (what a scan plans from).
-    pub async fn of(table: &Table) -> Result<Self> {
+    /// Reads the current snapshot's manifests (what a scan plans from), and for the orphans
+    /// (older than `orphan_min_age_ms`) every snapshot's and a listing of the table's folders.
+    pub async fn of(table: &Table, orphan_min_age_ms: u64) -> Result<Self> {
         let metadata = table.metadata();
         let mut health = TableHealth {
             snapshots: metadata.snapshots().count(),
@@ -41,6 +47,16 @@ impl TableHealth {
         if let Some(run) = super::LastRun::of(table) {
             health.last_maintenance_at = Some(crate::status::rfc3339_ms(run.at_ms));
             health.last_maintenance_expired = Some(run.snapshots_expired);
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        match super::orphans::sweep(table, orphan_min_age_ms, now_ms, true).await {
+            Ok(Ok(sweep)) => {
+                health.orphan_files = Some(sweep.orphans.len() as u64);
+                health.orphan_bytes = Some(sweep.orphans.iter().map(|o| o.bytes).sum());
+            }
+            Ok(Err(why)) => health.orphans_not_counted = Some(why),
+            // Status shows what it can: a folder it cannot list leaves the count out.
+            Err(e) => health.orphans_not_counted = Some(e.to_string()),
         }
         let Some(current) = metadata.current_snapshot() else { return Ok(health) };
         let err = |context: String| {

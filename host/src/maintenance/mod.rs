@@ -6,8 +6,11 @@
 //! happens until the next run, so maintenance never fights a commit. Files are deleted only
 //! after the expiry committed, and only those no kept snapshot reaches ([`unreferenced`]);
 //! a deletion cut short (a crash) leaves unreferenced files behind, never a live one gone.
+//! Such leftovers, and a crash's, are swept later as [`orphans`], once older than a window.
 
 pub mod health;
+pub mod listing;
+pub mod orphans;
 pub mod retention;
 pub mod schedule;
 pub mod unreferenced;
@@ -26,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::sink::catalog::TableCatalog;
 use crate::sink::overlay::TableOverlay;
+pub use orphans::Sweep;
 use retention::{History, Retention, Selection};
 pub use unreferenced::{FileKind, Unreferenced};
 
@@ -54,21 +58,83 @@ pub struct Report {
     pub files: Vec<Unreferenced>,
     /// Of those, the ones whose deletion failed (left as orphans).
     pub files_not_deleted: u64,
-    /// Bytes of the deleted files whose size the metadata gives (data files and manifests).
+    /// Bytes of the deleted files whose size is known (data files, manifests, orphans).
     pub bytes_reclaimed: u64,
+    /// The orphan sweep, when one ran.
+    pub orphans: Option<Sweep>,
+    /// Why the table's orphans were not swept, when a sweep was asked for.
+    pub orphans_skipped: Option<String>,
+    /// The sweep failed (reading the table or listing its folders); nothing was deleted by it.
+    pub orphans_failed: Option<String>,
     pub duration_ms: u64,
 }
 
 impl Report {
     pub fn files_deleted(&self) -> u64 {
-        if self.dry_run { 0 } else { self.files.len() as u64 - self.files_not_deleted }
+        if self.dry_run {
+            return 0;
+        }
+        let orphans = self.orphans.as_ref().map_or(0, |o| o.orphans.len() as u64 - o.not_deleted);
+        self.files.len() as u64 - self.files_not_deleted + orphans
     }
 }
 
-/// Maintains `table` as `config` says: expires what [`Retention`] selects, then deletes the
-/// files only the expired snapshots referenced. Returns the table as committed (`None` if
-/// nothing was committed) and what was done. `dry_run` commits and deletes nothing.
+/// What a run does besides expiring snapshots.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plan {
+    /// Commit and delete nothing; report what would be done.
+    pub dry_run: bool,
+    /// Also sweep the table's orphan files (see [`orphans`]).
+    pub sweep_orphans: bool,
+}
+
+/// Maintains `table` as `config` says: expires what [`Retention`] selects, deletes the files
+/// only the expired snapshots referenced, then, if `plan` asks, sweeps the orphans. Returns
+/// the table as committed (`None` if nothing was committed) and what was done.
 pub async fn run(
+    catalog: &TableCatalog,
+    table: &Table,
+    config: &MaintenanceConfig,
+    plan: Plan,
+) -> Result<(Option<Table>, Report)> {
+    let started = Instant::now();
+    let (committed, mut report) = expire(catalog, table, config, plan.dry_run).await?;
+    if plan.sweep_orphans {
+        let current = committed.as_ref().unwrap_or(table);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        match sweepable(current) {
+            Err(why) => report.orphans_skipped = Some(why),
+            Ok(()) => match orphans::sweep(current, config.orphan_min_age_ms, now_ms, plan.dry_run).await {
+                Ok(Ok(sweep)) => {
+                    report.bytes_reclaimed += sweep.bytes_deleted;
+                    report.orphans = Some(sweep);
+                }
+                Ok(Err(why)) => report.orphans_skipped = Some(why),
+                // The expiry stands (and its table is returned); the sweep is tried at the next.
+                Err(e) => report.orphans_failed = Some(e.to_string()),
+            },
+        }
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok((committed, report))
+}
+
+/// Whether `table`'s orphans may be swept: it allows garbage collection, and it is one
+/// k2-ingest writes (some snapshot holds its offsets). Any other table is its owner's to clean.
+fn sweepable(table: &Table) -> std::result::Result<(), String> {
+    let gc = table.metadata().table_properties().map(|p| p.gc_enabled).unwrap_or(false);
+    if !gc {
+        return Err("the table's gc.enabled is false (or its properties could not be read)".into());
+    }
+    if !table.metadata().snapshots().any(|s| crate::sink::lineage::carries_k2(s)) {
+        return Err("no snapshot of the table holds k2-ingest's offsets".into());
+    }
+    Ok(())
+}
+
+/// Expires what [`Retention`] selects, then deletes the files only the expired snapshots
+/// referenced. `dry_run` commits and deletes nothing.
+async fn expire(
     catalog: &TableCatalog,
     table: &Table,
     config: &MaintenanceConfig,

@@ -114,7 +114,7 @@ async fn past_the_count_snapshots_expire_with_their_manifest_lists_and_state_and
     let lists: Vec<(i64, String)> =
         f.table.metadata().snapshots().map(|s| (s.snapshot_id(), s.manifest_list().to_string())).collect();
     let before = f.table.clone();
-    let (after, report) = run(&f.catalog, &before, &keep(3), false).await.unwrap();
+    let (after, report) = run(&f.catalog, &before, &keep(3), Plan::default()).await.unwrap();
     let after = after.expect("committed");
     assert_eq!(report.snapshots_expired.len(), 7);
     assert_eq!(after.metadata().snapshots().count(), 3);
@@ -148,14 +148,14 @@ async fn a_dry_run_lists_what_the_run_deletes_and_changes_nothing() {
         commit(&mut f, n, n % 2 == 0).await;
     }
     let location = f.table.metadata_location().unwrap().to_string();
-    let (none, dry) = run(&f.catalog, &f.table, &keep(2), true).await.unwrap();
+    let (none, dry) = run(&f.catalog, &f.table, &keep(2), Plan { dry_run: true, ..Plan::default() }).await.unwrap();
     assert!(none.is_none());
     let reloaded = f.catalog.load("t").await.unwrap().unwrap();
     assert_eq!(reloaded.metadata_location().unwrap(), location, "nothing committed");
     for file in &dry.files {
         assert!(exists(&reloaded, &file.path).await, "{} deleted by a dry run", file.path);
     }
-    let (_, real) = run(&f.catalog, &f.table, &keep(2), false).await.unwrap();
+    let (_, real) = run(&f.catalog, &f.table, &keep(2), Plan::default()).await.unwrap();
     assert_eq!(dry.snapshots_expired, real.snapshots_expired);
     assert_eq!(dry.files, real.files);
     assert!(!dry.files.is_empty());
@@ -170,7 +170,7 @@ async fn another_engines_snapshots_on_top_keep_the_history_back_to_our_offsets()
     for n in 0..3 {
         foreign_commit(&mut f, n).await;
     }
-    let (after, report) = run(&f.catalog, &f.table, &keep(1), false).await.unwrap();
+    let (after, report) = run(&f.catalog, &f.table, &keep(1), Plan::default()).await.unwrap();
     let after = after.unwrap();
     assert_eq!(report.snapshots_expired.len(), 3, "our first three; our fourth and the three on top stay");
     assert_eq!(crate::sink::offsets::stored_offsets(&after, "topic").unwrap()[&0], 4);
@@ -184,7 +184,7 @@ async fn a_commit_of_another_writer_in_between_makes_it_do_nothing() {
     }
     let stale = f.table.clone();
     commit(&mut f, 5, false).await;
-    let (after, report) = run(&f.catalog, &stale, &keep(1), false).await.unwrap();
+    let (after, report) = run(&f.catalog, &stale, &keep(1), Plan::default()).await.unwrap();
     assert!(after.is_none());
     assert!(report.skipped.as_deref().is_some_and(|s| s.contains("another writer")), "{report:?}");
     assert_eq!(f.catalog.load("t").await.unwrap().unwrap().metadata().snapshots().count(), 6);
@@ -195,13 +195,13 @@ async fn gc_disabled_and_foreign_tables_are_left_alone() {
     let mut f = fixture().await;
     foreign_commit(&mut f, 0).await;
     foreign_commit(&mut f, 1).await;
-    let (_, report) = run(&f.catalog, &f.table, &keep(1), false).await.unwrap();
+    let (_, report) = run(&f.catalog, &f.table, &keep(1), Plan::default()).await.unwrap();
     assert!(report.skipped.as_deref().is_some_and(|s| s.contains("offsets")), "{report:?}");
     commit(&mut f, 0, false).await;
     let tx = Transaction::new(&f.table);
     let tx = tx.update_table_properties().set("gc.enabled".into(), "false".into()).apply(tx).unwrap();
     f.table = tx.commit(f.catalog.catalog()).await.unwrap();
-    let (_, report) = run(&f.catalog, &f.table, &keep(1), false).await.unwrap();
+    let (_, report) = run(&f.catalog, &f.table, &keep(1), Plan::default()).await.unwrap();
     assert!(report.skipped.as_deref().is_some_and(|s| s.contains("gc.enabled")), "{report:?}");
 }
 
@@ -251,7 +251,7 @@ async fn appends_merge_manifests_past_the_count_and_every_file_stays_planned_at_
     assert_eq!(views.count(), 0, "the merge views' manifest lists are deleted");
 
     // Expiring the snapshots before the merge deletes the small manifests they listed, never a data file.
-    let (after, report) = run(&f.catalog, &f.table, &keep(5), false).await.unwrap();
+    let (after, report) = run(&f.catalog, &f.table, &keep(5), Plan::default()).await.unwrap();
     let after = after.unwrap();
     assert!(report.files.iter().any(|f| f.kind == FileKind::Manifest), "the merged-away manifests go");
     assert!(!report.files.iter().any(|f| f.kind == FileKind::Data), "no data file goes");
@@ -259,4 +259,126 @@ async fn appends_merge_manifests_past_the_count_and_every_file_stays_planned_at_
         assert!(exists(&after, &file).await, "{file}");
     }
     assert_eq!(plan_of(&after).await.0, files);
+}
+
+/// Files a crash leaves: a data file, a manifest, a metadata file and validator state never
+/// committed; and one outside the swept folders.
+async fn leftovers(table: &Table) -> (Vec<String>, String) {
+    let at = location(table);
+    let swept = vec![
+        format!("{at}/data/never-committed.parquet"),
+        format!("{at}/metadata/never-committed-m0.avro"),
+        format!("{at}/metadata/00099-never-committed.metadata.json"),
+        format!("{at}/k2-state/topic-p0-never-committed.bin"),
+    ];
+    let outside = format!("{at}/notes/readme.txt");
+    for path in swept.iter().chain([&outside]) {
+        table.file_io().new_output(path).unwrap().write(vec![1u8; 7].into()).await.unwrap();
+    }
+    (swept, outside)
+}
+
+/// Every file the table references, including its metadata files.
+async fn referenced_files(table: &Table) -> Vec<String> {
+    let mut files = reachable(table).await;
+    files.extend(table.metadata_location().map(str::to_string));
+    files.extend(table.metadata().metadata_log().iter().map(|m| m.metadata_file.clone()));
+    for s in table.metadata().snapshots() {
+        files.extend(super::unreferenced::state_files(s));
+    }
+    files
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+#[tokio::test]
+async fn crash_leftovers_older_than_the_window_are_swept_and_nothing_referenced_goes() {
+    let mut f = fixture().await;
+    for n in 0..4 {
+        commit(&mut f, n, true).await;
+    }
+    let (swept, outside) = leftovers(&f.table).await;
+    let live = referenced_files(&f.table).await;
+    assert!(live.len() > 12 && f.table.metadata().metadata_log().len() >= 3, "{live:?}");
+    let now = chrono::Utc::now().timestamp_millis();
+
+    // Within the window (a writer's files waiting for its commit): nothing goes.
+    let young = orphans::sweep(&f.table, HOUR_MS, now, false).await.unwrap().unwrap();
+    assert!(young.orphans.is_empty(), "{young:?}");
+    assert_eq!(young.recent, 4);
+
+    // A day later, the dry run lists exactly what the sweep then deletes.
+    let later = now + 24 * HOUR_MS as i64;
+    let dry = orphans::sweep(&f.table, HOUR_MS, later, true).await.unwrap().unwrap();
+    let real = orphans::sweep(&f.table, HOUR_MS, later, false).await.unwrap().unwrap();
+    assert_eq!(dry.orphans, real.orphans);
+    let mut gone: Vec<String> = real.orphans.iter().map(|o| o.path.clone()).collect();
+    gone.sort();
+    let mut expected = swept.clone();
+    expected.sort();
+    assert_eq!(gone, expected);
+    assert_eq!(real.bytes_deleted, 28);
+    for path in &swept {
+        assert!(!exists(&f.table, path).await, "{path}");
+    }
+    assert!(exists(&f.table, &outside).await, "a file outside data/, metadata/ and k2-state/ is not judged");
+    for path in &live {
+        assert!(exists(&f.table, path).await, "{path} is referenced and must stay");
+    }
+    let reloaded = f.catalog.load("t").await.unwrap().unwrap();
+    assert_eq!(plan_of(&reloaded).await.0.len(), 4);
+}
+
+#[tokio::test]
+async fn a_run_sweeps_only_when_asked_and_only_tables_it_may() {
+    let mut f = fixture().await;
+    foreign_commit(&mut f, 0).await;
+    let config = MaintenanceConfig { orphan_min_age_ms: 1, ..keep(10) };
+    let sweep = Plan { sweep_orphans: true, ..Plan::default() };
+    let (_, report) = run(&f.catalog, &f.table, &config, sweep).await.unwrap();
+    assert!(report.orphans_skipped.as_deref().is_some_and(|s| s.contains("offsets")), "{report:?}");
+
+    commit(&mut f, 0, true).await;
+    let (swept, _) = leftovers(&f.table).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (_, report) = run(&f.catalog, &f.table, &config, Plan::default()).await.unwrap();
+    assert!(report.orphans.is_none() && report.orphans_skipped.is_none(), "not asked: {report:?}");
+    let (_, report) = run(&f.catalog, &f.table, &config, sweep).await.unwrap();
+    assert_eq!(report.orphans.as_ref().unwrap().orphans.len(), swept.len(), "{report:?}");
+    assert_eq!(report.files_deleted(), swept.len() as u64);
+
+    let tx = Transaction::new(&f.table);
+    let tx = tx.update_table_properties().set("gc.enabled".into(), "false".into()).apply(tx).unwrap();
+    f.table = tx.commit(f.catalog.catalog()).await.unwrap();
+    leftovers(&f.table).await;
+    let (_, report) = run(&f.catalog, &f.table, &config, sweep).await.unwrap();
+    assert!(report.orphans_skipped.as_deref().is_some_and(|s| s.contains("gc.enabled")), "{report:?}");
+}
+
+#[tokio::test]
+async fn folders_outside_the_location_are_not_swept_and_a_table_inside_the_data_folder_stops_it() {
+    let mut f = fixture().await;
+    commit(&mut f, 0, false).await;
+    let at = location(&f.table);
+    assert_eq!(
+        orphans::Folders::of(f.table.metadata()).swept,
+        [format!("{at}/data"), format!("{at}/metadata"), format!("{at}/k2-state")]
+    );
+    let tx = Transaction::new(&f.table);
+    let tx = tx
+        .update_table_properties()
+        .set("write.data.path".into(), "s3://elsewhere/data".into())
+        .set("write.metadata.path".into(), format!("{at}/meta/"))
+        .apply(tx)
+        .unwrap();
+    let moved = tx.commit(f.catalog.catalog()).await.unwrap();
+    let folders = orphans::Folders::of(moved.metadata());
+    assert_eq!(folders.swept, [format!("{at}/meta"), format!("{at}/k2-state")]);
+
+    let inner = format!("{at}/data/inner/metadata/00000-x.metadata.json");
+    f.table.file_io().new_output(&inner).unwrap().write(vec![1u8; 7].into()).await.unwrap();
+    let later = chrono::Utc::now().timestamp_millis() + 24 * HOUR_MS as i64;
+    let why = orphans::sweep(&f.table, HOUR_MS, later, false).await.unwrap().unwrap_err();
+    assert!(why.contains(&inner), "{why}");
+    assert!(exists(&f.table, &inner).await);
 }

@@ -157,7 +157,7 @@ async fn read_list(table: &Table, s: &SnapshotRef) -> Result<ManifestList> {
 }
 
 /// The validator state files a snapshot's summary names (`k2.state.<topic>`: partition → path).
-fn state_files(s: &SnapshotRef) -> Vec<String> {
+pub(super) fn state_files(s: &SnapshotRef) -> Vec<String> {
     s.summary()
         .additional_properties
         .iter()

@@ -244,8 +244,10 @@ impl Pipeline<'_> {
             at_unix_secs: super::now_micros() as f64 / 1e6,
         };
         self.run.record(RunEvent::Committed(&commit));
-        if !self.shutting_down && self.maintenance.due_after_commit(Instant::now()) {
-            self.maintain().await;
+        if !self.shutting_down
+            && let Some(due) = self.maintenance.due_after_commit(Instant::now())
+        {
+            self.maintain(due).await;
         }
         Ok(())
     }
@@ -253,10 +255,11 @@ impl Pipeline<'_> {
     /// Maintains the topic's table and its events table (see [`crate::maintenance`]), between
     /// two commits. A failure is reported and left for the next run: ingest does not depend
     /// on it. A commit of another writer in between makes it do nothing, never wait.
-    async fn maintain(&mut self) {
+    async fn maintain(&mut self, due: crate::maintenance::schedule::Due) {
         let config = &self.config.maintenance;
         let catalog = self.table.catalog().clone();
-        match crate::maintenance::run(&catalog, self.table.table(), config, false).await {
+        let plan = crate::maintenance::Plan { dry_run: false, sweep_orphans: due.sweep_orphans };
+        match crate::maintenance::run(&catalog, self.table.table(), config, plan).await {
             Ok((table, report)) => {
                 if let Some(table) = table {
                     self.table.set(table);
@@ -269,7 +272,7 @@ impl Pipeline<'_> {
             }
         }
         let Some(events) = self.events.as_mut() else { return };
-        match crate::maintenance::run(&catalog, events.table(), config, false).await {
+        match crate::maintenance::run(&catalog, events.table(), config, plan).await {
             Ok((table, report)) => {
                 if let Some(table) = table {
                     events.set(table);

@@ -184,6 +184,8 @@ impl<'a> Pipeline<'a> {
             shutting_down: false,
             maintenance: crate::maintenance::schedule::Schedule::new(
                 config.maintenance.enabled.then(|| Duration::from_millis(config.maintenance.interval_ms)),
+                (config.maintenance.orphan_sweep_interval_ms > 0)
+                    .then(|| Duration::from_millis(config.maintenance.orphan_sweep_interval_ms)),
             ),
             unstored_starts: BTreeMap::new(),
             last_refresh: Instant::now(),

@@ -229,7 +229,20 @@ impl RunEvents {
                 s.maintenance_runs += 1;
                 s.snapshots_expired += r.snapshots_expired.len() as u64;
                 s.files_deleted += r.files_deleted();
+                let orphans = r.orphans.as_ref().map_or(0, |o| o.orphans.len() as u64 - o.not_deleted);
+                s.orphans_deleted += orphans;
                 m.maintained(&r.table, r.snapshots_expired.len() as u64, r.files_deleted(), r.bytes_reclaimed);
+                m.orphans_deleted(&r.table, orphans);
+                if let Some(error) = &r.orphans_failed {
+                    m.maintenance_error(&r.table);
+                    tracing::warn!(table = %r.table, %error, "the orphan sweep failed; ingest goes on, tried again at the next sweep");
+                }
+                if let Some(o) = &r.orphans {
+                    tracing::info!(table = %r.table, orphans_deleted = orphans, orphans_not_deleted = o.not_deleted,
+                        bytes = o.bytes_deleted, recent_unreferenced = o.recent, "orphan files swept");
+                } else if let Some(why) = &r.orphans_skipped {
+                    tracing::info!(table = %r.table, reason = %why, "orphan files not swept");
+                }
                 match &r.skipped {
                     Some(why) => tracing::info!(table = %r.table, reason = %why, "maintenance expired nothing"),
                     None => tracing::info!(table = %r.table, snapshots_before = r.snapshots_before,

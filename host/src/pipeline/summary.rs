@@ -61,8 +61,10 @@ pub struct RunSummary {
     pub maintenance_runs: u64,
     /// Snapshots those runs expired.
     pub snapshots_expired: u64,
-    /// Files only expired snapshots referenced, deleted by those runs.
+    /// Files deleted by those runs: the ones only expired snapshots referenced, and orphans.
     pub files_deleted: u64,
+    /// Of those, orphans: files no snapshot or metadata file referenced (a crash's leftovers).
+    pub orphans_deleted: u64,
     /// The table's current snapshot after the run.
     pub snapshot_id: Option<i64>,
     /// Partition → next offset committed for the group, after the run.

@@ -1,0 +1,260 @@
+//! Orphan files: what a crash or an abandoned commit left under a table's folders, which nothing the table holds references, deleted once older than a safety window.
+//!
+//! A file is an orphan only if all of these hold:
+//! - it lies under the table's `data/` (or `write.data.path`), `metadata/` (or
+//!   `write.metadata.path`) or `k2-state/` folder, each only where it is under the table's
+//!   location (other files there, and other folders, are not the table's to judge);
+//! - no snapshot the table keeps references it in any way: manifest list, manifest, data or
+//!   delete file in any status, statistics file, validator state named in a summary; and it is
+//!   neither the current metadata file nor one in the metadata log;
+//! - it was last modified before the window: a file another writer wrote and has not yet
+//!   committed is younger than that (the window must outlast the longest wait for a commit).
+//!
+//! Paths are compared in one normal form (`s3a://`, `s3n://` as `s3://`; `file:/x`,
+//! `file:///x` as `/x`), so a table another engine wrote with another spelling of its location
+//! is read right. A table whose data folder holds another table's metadata (one table located
+//! inside another's data) is not swept at all.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+
+use iceberg::spec::TableMetadata;
+use iceberg::table::Table;
+use serde::Serialize;
+
+use super::listing::{self, Listed};
+use super::unreferenced::state_files;
+use crate::error::{Error, Result};
+use crate::failpoint;
+
+/// A file the sweep deletes (or, dry, would).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Orphan {
+    pub path: String,
+    pub bytes: u64,
+    pub modified_ms: Option<i64>,
+}
+
+/// What one sweep found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sweep {
+    /// Orphans older than the window: deleted (dry: to delete).
+    pub orphans: Vec<Orphan>,
+    /// Of those, the ones whose deletion failed.
+    pub not_deleted: u64,
+    pub bytes_deleted: u64,
+    /// Unreferenced files younger than the window, left for a later sweep (or a commit).
+    pub recent: u64,
+    pub recent_bytes: u64,
+}
+
+/// Every path `table` references, in normal form.
+#[derive(Debug, Default)]
+pub struct Referenced(HashSet<String>);
+
+impl Referenced {
+    /// Reads every manifest list and manifest of every snapshot the table keeps: what a scan
+    /// of its whole history reads.
+    pub async fn of(table: &Table) -> Result<Self> {
+        let metadata = table.metadata();
+        let err = |context: String| {
+            let table = table.identifier().to_string();
+            move |source| Error::Iceberg { table, context, source }
+        };
+        let mut paths = Referenced::default();
+        paths.insert_all(table.metadata_location());
+        paths.insert_all(metadata.metadata_log().iter().map(|m| m.metadata_file.as_str()));
+        paths.insert_all(metadata.statistics_iter().map(|s| s.statistics_path.as_str()));
+        paths.insert_all(metadata.partition_statistics_iter().map(|s| s.statistics_path.as_str()));
+        let mut manifests = BTreeMap::new();
+        for s in metadata.snapshots() {
+            paths.insert_all(Some(s.manifest_list()));
+            paths.insert_all(state_files(s).iter().map(String::as_str));
+            let list = table.manifest_list_reader(s).load().await.map_err(err(format!(
+                "reading manifest list {} of snapshot {}",
+                s.manifest_list(),
+                s.snapshot_id()
+            )))?;
+            for m in list.entries() {
+                manifests.entry(m.manifest_path.clone()).or_insert_with(|| m.clone());
+            }
+        }
+        for (path, m) in &manifests {
+            paths.insert_all(Some(path.as_str()));
+            let manifest = m.load_manifest(table.file_io()).await.map_err(err(format!("reading manifest {path}")))?;
+            paths.insert_all(manifest.entries().iter().map(|e| e.file_path()));
+        }
+        Ok(paths)
+    }
+
+    fn insert_all<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
+        self.0.extend(paths.into_iter().map(|p| normal(p).into_owned()));
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.0.contains(normal(path).as_ref())
+    }
+}
+
+impl<'a> FromIterator<&'a str> for Referenced {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(paths: I) -> Self {
+        let mut r = Referenced::default();
+        r.insert_all(paths);
+        r
+    }
+}
+
+/// One spelling per file: the S3 schemes as `s3://`, local URLs as plain absolute paths.
+pub fn normal(path: &str) -> Cow<'_, str> {
+    if let Some(rest) = path.strip_prefix("s3a://").or_else(|| path.strip_prefix("s3n://")) {
+        return Cow::Owned(format!("s3://{rest}"));
+    }
+    if let Some(rest) = path.strip_prefix("file:") {
+        return Cow::Owned(format!("/{}", rest.trim_start_matches('/')));
+    }
+    Cow::Borrowed(path)
+}
+
+/// Where a table keeps its files, as its location and properties say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folders {
+    /// The metadata folder, swept or not: a metadata file anywhere else is another table's.
+    pub metadata: String,
+    /// The data, metadata and validator-state folders that lie under the table's location.
+    pub swept: Vec<String>,
+}
+
+impl Folders {
+    pub fn of(metadata: &TableMetadata) -> Self {
+        let location = metadata.location().trim_end_matches('/');
+        let own = format!("{}/", normal(location));
+        let props = metadata.properties();
+        let folder = |key: &str, default: &str| {
+            props.get(key).map_or_else(|| format!("{location}/{default}"), |f| f.trim_end_matches('/').to_string())
+        };
+        let (data, meta) = (folder("write.data.path", "data"), folder("write.metadata.path", "metadata"));
+        let mut swept: Vec<String> = [data, meta.clone(), format!("{location}/k2-state")]
+            .into_iter()
+            .filter(|f| format!("{}/", normal(f)).starts_with(&own))
+            .collect();
+        swept.dedup();
+        Self { metadata: meta, swept }
+    }
+}
+
+/// The listed files that are orphans at `cutoff_ms` (last modified before it), and the count
+/// and bytes of the unreferenced ones too young to judge. Refused (the reason) when a listed
+/// file outside the metadata folder is a table's metadata file: another table lives inside
+/// this one's folders.
+pub fn select(
+    listed: Vec<Listed>,
+    referenced: &Referenced,
+    metadata_folder: &str,
+    cutoff_ms: i64,
+) -> std::result::Result<(Vec<Orphan>, u64, u64), String> {
+    let metadata_folder = format!("{}/", normal(metadata_folder.trim_end_matches('/')));
+    let mut orphans = Vec::new();
+    let (mut recent, mut recent_bytes) = (0, 0);
+    for f in listed {
+        let name = f.path.rsplit('/').next().unwrap_or_default();
+        if name.ends_with(".metadata.json") && !normal(&f.path).starts_with(&metadata_folder) {
+            return Err(format!("{} is a table's metadata file outside this table's metadata folder", f.path));
+        }
+        // A Hadoop-style catalog's pointer to the current metadata file, never referenced.
+        if name == "version-hint.text" || referenced.contains(&f.path) {
+            continue;
+        }
+        if f.modified_ms.is_some_and(|m| m < cutoff_ms) {
+            orphans.push(Orphan { path: f.path, bytes: f.bytes, modified_ms: f.modified_ms });
+        } else {
+            recent += 1;
+            recent_bytes += f.bytes;
+        }
+    }
+    orphans.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((orphans, recent, recent_bytes))
+}
+
+/// Finds `table`'s orphans older than `min_age_ms` at `now_ms` and, unless `dry_run`, deletes
+/// them. `Err` for what could not be read; `Ok(Err(why))` when the table is not swept.
+pub async fn sweep(
+    table: &Table,
+    min_age_ms: u64,
+    now_ms: i64,
+    dry_run: bool,
+) -> Result<std::result::Result<Sweep, String>> {
+    let referenced = Referenced::of(table).await?;
+    let props = table.file_io().config().props().clone();
+    let folders = Folders::of(table.metadata());
+    let mut listed = Vec::new();
+    for folder in &folders.swept {
+        listed.extend(listing::list(folder, &props).await?);
+    }
+    let cutoff = now_ms.saturating_sub(i64::try_from(min_age_ms).unwrap_or(i64::MAX));
+    let (orphans, recent, recent_bytes) = match select(listed, &referenced, &folders.metadata, cutoff) {
+        Ok(selected) => selected,
+        Err(why) => return Ok(Err(why)),
+    };
+    let mut sweep = Sweep { orphans, recent, recent_bytes, ..Default::default() };
+    if dry_run {
+        return Ok(Ok(sweep));
+    }
+    for (i, orphan) in sweep.orphans.iter().enumerate() {
+        if let Err(e) = table.file_io().delete(&orphan.path).await {
+            sweep.not_deleted += 1;
+            tracing::debug!(table = %table.identifier(), file = %orphan.path, error = %e, "could not delete an orphan file");
+            continue;
+        }
+        sweep.bytes_deleted += orphan.bytes;
+        if i == 0 {
+            failpoint::hit("after-first-orphan-delete");
+        }
+    }
+    Ok(Ok(sweep))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(path: &str, modified_ms: Option<i64>) -> Listed {
+        Listed { path: path.into(), bytes: 10, modified_ms }
+    }
+
+    #[test]
+    fn spellings_of_one_file_are_one_path() {
+        assert_eq!(normal("s3a://b/t/x"), "s3://b/t/x");
+        assert_eq!(normal("s3n://b/t/x"), "s3://b/t/x");
+        assert_eq!(normal("file:///w/t/x"), "/w/t/x");
+        assert_eq!(normal("file:/w/t/x"), "/w/t/x");
+        assert_eq!(normal("/w/t/x"), "/w/t/x");
+        assert_eq!(normal("s3://b/t/x"), "s3://b/t/x");
+    }
+
+    #[test]
+    fn only_old_unreferenced_files_are_orphans() {
+        let referenced: Referenced =
+            ["s3a://b/t/data/live.parquet", "s3://b/t/metadata/v2.metadata.json"].into_iter().collect();
+        let files = vec![
+            listed("s3://b/t/data/live.parquet", Some(0)),
+            listed("s3://b/t/data/left.parquet", Some(0)),
+            listed("s3://b/t/data/in-flight.parquet", Some(100)),
+            listed("s3://b/t/data/unknown-age.parquet", None),
+            listed("s3://b/t/metadata/v2.metadata.json", Some(0)),
+            listed("s3://b/t/metadata/v3.metadata.json", Some(0)),
+            listed("s3://b/t/metadata/version-hint.text", Some(0)),
+        ];
+        let (orphans, recent, recent_bytes) = select(files, &referenced, "s3://b/t/metadata", 50).unwrap();
+        let paths: Vec<&str> = orphans.iter().map(|o| o.path.as_str()).collect();
+        assert_eq!(paths, ["s3://b/t/data/left.parquet", "s3://b/t/metadata/v3.metadata.json"]);
+        assert_eq!((recent, recent_bytes), (2, 20), "young and unknown-age files are left");
+    }
+
+    #[test]
+    fn another_tables_metadata_inside_the_data_folder_stops_the_sweep() {
+        let files =
+            vec![listed("/w/t/data/x.parquet", Some(0)), listed("/w/t/data/inner/metadata/v1.metadata.json", Some(0))];
+        let why = select(files, &Referenced::default(), "/w/t/metadata", 50).unwrap_err();
+        assert!(why.contains("/w/t/data/inner/metadata/v1.metadata.json"), "{why}");
+    }
+}
