@@ -30,21 +30,27 @@ pub fn hit(point: &str) {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
     let armed = ARMED.get_or_init(|| std::env::var(ENV_FAILPOINT).ok().filter(|v| !v.is_empty()));
     let Some(armed) = armed.as_deref() else { return };
-    let (name, nth) = match armed.split_once('@') {
-        Some((name, n)) => (name, n.parse::<u64>().unwrap_or(1)),
+    let (armed, nth) = match armed.split_once('@') {
+        Some((name, n)) => match n.parse::<u64>() {
+            Ok(n) => (name, n),
+            Err(_) => panic!("{ENV_FAILPOINT}={armed}: the count after @ must be a number"),
+        },
         None => (armed, 1),
     };
-    if name == point {
-        static HITS: AtomicU64 = AtomicU64::new(0);
-        if HITS.fetch_add(1, Ordering::SeqCst) + 1 >= nth {
-            eprintln!("failpoint {point}: aborting the process");
-            std::process::abort();
-        }
+    let stall = armed.strip_prefix("stall-") == Some(point);
+    if armed != point && !stall {
+        return;
     }
-    if armed.strip_prefix("stall-") == Some(point) {
-        let ms = std::env::var(ENV_FAILPOINT_STALL_MS).ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-        eprintln!("failpoint {point}: stalling for {ms} ms");
-        // Blocking on purpose: nothing else of this process may run, as in a frozen VM.
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    if HITS.fetch_add(1, Ordering::SeqCst) + 1 < nth {
+        return;
     }
+    if !stall {
+        eprintln!("failpoint {point}: aborting the process");
+        std::process::abort();
+    }
+    let ms = std::env::var(ENV_FAILPOINT_STALL_MS).ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    eprintln!("failpoint {point}: stalling for {ms} ms");
+    // Blocking on purpose: nothing else of this process may run, as in a frozen VM.
+    std::thread::sleep(std::time::Duration::from_millis(ms));
 }

@@ -58,6 +58,15 @@ pub struct ConsumeArgs {
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    let m = &config.maintenance;
+    if m.enabled && m.orphan_sweep_interval_ms > 0 && m.orphan_min_age_ms < 86_400_000 {
+        // The config check covers this config's own commits only; other writers' files are
+        // protected by nothing but the window.
+        tracing::warn!(
+            orphan_min_age_ms = m.orphan_min_age_ms,
+            "maintenance.orphan_min_age_ms is under a day: a file another writer (another instance, another engine) holds longer than that for its commit would be deleted as an orphan"
+        );
+    }
     if let Some(addr) = args.metrics_addr {
         k2_ingest::metrics::serve(addr)?;
     }

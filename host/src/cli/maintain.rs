@@ -37,6 +37,10 @@ pub struct MaintainArgs {
     #[arg(long)]
     dry_run: bool,
 
+    /// Expire and delete what only expired snapshots referenced, but sweep no orphans.
+    #[arg(long)]
+    no_orphans: bool,
+
     /// How to print what was done.
     #[arg(long, value_enum, default_value_t)]
     output: Output,
@@ -50,7 +54,7 @@ pub async fn run(args: MaintainArgs) -> anyhow::Result<()> {
     // The events table only if it exists: maintaining must not create one.
     for name in [topic.table_name(), topic.events_table_name()] {
         let Some(table) = catalog.load(&name).await? else { continue };
-        let plan = maintenance::Plan { dry_run: args.dry_run, sweep_orphans: true };
+        let plan = maintenance::Plan { dry_run: args.dry_run, sweep_orphans: !args.no_orphans };
         let (_, report) = maintenance::run(&catalog, &table, &config.maintenance, plan)
             .await
             .with_context(|| format!("maintaining {}", catalog.ident(&name)))?;
@@ -104,14 +108,20 @@ fn print_orphans(r: &Report, delete: &str) {
         println!("  orphan sweep failed: {error}");
     }
     let Some(sweep) = &r.orphans else { return };
-    let mb = sweep.orphans.iter().map(|o| o.bytes).sum::<u64>() as f64 / 1048576.0;
-    println!("  {delete} {} orphan files ({mb:.1} MiB) nothing references", sweep.orphans.len());
+    let (files, bytes) = match r.dry_run {
+        true => (sweep.orphans.len() as u64, sweep.orphans.iter().map(|o| o.bytes).sum::<u64>()),
+        false => (sweep.orphans.len() as u64 - sweep.not_deleted, sweep.bytes_deleted),
+    };
+    println!("  {delete} {files} orphan files ({:.1} MiB) nothing references", bytes as f64 / 1048576.0);
     if r.dry_run {
         for o in &sweep.orphans {
             println!("    {:<16} {}", "orphan", o.path);
         }
     } else if sweep.not_deleted > 0 {
         println!("  {} could not be deleted (see the log)", sweep.not_deleted);
+    }
+    if sweep.left_for_next > 0 {
+        println!("  {} more orphans are left for the next sweep (at most 10,000 a run)", sweep.left_for_next);
     }
     if sweep.recent > 0 {
         println!(

@@ -30,15 +30,16 @@ pub struct MaintenanceConfig {
     /// metadata file or validator state references (left by a crash, or by a writer that
     /// gave up) are deleted once older than this, in milliseconds. The window is what keeps
     /// a file another writer has written but not yet committed: a file waiting longer than
-    /// this for its commit would be deleted. Default 259200000 (3 days, Iceberg's own);
-    /// more than `commit.interval_ms` + `commit.retry_timeout_ms`, the longest a file of
-    /// this config waits for its commit.
+    /// this for its commit would be deleted (a writer stalled, its broker unreachable, the
+    /// store's clock ahead of this one). Default 259200000 (3 days, Iceberg's own); more than
+    /// `commit.interval_ms` + `commit.retry_timeout_ms` (what a commit of this config waits in
+    /// the usual case; not a bound), and a run warns below a day.
     #[serde(default = "default_orphan_min_age_ms")]
     pub orphan_min_age_ms: u64,
     /// The least time between two orphan sweeps of a consume run, in milliseconds: a sweep
     /// lists every file under the table's folders, so it runs less often than the rest of
     /// maintenance (at the run's first maintenance, then at most this often); 0 never
-    /// sweeps inside `consume` (`k2-ingest maintain` still does). Default 86400000 (1 day).
+    /// sweeps inside `consume` (`k2-ingest maintain` still does, unless `--no-orphans`). Default 86400000 (1 day).
     #[serde(default = "default_orphan_sweep_interval_ms")]
     pub orphan_sweep_interval_ms: u64,
 }
@@ -87,7 +88,7 @@ impl MaintenanceConfig {
         if self.orphan_min_age_ms <= commit_wait_ms {
             return Err(format!(
                 "maintenance.orphan_min_age_ms = {}: must be more than commit.interval_ms + commit.retry_timeout_ms \
-                 ({commit_wait_ms}), or a file waiting for its commit could be deleted",
+                 ({commit_wait_ms}), or a file waiting for its commit would be deleted (3 days is Iceberg's default)",
                 self.orphan_min_age_ms
             ));
         }

@@ -49,7 +49,11 @@ impl TableHealth {
             health.last_maintenance_expired = Some(run.snapshots_expired);
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
-        match super::orphans::sweep(table, orphan_min_age_ms, now_ms, true).await {
+        let counted = match super::sweepable(table) {
+            Ok(()) => super::orphans::sweep(table, orphan_min_age_ms, now_ms, true).await,
+            Err(why) => Ok(Err(format!("never swept: {why}"))),
+        };
+        match counted {
             Ok(Ok(sweep)) => {
                 health.orphan_files = Some(sweep.orphans.len() as u64);
                 health.orphan_bytes = Some(sweep.orphans.iter().map(|o| o.bytes).sum());

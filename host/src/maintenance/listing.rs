@@ -11,8 +11,13 @@ use iceberg::io::{
     CLIENT_REGION, S3_ACCESS_KEY_ID, S3_ALLOW_ANONYMOUS, S3_ASSUME_ROLE_ARN, S3_DISABLE_CONFIG_LOAD,
     S3_DISABLE_EC2_METADATA, S3_ENDPOINT, S3_PATH_STYLE_ACCESS, S3_REGION, S3_SECRET_ACCESS_KEY, S3_SESSION_TOKEN,
 };
+use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::services::{FsConfig, S3Config};
 use opendal::{ErrorKind, Operator};
+
+/// A request (one page of a listing, one stat) that takes longer fails, and is tried again a
+/// few times: a stalled object store must not hold the consume loop that sweeps.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 use crate::error::{Error, Result};
 
@@ -32,6 +37,9 @@ pub async fn list(dir: &str, props: &HashMap<String, String>) -> Result<Vec<List
     let dir = format!("{}/", dir.trim_end_matches('/'));
     let err = |source| Error::Listing { path: dir.clone(), source: Box::new(source) };
     let (op, prefix, relative) = operator(&dir, props).map_err(err)?;
+    let op = op
+        .layer(TimeoutLayer::new().with_timeout(REQUEST_TIMEOUT).with_io_timeout(REQUEST_TIMEOUT))
+        .layer(RetryLayer::new());
     let mut lister = match op.lister_with(&relative).recursive(true).await {
         Ok(lister) => lister,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -42,7 +50,7 @@ pub async fn list(dir: &str, props: &HashMap<String, String>) -> Result<Vec<List
         if !entry.metadata().is_file() {
             continue;
         }
-        // A local listing gives names only; the age needs a stat.
+        // A store whose listing gives no age (some S3-compatible ones) needs a stat.
         let meta = if entry.metadata().last_modified().is_none() {
             match op.stat(entry.path()).await {
                 Ok(meta) => meta,

@@ -100,28 +100,44 @@ pub async fn run(
     let started = Instant::now();
     let (committed, mut report) = expire(catalog, table, config, plan.dry_run).await?;
     if plan.sweep_orphans {
-        let current = committed.as_ref().unwrap_or(table);
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        match sweepable(current) {
-            Err(why) => report.orphans_skipped = Some(why),
-            Ok(()) => match orphans::sweep(current, config.orphan_min_age_ms, now_ms, plan.dry_run).await {
-                Ok(Ok(sweep)) => {
-                    report.bytes_reclaimed += sweep.bytes_deleted;
-                    report.orphans = Some(sweep);
-                }
-                Ok(Err(why)) => report.orphans_skipped = Some(why),
-                // The expiry stands (and its table is returned); the sweep is tried at the next.
-                Err(e) => report.orphans_failed = Some(e.to_string()),
-            },
+        match sweep_fresh(catalog, table, config, plan.dry_run).await {
+            Ok(Ok(sweep)) => {
+                report.bytes_reclaimed += sweep.bytes_deleted;
+                report.orphans = Some(sweep);
+            }
+            Ok(Err(why)) => report.orphans_skipped = Some(why),
+            // The expiry stands (and its table is returned); the sweep is tried at the next.
+            Err(e) => report.orphans_failed = Some(e.to_string()),
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok((committed, report))
 }
 
+/// Sweeps the table as the catalog holds it now, never the caller's copy: a copy that
+/// missed another writer's commits (an events table this instance has not written for days, an
+/// expiry `maintain` committed) would take that writer's files for orphans.
+async fn sweep_fresh(
+    catalog: &TableCatalog,
+    table: &Table,
+    config: &MaintenanceConfig,
+    dry_run: bool,
+) -> Result<std::result::Result<Sweep, String>> {
+    let fresh = catalog.catalog().load_table(table.identifier()).await.map_err(|source| Error::Iceberg {
+        table: table.identifier().to_string(),
+        context: "loading the table for the orphan sweep".into(),
+        source,
+    })?;
+    if let Err(why) = sweepable(&fresh) {
+        return Ok(Err(why));
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    orphans::sweep(&fresh, config.orphan_min_age_ms, now_ms, dry_run).await
+}
+
 /// Whether `table`'s orphans may be swept: it allows garbage collection, and it is one
 /// k2-ingest writes (some snapshot holds its offsets). Any other table is its owner's to clean.
-fn sweepable(table: &Table) -> std::result::Result<(), String> {
+pub fn sweepable(table: &Table) -> std::result::Result<(), String> {
     let gc = table.metadata().table_properties().map(|p| p.gc_enabled).unwrap_or(false);
     if !gc {
         return Err("the table's gc.enabled is false (or its properties could not be read)".into());

@@ -11,11 +11,14 @@
 //!   committed is younger than that (the window must outlast the longest wait for a commit).
 //!
 //! Paths are compared in one normal form (`s3a://`, `s3n://` as `s3://`; `file:/x`,
-//! `file:///x` as `/x`), so a table another engine wrote with another spelling of its location
-//! is read right. A table whose data folder holds another table's metadata (one table located
-//! inside another's data) is not swept at all.
+//! `file:///x` as `/x`; repeated slashes as one, as the object store names the file), so a
+//! table another engine wrote with another spelling of its location is read right. Any other
+//! mismatch fails closed: a sweep that does not find, among the files it listed, every live
+//! file the table references under those folders deletes nothing. Neither is a table whose
+//! data folder holds another table's metadata (one table located inside another's data).
+//! A sweep deletes at most [`MAX_ORPHANS_PER_RUN`] files, so a backlog never holds the
+//! consume loop for long.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use iceberg::spec::TableMetadata;
@@ -35,6 +38,9 @@ pub struct Orphan {
     pub modified_ms: Option<i64>,
 }
 
+/// Orphans one sweep deletes at most (in path order); the rest wait for the next.
+pub const MAX_ORPHANS_PER_RUN: usize = 10_000;
+
 /// What one sweep found and did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Sweep {
@@ -43,6 +49,8 @@ pub struct Sweep {
     /// Of those, the ones whose deletion failed.
     pub not_deleted: u64,
     pub bytes_deleted: u64,
+    /// Orphans past [`MAX_ORPHANS_PER_RUN`], left for the next sweep.
+    pub left_for_next: u64,
     /// Unreferenced files younger than the window, left for a later sweep (or a commit).
     pub recent: u64,
     pub recent_bytes: u64,
@@ -50,7 +58,13 @@ pub struct Sweep {
 
 /// Every path `table` references, in normal form.
 #[derive(Debug, Default)]
-pub struct Referenced(HashSet<String>);
+pub struct Referenced {
+    all: HashSet<String>,
+    /// The ones that must exist: the current metadata file, every manifest list and manifest,
+    /// every live data and delete file. (A file only a deleted entry names may be gone: another
+    /// engine's expiry deletes those.)
+    required: HashSet<String>,
+}
 
 impl Referenced {
     /// Reads every manifest list and manifest of every snapshot the table keeps: what a scan
@@ -63,12 +77,14 @@ impl Referenced {
         };
         let mut paths = Referenced::default();
         paths.insert_all(table.metadata_location());
+        paths.require(table.metadata_location());
         paths.insert_all(metadata.metadata_log().iter().map(|m| m.metadata_file.as_str()));
         paths.insert_all(metadata.statistics_iter().map(|s| s.statistics_path.as_str()));
         paths.insert_all(metadata.partition_statistics_iter().map(|s| s.statistics_path.as_str()));
         let mut manifests = BTreeMap::new();
         for s in metadata.snapshots() {
             paths.insert_all(Some(s.manifest_list()));
+            paths.require(Some(s.manifest_list()));
             paths.insert_all(state_files(s).iter().map(String::as_str));
             let list = table.manifest_list_reader(s).load().await.map_err(err(format!(
                 "reading manifest list {} of snapshot {}",
@@ -81,38 +97,55 @@ impl Referenced {
         }
         for (path, m) in &manifests {
             paths.insert_all(Some(path.as_str()));
+            paths.require(Some(path.as_str()));
             let manifest = m.load_manifest(table.file_io()).await.map_err(err(format!("reading manifest {path}")))?;
             paths.insert_all(manifest.entries().iter().map(|e| e.file_path()));
+            paths.require(manifest.entries().iter().filter(|e| e.is_alive()).map(|e| e.file_path()));
         }
         Ok(paths)
     }
 
     fn insert_all<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
-        self.0.extend(paths.into_iter().map(|p| normal(p).into_owned()));
+        self.all.extend(paths.into_iter().map(normal));
+    }
+
+    fn require<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
+        self.required.extend(paths.into_iter().map(normal));
     }
 
     pub fn contains(&self, path: &str) -> bool {
-        self.0.contains(normal(path).as_ref())
+        self.all.contains(&normal(path))
     }
 }
 
+/// Paths both referenced and required (tests).
 impl<'a> FromIterator<&'a str> for Referenced {
     fn from_iter<I: IntoIterator<Item = &'a str>>(paths: I) -> Self {
+        let paths: Vec<&str> = paths.into_iter().collect();
         let mut r = Referenced::default();
-        r.insert_all(paths);
+        r.insert_all(paths.iter().copied());
+        r.require(paths.iter().copied());
         r
     }
 }
 
-/// One spelling per file: the S3 schemes as `s3://`, local URLs as plain absolute paths.
-pub fn normal(path: &str) -> Cow<'_, str> {
-    if let Some(rest) = path.strip_prefix("s3a://").or_else(|| path.strip_prefix("s3n://")) {
-        return Cow::Owned(format!("s3://{rest}"));
-    }
-    if let Some(rest) = path.strip_prefix("file:") {
-        return Cow::Owned(format!("/{}", rest.trim_start_matches('/')));
-    }
-    Cow::Borrowed(path)
+/// One spelling per file: the S3 schemes as `s3://`, local URLs as plain absolute paths, and
+/// repeated slashes as one (an object store, and opendal, address `a//b` as `a/b`).
+pub fn normal(path: &str) -> String {
+    let (prefix, rest) = match path.split_once("://") {
+        Some((scheme, rest)) if scheme != "file" => {
+            let scheme = if matches!(scheme, "s3a" | "s3n") { "s3" } else { scheme };
+            let (authority, key) = rest.split_once('/').unwrap_or((rest, ""));
+            (format!("{scheme}://{authority}/"), key)
+        }
+        _ => match path.strip_prefix("file:") {
+            Some(rest) => ("/".to_string(), rest),
+            None if path.starts_with('/') => ("/".to_string(), path),
+            None => (String::new(), path),
+        },
+    };
+    let key: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    format!("{prefix}{}", key.join("/"))
 }
 
 /// Where a table keeps its files, as its location and properties say.
@@ -133,26 +166,50 @@ impl Folders {
             props.get(key).map_or_else(|| format!("{location}/{default}"), |f| f.trim_end_matches('/').to_string())
         };
         let (data, meta) = (folder("write.data.path", "data"), folder("write.metadata.path", "metadata"));
-        let mut swept: Vec<String> = [data, meta.clone(), format!("{location}/k2-state")]
+        let key = |f: &String| format!("{}/", normal(f));
+        let under_location: Vec<String> = [data, meta.clone(), format!("{location}/k2-state")]
             .into_iter()
-            .filter(|f| format!("{}/", normal(f)).starts_with(&own))
+            .filter(|f| key(f).starts_with(&own))
             .collect();
-        swept.dedup();
+        // A folder inside another (a data path at the location itself) is listed with it, once.
+        let swept = under_location
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| {
+                !under_location
+                    .iter()
+                    .enumerate()
+                    .any(|(j, g)| j != *i && key(f).starts_with(&key(g)) && (key(f) != key(g) || j < *i))
+            })
+            .map(|(_, f)| f.clone())
+            .collect();
         Self { metadata: meta, swept }
     }
 }
 
 /// The listed files that are orphans at `cutoff_ms` (last modified before it), and the count
 /// and bytes of the unreferenced ones too young to judge. Refused (the reason) when a listed
-/// file outside the metadata folder is a table's metadata file: another table lives inside
-/// this one's folders.
+/// file outside the metadata folder is a table's metadata file (another table lives inside
+/// this one's folders), or when a file the table requires under the folders swept is not
+/// among the listed ones (its path is spelled otherwise than the store lists it, or it is gone:
+/// either way the listing cannot be trusted to tell orphans).
 pub fn select(
     listed: Vec<Listed>,
     referenced: &Referenced,
-    metadata_folder: &str,
+    folders: &Folders,
     cutoff_ms: i64,
 ) -> std::result::Result<(Vec<Orphan>, u64, u64), String> {
-    let metadata_folder = format!("{}/", normal(metadata_folder.trim_end_matches('/')));
+    let metadata_folder = format!("{}/", normal(&folders.metadata));
+    let swept: Vec<String> = folders.swept.iter().map(|f| format!("{}/", normal(f))).collect();
+    let seen: HashSet<String> = listed.iter().map(|f| normal(&f.path)).collect();
+    let mut unlisted =
+        referenced.required.iter().filter(|r| swept.iter().any(|f| r.starts_with(f)) && !seen.contains(*r));
+    if let Some(missing) = unlisted.next() {
+        return Err(format!(
+            "{missing} is referenced but was not listed (spelled otherwise than the store lists it, or gone); \
+             nothing is swept until every referenced file is found"
+        ));
+    }
     let mut orphans = Vec::new();
     let (mut recent, mut recent_bytes) = (0, 0);
     for f in listed {
@@ -191,22 +248,25 @@ pub async fn sweep(
         listed.extend(listing::list(folder, &props).await?);
     }
     let cutoff = now_ms.saturating_sub(i64::try_from(min_age_ms).unwrap_or(i64::MAX));
-    let (orphans, recent, recent_bytes) = match select(listed, &referenced, &folders.metadata, cutoff) {
+    let (mut orphans, recent, recent_bytes) = match select(listed, &referenced, &folders, cutoff) {
         Ok(selected) => selected,
         Err(why) => return Ok(Err(why)),
     };
-    let mut sweep = Sweep { orphans, recent, recent_bytes, ..Default::default() };
+    let left_for_next = orphans.len().saturating_sub(MAX_ORPHANS_PER_RUN) as u64;
+    orphans.truncate(MAX_ORPHANS_PER_RUN);
+    let mut sweep = Sweep { orphans, recent, recent_bytes, left_for_next, ..Default::default() };
     if dry_run {
         return Ok(Ok(sweep));
     }
-    for (i, orphan) in sweep.orphans.iter().enumerate() {
+    let mut deleted_any = false;
+    for orphan in &sweep.orphans {
         if let Err(e) = table.file_io().delete(&orphan.path).await {
             sweep.not_deleted += 1;
             tracing::debug!(table = %table.identifier(), file = %orphan.path, error = %e, "could not delete an orphan file");
             continue;
         }
         sweep.bytes_deleted += orphan.bytes;
-        if i == 0 {
+        if !std::mem::replace(&mut deleted_any, true) {
             failpoint::hit("after-first-orphan-delete");
         }
     }
@@ -229,6 +289,8 @@ mod tests {
         assert_eq!(normal("file:/w/t/x"), "/w/t/x");
         assert_eq!(normal("/w/t/x"), "/w/t/x");
         assert_eq!(normal("s3://b/t/x"), "s3://b/t/x");
+        assert_eq!(normal("s3://b/t/data//x"), "s3://b/t/data/x", "as the store names it");
+        assert_eq!(normal("file:///w//t/x"), "/w/t/x");
     }
 
     #[test]
@@ -244,7 +306,7 @@ mod tests {
             listed("s3://b/t/metadata/v3.metadata.json", Some(0)),
             listed("s3://b/t/metadata/version-hint.text", Some(0)),
         ];
-        let (orphans, recent, recent_bytes) = select(files, &referenced, "s3://b/t/metadata", 50).unwrap();
+        let (orphans, recent, recent_bytes) = select(files, &referenced, &folders("s3://b/t"), 50).unwrap();
         let paths: Vec<&str> = orphans.iter().map(|o| o.path.as_str()).collect();
         assert_eq!(paths, ["s3://b/t/data/left.parquet", "s3://b/t/metadata/v3.metadata.json"]);
         assert_eq!((recent, recent_bytes), (2, 20), "young and unknown-age files are left");
@@ -254,7 +316,27 @@ mod tests {
     fn another_tables_metadata_inside_the_data_folder_stops_the_sweep() {
         let files =
             vec![listed("/w/t/data/x.parquet", Some(0)), listed("/w/t/data/inner/metadata/v1.metadata.json", Some(0))];
-        let why = select(files, &Referenced::default(), "/w/t/metadata", 50).unwrap_err();
+        let why = select(files, &Referenced::default(), &folders("/w/t"), 50).unwrap_err();
         assert!(why.contains("/w/t/data/inner/metadata/v1.metadata.json"), "{why}");
+    }
+
+    #[test]
+    fn a_referenced_file_the_listing_does_not_show_stops_the_sweep() {
+        // The metadata names `data/x%20y.parquet`, the store lists `data/x y.parquet`: a
+        // spelling this module does not know. Nothing may be judged an orphan then.
+        let referenced: Referenced = ["/w/t/data/x%20y.parquet"].into_iter().collect();
+        let files = vec![listed("/w/t/data/x y.parquet", Some(0)), listed("/w/t/data/left.parquet", Some(0))];
+        let why = select(files, &referenced, &folders("/w/t"), 50).unwrap_err();
+        assert!(why.contains("/w/t/data/x%20y.parquet") && why.contains("not listed"), "{why}");
+        // A referenced file outside the swept folders is not looked for.
+        let referenced: Referenced = ["s3://other/data/x.parquet"].into_iter().collect();
+        assert!(select(vec![], &referenced, &folders("/w/t"), 50).is_ok());
+    }
+
+    fn folders(location: &str) -> Folders {
+        Folders {
+            metadata: format!("{location}/metadata"),
+            swept: ["data", "metadata", "k2-state"].iter().map(|f| format!("{location}/{f}")).collect(),
+        }
     }
 }

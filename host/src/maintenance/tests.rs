@@ -382,3 +382,74 @@ async fn folders_outside_the_location_are_not_swept_and_a_table_inside_the_data_
     assert!(why.contains(&inner), "{why}");
     assert!(exists(&f.table, &inner).await);
 }
+
+#[tokio::test]
+async fn a_file_the_metadata_names_with_a_double_slash_is_not_an_orphan() {
+    // iceberg-rust joins `write.data.path` as given: a trailing slash there names data files
+    // `data//x.parquet`, which the store (and its listing) calls `data/x.parquet`.
+    let mut f = fixture().await;
+    commit(&mut f, 0, false).await;
+    let path = format!("{}/data//double.parquet", location(&f.table));
+    f.table.file_io().new_output(&path).unwrap().write(vec![0u8; 100].into()).await.unwrap();
+    let file = DataFileBuilder::default()
+        .partition_spec_id(0)
+        .content(DataContentType::Data)
+        .file_path(path.clone())
+        .file_format(DataFileFormat::Parquet)
+        .file_size_in_bytes(100)
+        .record_count(1)
+        .partition(Struct::empty())
+        .build()
+        .unwrap();
+    let advanced = BTreeMap::from([(0, 2)]);
+    let id = new_commit_id();
+    let states = StateFiles::new();
+    let append =
+        Append { topic: "topic", advanced: &advanced, states: &states, lost: &[], commit_id: &id, topic_id: None };
+    let CommitOutcome::Committed(t) = append_with_offsets(&f.catalog, &f.table, vec![file], &append).await.unwrap()
+    else {
+        panic!("conflict")
+    };
+    let later = chrono::Utc::now().timestamp_millis() + 24 * HOUR_MS as i64;
+    let sweep = orphans::sweep(&t, HOUR_MS, later, false).await.unwrap().unwrap();
+    assert!(sweep.orphans.is_empty(), "{sweep:?}");
+    assert!(exists(&t, &path).await);
+}
+
+#[tokio::test]
+async fn a_data_path_at_the_location_lists_the_location_once() {
+    let mut f = fixture().await;
+    commit(&mut f, 0, true).await;
+    let at = location(&f.table);
+    let tx = Transaction::new(&f.table);
+    let tx = tx.update_table_properties().set("write.data.path".into(), format!("{at}/")).apply(tx).unwrap();
+    f.table = tx.commit(f.catalog.catalog()).await.unwrap();
+    assert_eq!(orphans::Folders::of(f.table.metadata()).swept, [at.clone()]);
+    let (swept, outside) = leftovers(&f.table).await;
+    let later = chrono::Utc::now().timestamp_millis() + 24 * HOUR_MS as i64;
+    let dry = orphans::sweep(&f.table, HOUR_MS, later, true).await.unwrap().unwrap();
+    let mut found: Vec<&str> = dry.orphans.iter().map(|o| o.path.as_str()).collect();
+    found.sort();
+    let mut expected: Vec<&str> = swept.iter().chain([&outside]).map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(found, expected, "each file once; with data at the location, the whole location is the table's");
+}
+
+#[tokio::test]
+async fn a_stale_copy_of_the_table_never_takes_newer_commits_files_for_orphans() {
+    // An events table this instance has not written for days, while another instance has.
+    let mut f = fixture().await;
+    commit(&mut f, 0, true).await;
+    let stale = f.table.clone();
+    for n in 1..4 {
+        commit(&mut f, n, true).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let config = MaintenanceConfig { orphan_min_age_ms: 1, ..keep(100) };
+    let plan = Plan { sweep_orphans: true, ..Plan::default() };
+    let (_, report) = run(&f.catalog, &stale, &config, plan).await.unwrap();
+    assert!(report.orphans.as_ref().is_some_and(|o| o.orphans.is_empty()), "{report:?}");
+    for path in referenced_files(&f.table).await {
+        assert!(exists(&f.table, &path).await, "{path} of a newer commit must stay");
+    }
+}
