@@ -424,7 +424,7 @@ async fn a_data_path_at_the_location_lists_the_location_once() {
     let tx = Transaction::new(&f.table);
     let tx = tx.update_table_properties().set("write.data.path".into(), format!("{at}/")).apply(tx).unwrap();
     f.table = tx.commit(f.catalog.catalog()).await.unwrap();
-    assert_eq!(orphans::Folders::of(f.table.metadata()).swept, [at.clone()]);
+    assert_eq!(orphans::Folders::of(f.table.metadata()).swept, vec![at.clone()]);
     let (swept, outside) = leftovers(&f.table).await;
     let later = chrono::Utc::now().timestamp_millis() + 24 * HOUR_MS as i64;
     let dry = orphans::sweep(&f.table, HOUR_MS, later, true).await.unwrap().unwrap();
