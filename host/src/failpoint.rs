@@ -31,18 +31,21 @@ pub fn hit(point: &str) {
     let armed = ARMED.get_or_init(|| std::env::var(ENV_FAILPOINT).ok().filter(|v| !v.is_empty()));
     let Some(armed) = armed.as_deref() else { return };
     let (armed, nth) = match armed.split_once('@') {
-        Some((name, n)) => match n.parse::<u64>() {
-            Ok(n) => (name, n),
-            Err(_) => panic!("{ENV_FAILPOINT}={armed}: the count after @ must be a number"),
-        },
-        None => (armed, 1),
+        Some((name, n)) => (name, n.parse::<u64>().ok()),
+        None => (armed, Some(1)),
     };
     let stall = armed.strip_prefix("stall-") == Some(point);
     if armed != point && !stall {
         return;
     }
+    let Some(nth) = nth else {
+        // A test that meant to crash here must not pass because it never did.
+        eprintln!("failpoint {point}: {ENV_FAILPOINT}'s count after @ is not a number; aborting the process");
+        std::process::abort();
+    };
+    // The n-th hit only (a stall too: later hits run on).
     static HITS: AtomicU64 = AtomicU64::new(0);
-    if HITS.fetch_add(1, Ordering::SeqCst) + 1 < nth {
+    if HITS.fetch_add(1, Ordering::SeqCst) + 1 != nth && !(stall && nth == 1) {
         return;
     }
     if !stall {

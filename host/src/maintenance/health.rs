@@ -55,8 +55,9 @@ impl TableHealth {
         };
         match counted {
             Ok(Ok(sweep)) => {
-                health.orphan_files = Some(sweep.orphans.len() as u64);
-                health.orphan_bytes = Some(sweep.orphans.iter().map(|o| o.bytes).sum());
+                health.orphan_files = Some(sweep.orphans.len() as u64 + sweep.left_for_next);
+                health.orphan_bytes =
+                    Some(sweep.orphans.iter().map(|o| o.bytes).sum::<u64>() + sweep.left_for_next_bytes);
             }
             Ok(Err(why)) => health.orphans_not_counted = Some(why),
             // Status shows what it can: a folder it cannot list leaves the count out.

@@ -15,8 +15,10 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::services::{FsConfig, S3Config};
 use opendal::{ErrorKind, Operator};
 
-/// A request (one page of a listing, one stat) that takes longer fails, and is tried again a
-/// few times: a stalled object store must not hold the consume loop that sweeps.
+/// An S3 request (one page of a listing, one stat) that takes longer fails, and is tried again
+/// a few times: a stalled object store must not hold the consume loop that sweeps. S3 only: a
+/// page is retried whole there, while a local recursive listing retried mid-way would go on
+/// without the folder it was opening (a partial listing taken for a complete one).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 use crate::error::{Error, Result};
@@ -37,9 +39,6 @@ pub async fn list(dir: &str, props: &HashMap<String, String>) -> Result<Vec<List
     let dir = format!("{}/", dir.trim_end_matches('/'));
     let err = |source| Error::Listing { path: dir.clone(), source: Box::new(source) };
     let (op, prefix, relative) = operator(&dir, props).map_err(err)?;
-    let op = op
-        .layer(TimeoutLayer::new().with_timeout(REQUEST_TIMEOUT).with_io_timeout(REQUEST_TIMEOUT))
-        .layer(RetryLayer::new());
     let mut lister = match op.lister_with(&relative).recursive(true).await {
         Ok(lister) => lister,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -98,7 +97,10 @@ fn operator(dir: &str, props: &HashMap<String, String>) -> opendal::Result<(Oper
         cfg.skip_signature = truthy(S3_ALLOW_ANONYMOUS);
         cfg.disable_ec2_metadata = truthy(S3_DISABLE_EC2_METADATA);
         cfg.disable_config_load = truthy(S3_DISABLE_CONFIG_LOAD);
-        let op = Operator::from_config(cfg)?.finish();
+        let op = Operator::from_config(cfg)?
+            .finish()
+            .layer(TimeoutLayer::new().with_timeout(REQUEST_TIMEOUT).with_io_timeout(REQUEST_TIMEOUT))
+            .layer(RetryLayer::new());
         return Ok((op, format!("{scheme}://{bucket}/"), key.to_string()));
     }
     let (prefix, absolute) = if let Some(path) = dir.strip_prefix("file:") {

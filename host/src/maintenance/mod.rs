@@ -64,7 +64,9 @@ pub struct Report {
     pub orphans: Option<Sweep>,
     /// Why the table's orphans were not swept, when a sweep was asked for.
     pub orphans_skipped: Option<String>,
-    /// The sweep failed (reading the table or listing its folders); nothing was deleted by it.
+    /// The sweep failed (reading the table or listing its folders) or refused to judge the
+    /// table's files (a referenced file not listed, another table inside this one's folders);
+    /// nothing was deleted by it. Logged as a warning and counted as a maintenance error.
     pub orphans_failed: Option<String>,
     pub duration_ms: u64,
 }
@@ -101,17 +103,28 @@ pub async fn run(
     let (committed, mut report) = expire(catalog, table, config, plan.dry_run).await?;
     if plan.sweep_orphans {
         match sweep_fresh(catalog, table, config, plan.dry_run).await {
-            Ok(Ok(sweep)) => {
+            Ok(SweepOutcome::Swept(sweep)) => {
                 report.bytes_reclaimed += sweep.bytes_deleted;
                 report.orphans = Some(sweep);
             }
-            Ok(Err(why)) => report.orphans_skipped = Some(why),
+            Ok(SweepOutcome::NotSweepable(why)) => report.orphans_skipped = Some(why),
+            // A table the sweep may touch but cannot judge: an operator should look.
+            Ok(SweepOutcome::Refused(why)) => report.orphans_failed = Some(format!("refused: {why}")),
             // The expiry stands (and its table is returned); the sweep is tried at the next.
             Err(e) => report.orphans_failed = Some(e.to_string()),
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok((committed, report))
+}
+
+/// How a sweep ended, short of an error.
+enum SweepOutcome {
+    Swept(Sweep),
+    /// Not a table this sweep touches (gc disabled, not k2-ingest's).
+    NotSweepable(String),
+    /// A table it touches whose files it cannot judge (see [`orphans::select`]).
+    Refused(String),
 }
 
 /// Sweeps the table as the catalog holds it now, never the caller's copy: a copy that
@@ -122,17 +135,20 @@ async fn sweep_fresh(
     table: &Table,
     config: &MaintenanceConfig,
     dry_run: bool,
-) -> Result<std::result::Result<Sweep, String>> {
+) -> Result<SweepOutcome> {
     let fresh = catalog.catalog().load_table(table.identifier()).await.map_err(|source| Error::Iceberg {
         table: table.identifier().to_string(),
         context: "loading the table for the orphan sweep".into(),
         source,
     })?;
     if let Err(why) = sweepable(&fresh) {
-        return Ok(Err(why));
+        return Ok(SweepOutcome::NotSweepable(why));
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
-    orphans::sweep(&fresh, config.orphan_min_age_ms, now_ms, dry_run).await
+    Ok(match orphans::sweep(&fresh, config.orphan_min_age_ms, now_ms, dry_run).await? {
+        Ok(sweep) => SweepOutcome::Swept(sweep),
+        Err(why) => SweepOutcome::Refused(why),
+    })
 }
 
 /// Whether `table`'s orphans may be swept: it allows garbage collection, and it is one

@@ -41,6 +41,10 @@ pub struct Orphan {
 /// Orphans one sweep deletes at most (in path order); the rest wait for the next.
 pub const MAX_ORPHANS_PER_RUN: usize = 10_000;
 
+/// How long one sweep goes on deleting (one request a file): it runs between two commits, and
+/// the consumer must poll again well within `max.poll.interval.ms` (5 min by default).
+const DELETE_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What one sweep found and did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Sweep {
@@ -49,17 +53,27 @@ pub struct Sweep {
     /// Of those, the ones whose deletion failed.
     pub not_deleted: u64,
     pub bytes_deleted: u64,
-    /// Orphans past [`MAX_ORPHANS_PER_RUN`], left for the next sweep.
+    /// Orphans past [`MAX_ORPHANS_PER_RUN`] or the time budget, left for the next sweep.
     pub left_for_next: u64,
+    pub left_for_next_bytes: u64,
     /// Unreferenced files younger than the window, left for a later sweep (or a commit).
     pub recent: u64,
     pub recent_bytes: u64,
+}
+
+impl Sweep {
+    fn leave_for_next(&mut self, rest: Vec<Orphan>) {
+        self.left_for_next += rest.len() as u64;
+        self.left_for_next_bytes += rest.iter().map(|o| o.bytes).sum::<u64>();
+    }
 }
 
 /// Every path `table` references, in normal form.
 #[derive(Debug, Default)]
 pub struct Referenced {
     all: HashSet<String>,
+    /// The file names of `all`.
+    names: HashSet<String>,
     /// The ones that must exist: the current metadata file, every manifest list and manifest,
     /// every live data and delete file. (A file only a deleted entry names may be gone: another
     /// engine's expiry deletes those.)
@@ -106,7 +120,10 @@ impl Referenced {
     }
 
     fn insert_all<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
-        self.all.extend(paths.into_iter().map(normal));
+        for p in paths {
+            self.names.insert(p.rsplit('/').next().unwrap_or_default().to_string());
+            self.all.insert(normal(p));
+        }
     }
 
     fn require<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
@@ -151,8 +168,10 @@ pub fn normal(path: &str) -> String {
 /// Where a table keeps its files, as its location and properties say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folders {
-    /// The metadata folder, swept or not: a metadata file anywhere else is another table's.
-    pub metadata: String,
+    /// The metadata folders, swept or not: a metadata file anywhere else is another table's.
+    /// (`<location>/metadata`, where iceberg-rust writes whatever the property says, and
+    /// `write.metadata.path` where other engines honour it.)
+    pub metadata: Vec<String>,
     /// The data, metadata and validator-state folders that lie under the table's location.
     pub swept: Vec<String>,
 }
@@ -165,10 +184,18 @@ impl Folders {
         let folder = |key: &str, default: &str| {
             props.get(key).map_or_else(|| format!("{location}/{default}"), |f| f.trim_end_matches('/').to_string())
         };
-        let (data, meta) = (folder("write.data.path", "data"), folder("write.metadata.path", "metadata"));
+        // iceberg-rust's data location: write.data.path, else write.folder-storage.path.
+        let data = match props.get("write.data.path").or_else(|| props.get("write.folder-storage.path")) {
+            Some(f) => f.trim_end_matches('/').to_string(),
+            None => format!("{location}/data"),
+        };
+        let mut metadata = vec![format!("{location}/metadata"), folder("write.metadata.path", "metadata")];
+        metadata.dedup();
         let key = |f: &String| format!("{}/", normal(f));
-        let under_location: Vec<String> = [data, meta.clone(), format!("{location}/k2-state")]
+        let under_location: Vec<String> = [data]
             .into_iter()
+            .chain(metadata.iter().cloned())
+            .chain([format!("{location}/k2-state")])
             .filter(|f| key(f).starts_with(&own))
             .collect();
         // A folder inside another (a data path at the location itself) is listed with it, once.
@@ -183,7 +210,7 @@ impl Folders {
             })
             .map(|(_, f)| f.clone())
             .collect();
-        Self { metadata: meta, swept }
+        Self { metadata, swept }
     }
 }
 
@@ -199,7 +226,7 @@ pub fn select(
     folders: &Folders,
     cutoff_ms: i64,
 ) -> std::result::Result<(Vec<Orphan>, u64, u64), String> {
-    let metadata_folder = format!("{}/", normal(&folders.metadata));
+    let metadata_folders: Vec<String> = folders.metadata.iter().map(|f| format!("{}/", normal(f))).collect();
     let swept: Vec<String> = folders.swept.iter().map(|f| format!("{}/", normal(f))).collect();
     let seen: HashSet<String> = listed.iter().map(|f| normal(&f.path)).collect();
     let mut unlisted =
@@ -214,11 +241,16 @@ pub fn select(
     let (mut recent, mut recent_bytes) = (0, 0);
     for f in listed {
         let name = f.path.rsplit('/').next().unwrap_or_default();
-        if name.ends_with(".metadata.json") && !normal(&f.path).starts_with(&metadata_folder) {
+        if name.ends_with(".metadata.json") && !metadata_folders.iter().any(|m| normal(&f.path).starts_with(m)) {
             return Err(format!("{} is a table's metadata file outside this table's metadata folder", f.path));
         }
         // A Hadoop-style catalog's pointer to the current metadata file, never referenced.
         if name == "version-hint.text" || referenced.contains(&f.path) {
+            continue;
+        }
+        // The name of a referenced file (they carry UUIDs) under another spelling of its path:
+        // a mismatch this module does not know, never taken for an orphan.
+        if referenced.names.contains(name) {
             continue;
         }
         if f.modified_ms.is_some_and(|m| m < cutoff_ms) {
@@ -252,14 +284,20 @@ pub async fn sweep(
         Ok(selected) => selected,
         Err(why) => return Ok(Err(why)),
     };
-    let left_for_next = orphans.len().saturating_sub(MAX_ORPHANS_PER_RUN) as u64;
-    orphans.truncate(MAX_ORPHANS_PER_RUN);
-    let mut sweep = Sweep { orphans, recent, recent_bytes, left_for_next, ..Default::default() };
+    let rest = orphans.split_off(orphans.len().min(MAX_ORPHANS_PER_RUN));
+    let mut sweep = Sweep { orphans, recent, recent_bytes, ..Default::default() };
+    sweep.leave_for_next(rest);
     if dry_run {
         return Ok(Ok(sweep));
     }
+    let started = std::time::Instant::now();
     let mut deleted_any = false;
-    for orphan in &sweep.orphans {
+    for (i, orphan) in sweep.orphans.iter().enumerate() {
+        if started.elapsed() > DELETE_BUDGET {
+            let rest = sweep.orphans.split_off(i);
+            sweep.leave_for_next(rest);
+            break;
+        }
         if let Err(e) = table.file_io().delete(&orphan.path).await {
             sweep.not_deleted += 1;
             tracing::debug!(table = %table.identifier(), file = %orphan.path, error = %e, "could not delete an orphan file");
@@ -333,9 +371,23 @@ mod tests {
         assert!(select(vec![], &referenced, &folders("/w/t"), 50).is_ok());
     }
 
+    #[test]
+    fn a_file_named_as_a_referenced_one_under_another_spelling_is_never_an_orphan() {
+        // Say a metadata-log entry spelled `hdfs-like://…/00001-ab.metadata.json` names what the
+        // store lists as `/w/t/metadata/00001-ab.metadata.json`: not required, so not checked,
+        // but its name gives it away.
+        let mut referenced = Referenced::default();
+        referenced.insert_all(["weird://host/w/t/metadata/00001-ab.metadata.json"]);
+        let files =
+            vec![listed("/w/t/metadata/00001-ab.metadata.json", Some(0)), listed("/w/t/data/left.parquet", Some(0))];
+        let (orphans, _, _) = select(files, &referenced, &folders("/w/t"), 50).unwrap();
+        let paths: Vec<&str> = orphans.iter().map(|o| o.path.as_str()).collect();
+        assert_eq!(paths, ["/w/t/data/left.parquet"]);
+    }
+
     fn folders(location: &str) -> Folders {
         Folders {
-            metadata: format!("{location}/metadata"),
+            metadata: vec![format!("{location}/metadata")],
             swept: ["data", "metadata", "k2-state"].iter().map(|f| format!("{location}/{f}")).collect(),
         }
     }

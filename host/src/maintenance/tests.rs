@@ -373,7 +373,7 @@ async fn folders_outside_the_location_are_not_swept_and_a_table_inside_the_data_
         .unwrap();
     let moved = tx.commit(f.catalog.catalog()).await.unwrap();
     let folders = orphans::Folders::of(moved.metadata());
-    assert_eq!(folders.swept, [format!("{at}/meta"), format!("{at}/k2-state")]);
+    assert_eq!(folders.swept, [format!("{at}/metadata"), format!("{at}/meta"), format!("{at}/k2-state")]);
 
     let inner = format!("{at}/data/inner/metadata/00000-x.metadata.json");
     f.table.file_io().new_output(&inner).unwrap().write(vec![1u8; 7].into()).await.unwrap();

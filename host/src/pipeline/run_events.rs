@@ -235,7 +235,7 @@ impl RunEvents {
                 m.orphans_deleted(&r.table, orphans);
                 if let Some(error) = &r.orphans_failed {
                     m.maintenance_error(&r.table);
-                    tracing::warn!(table = %r.table, %error, "the orphan sweep failed; ingest goes on, tried again at the next sweep");
+                    tracing::warn!(table = %r.table, %error, "the orphan sweep failed or refused; nothing was deleted by it; ingest goes on, tried again at the next sweep");
                 }
                 if let Some(o) = &r.orphans {
                     tracing::info!(table = %r.table, orphans_deleted = orphans, orphans_not_deleted = o.not_deleted,
