@@ -110,7 +110,7 @@ fn print_orphans(r: &Report, delete: &str) {
     let Some(sweep) = &r.orphans else { return };
     let (files, bytes) = match r.dry_run {
         true => (sweep.orphans.len() as u64, sweep.orphans.iter().map(|o| o.bytes).sum::<u64>()),
-        false => (sweep.orphans.len() as u64 - sweep.not_deleted, sweep.bytes_deleted),
+        false => (r.orphans_deleted(), sweep.bytes_deleted),
     };
     println!("  {delete} {files} orphan files ({:.1} MiB) nothing references", bytes as f64 / 1048576.0);
     if r.dry_run {

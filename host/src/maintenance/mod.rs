@@ -76,8 +76,15 @@ impl Report {
         if self.dry_run {
             return 0;
         }
-        let orphans = self.orphans.as_ref().map_or(0, |o| o.orphans.len() as u64 - o.not_deleted);
-        self.files.len() as u64 - self.files_not_deleted + orphans
+        self.files.len() as u64 - self.files_not_deleted + self.orphans_deleted()
+    }
+
+    /// Orphan files the sweep deleted (none when dry or not swept).
+    pub fn orphans_deleted(&self) -> u64 {
+        if self.dry_run {
+            return 0;
+        }
+        self.orphans.as_ref().map_or(0, |o| o.orphans.len() as u64 - o.not_deleted)
     }
 }
 
@@ -172,16 +179,11 @@ async fn expire(
     config: &MaintenanceConfig,
     dry_run: bool,
 ) -> Result<(Option<Table>, Report)> {
-    let started = Instant::now();
     let mut report = Report {
         table: table.identifier().to_string(),
         dry_run,
         snapshots_before: table.metadata().snapshots().count(),
         ..Default::default()
-    };
-    let finish = |mut report: Report, table| {
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        Ok((table, report))
     };
     let err = |context: &str| {
         let table = table.identifier().to_string();
@@ -191,18 +193,18 @@ async fn expire(
     let properties = table.metadata().table_properties().map_err(err("reading the table's properties"))?;
     if !properties.gc_enabled {
         report.skipped = Some("the table's gc.enabled is false".into());
-        return finish(report, None);
+        return Ok((None, report));
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
     let ids = match Retention::from(config).select(&History::of(table.metadata()), now_ms) {
         Selection::Expire(ids) => ids,
         Selection::Refused(why) => {
             report.skipped = Some(why);
-            return finish(report, None);
+            return Ok((None, report));
         }
     };
     if ids.is_empty() {
-        return finish(report, None);
+        return Ok((None, report));
     }
     report.snapshots_expired = ids.clone();
 
@@ -212,7 +214,7 @@ async fn expire(
             table.metadata().snapshots().cloned().partition(|s| expiring.contains(&s.snapshot_id()));
         report.files = unreferenced::find(table, &expired, table, &kept).await?;
         report.bytes_reclaimed = report.files.iter().filter_map(|f| f.bytes).sum();
-        return finish(report, None);
+        return Ok((None, report));
     }
 
     let tx = Transaction::new(table);
@@ -230,7 +232,7 @@ async fn expire(
         Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
             report.skipped = Some("another writer committed first; tried again at the next run".into());
             report.snapshots_expired.clear();
-            return finish(report, None);
+            return Ok((None, report));
         }
         Err(e) => return Err(err("committing the snapshot expiry")(e)),
     };
@@ -257,7 +259,7 @@ async fn expire(
             failpoint::hit("after-first-unreferenced-delete");
         }
     }
-    finish(report, Some(committed))
+    Ok((Some(committed), report))
 }
 
 /// The last maintenance run that expired snapshots of a table, as [`LAST_RUN_PROPERTY`] records it.

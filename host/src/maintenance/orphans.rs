@@ -129,10 +129,6 @@ impl Referenced {
     fn require<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
         self.required.extend(paths.into_iter().map(normal));
     }
-
-    pub fn contains(&self, path: &str) -> bool {
-        self.all.contains(&normal(path))
-    }
 }
 
 /// Paths both referenced and required (tests).
@@ -228,9 +224,10 @@ pub fn select(
 ) -> std::result::Result<(Vec<Orphan>, u64, u64), String> {
     let metadata_folders: Vec<String> = folders.metadata.iter().map(|f| format!("{}/", normal(f))).collect();
     let swept: Vec<String> = folders.swept.iter().map(|f| format!("{}/", normal(f))).collect();
-    let seen: HashSet<String> = listed.iter().map(|f| normal(&f.path)).collect();
+    let keys: Vec<String> = listed.iter().map(|f| normal(&f.path)).collect();
+    let seen: HashSet<&str> = keys.iter().map(String::as_str).collect();
     let mut unlisted =
-        referenced.required.iter().filter(|r| swept.iter().any(|f| r.starts_with(f)) && !seen.contains(*r));
+        referenced.required.iter().filter(|r| swept.iter().any(|f| r.starts_with(f)) && !seen.contains(r.as_str()));
     if let Some(missing) = unlisted.next() {
         return Err(format!(
             "{missing} is referenced but was not listed (spelled otherwise than the store lists it, or gone); \
@@ -239,13 +236,13 @@ pub fn select(
     }
     let mut orphans = Vec::new();
     let (mut recent, mut recent_bytes) = (0, 0);
-    for f in listed {
+    for (f, key) in listed.into_iter().zip(&keys) {
         let name = f.path.rsplit('/').next().unwrap_or_default();
-        if name.ends_with(".metadata.json") && !metadata_folders.iter().any(|m| normal(&f.path).starts_with(m)) {
+        if name.ends_with(".metadata.json") && !metadata_folders.iter().any(|m| key.starts_with(m)) {
             return Err(format!("{} is a table's metadata file outside this table's metadata folder", f.path));
         }
         // A Hadoop-style catalog's pointer to the current metadata file, never referenced.
-        if name == "version-hint.text" || referenced.contains(&f.path) {
+        if name == "version-hint.text" || referenced.all.contains(key) {
             continue;
         }
         // The name of a referenced file (they carry UUIDs) under another spelling of its path:

@@ -229,7 +229,7 @@ impl RunEvents {
                 s.maintenance_runs += 1;
                 s.snapshots_expired += r.snapshots_expired.len() as u64;
                 s.files_deleted += r.files_deleted();
-                let orphans = r.orphans.as_ref().map_or(0, |o| o.orphans.len() as u64 - o.not_deleted);
+                let orphans = r.orphans_deleted();
                 s.orphans_deleted += orphans;
                 m.maintained(&r.table, r.snapshots_expired.len() as u64, r.files_deleted(), r.bytes_reclaimed);
                 m.orphans_deleted(&r.table, orphans);
